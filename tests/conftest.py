@@ -1,0 +1,177 @@
+"""Fixtures: a real ``trainhub serve`` process on the real Docker engine."""
+
+from __future__ import annotations
+
+import os
+import socket
+import sqlite3
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import docker
+import httpx
+import pytest
+
+TOKEN = "th_test_admin_token_for_the_suite"
+BASE_IMAGE = "trainhub/base:cpu"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@dataclass
+class Server:
+    data: Path
+    port: int
+    env: dict[str, str]
+    log_path: Path
+    proc: subprocess.Popen[bytes] | None = None
+    clients: list[httpx.Client] = field(default_factory=list)
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def start(self) -> None:
+        log = self.log_path.open("ab")
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "trainhub", "serve", "--port", str(self.port), "--data", str(self.data)],
+            env=self.env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"server exited: {self.log_path.read_text()[-3000:]}")
+            try:
+                if httpx.get(f"{self.url}/healthz", timeout=1).status_code == 200:
+                    return
+            except httpx.HTTPError:
+                pass
+            time.sleep(0.1)
+        raise RuntimeError(f"server did not answer: {self.log_path.read_text()[-3000:]}")
+
+    def kill(self) -> None:
+        """SIGKILL: no shutdown code runs."""
+        assert self.proc is not None
+        self.proc.kill()
+        self.proc.wait()
+
+    def stop(self) -> None:
+        if self.proc and self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+
+    def client(self, token: str | None = TOKEN) -> httpx.Client:
+        headers = {"Authorization": f"Bearer {token}"} if token else {}
+        c = httpx.Client(base_url=self.url, headers=headers, timeout=30)
+        self.clients.append(c)
+        return c
+
+    def instance_id(self) -> str:
+        with sqlite3.connect(self.data / "trainhub.db") as conn:
+            return str(conn.execute("select value from meta where key='instance_id'").fetchone()[0])
+
+    def containers(self) -> list[str]:
+        client = docker.from_env()
+        try:
+            found = client.containers.list(
+                all=True, filters={"label": f"org.trainhub.instance={self.instance_id()}"}
+            )
+            return [str(c.id) for c in found]
+        finally:
+            client.close()
+
+    def cleanup(self) -> None:
+        for c in self.clients:
+            c.close()
+        self.stop()
+        if (self.data / "trainhub.db").exists():
+            client = docker.from_env()
+            try:
+                for cid in self.containers():
+                    client.api.remove_container(cid, force=True)
+            finally:
+                client.close()
+
+
+@pytest.fixture(scope="session")
+def docker_ready() -> None:
+    """The real engine and the base image must be there: ./scripts/test sets both up."""
+    try:
+        client = docker.from_env()
+        client.ping()
+    except docker.errors.DockerException as exc:
+        pytest.fail(f"No Docker engine ({exc}): run the suite with ./scripts/test")
+    try:
+        client.images.get(BASE_IMAGE)
+    except docker.errors.ImageNotFound:
+        pytest.fail(f"{BASE_IMAGE} is missing: run `trainhub images build-base` (./scripts/test does)")
+    finally:
+        client.close()
+
+
+ServerFactory = Callable[..., Server]
+
+
+@pytest.fixture
+def make_server(tmp_path_factory: pytest.TempPathFactory, docker_ready: None) -> Iterator[ServerFactory]:
+    made: list[Server] = []
+
+    def factory(**settings: str) -> Server:
+        data = tmp_path_factory.mktemp("data")
+        env = {k: v for k, v in os.environ.items() if not k.startswith("TRAINHUB_")}
+        env.update(
+            {
+                "TRAINHUB_ADMIN_TOKEN": TOKEN,
+                "TRAINHUB_SYNC_INTERVAL_SECONDS": "0.5",
+                "TRAINHUB_CANCEL_GRACE_SECONDS": "3",
+            }
+        )
+        env.update({f"TRAINHUB_{k.upper()}": v for k, v in settings.items()})
+        server = Server(data=data, port=free_port(), env=env, log_path=data.parent / f"{data.name}.log")
+        made.append(server)
+        server.start()
+        return server
+
+    yield factory
+    for server in made:
+        server.cleanup()
+
+
+@pytest.fixture(scope="session")
+def server(tmp_path_factory: pytest.TempPathFactory, docker_ready: None) -> Iterator[Server]:
+    """One shared server for the tests that need nothing special (small snapshot limits)."""
+    data = tmp_path_factory.mktemp("shared-data")
+    env = {k: v for k, v in os.environ.items() if not k.startswith("TRAINHUB_")}
+    env.update(
+        {
+            "TRAINHUB_ADMIN_TOKEN": TOKEN,
+            "TRAINHUB_SYNC_INTERVAL_SECONDS": "0.5",
+            "TRAINHUB_CANCEL_GRACE_SECONDS": "3",
+            "TRAINHUB_MAX_SNAPSHOT_MB": "2",
+            "TRAINHUB_MAX_SNAPSHOT_EXPANDED_MB": "8",
+            "TRAINHUB_MAX_SNAPSHOT_FILES": "50",
+        }
+    )
+    srv = Server(data=data, port=free_port(), env=env, log_path=data.parent / "shared-server.log")
+    srv.start()
+    yield srv
+    srv.cleanup()
+
+
+@pytest.fixture
+def client(server: Server) -> httpx.Client:
+    return server.client()

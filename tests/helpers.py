@@ -1,0 +1,97 @@
+"""Helpers that keep tests short: build snapshots, submit, wait for a status."""
+
+from __future__ import annotations
+
+import io
+import json
+import tarfile
+import time
+from typing import Any
+
+import httpx
+
+TERMINAL = {"Completed", "Failed", "Canceled"}
+
+
+def make_snapshot(files: dict[str, str | bytes]) -> bytes:
+    """A .tar.gz of a source folder holding ``files`` (path -> content)."""
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w:gz") as tar:
+        for name, content in files.items():
+            data = content.encode() if isinstance(content, str) else content
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            info.mode = 0o644
+            tar.addfile(info, io.BytesIO(data))
+    return buf.getvalue()
+
+
+def submit_raw(
+    client: httpx.Client,
+    estimator: dict[str, Any] | str,
+    snapshot: bytes,
+    experiment: str = "tests",
+) -> httpx.Response:
+    body = estimator if isinstance(estimator, str) else json.dumps(estimator)
+    return client.post(
+        f"/api/v1/experiments/{experiment}/runs",
+        files={
+            "estimator": (None, body, "application/json"),
+            "snapshot": ("snapshot.tar.gz", snapshot, "application/gzip"),
+        },
+    )
+
+
+def submit(
+    client: httpx.Client,
+    script: str,
+    *,
+    experiment: str = "tests",
+    extra_files: dict[str, str | bytes] | None = None,
+    **estimator: Any,
+) -> dict[str, Any]:
+    """Submit ``script`` as train.py; return the run's details (asserting 201)."""
+    files: dict[str, str | bytes] = {"train.py": script, **(extra_files or {})}
+    spec = {"entry_script": "train.py", **estimator}
+    response = submit_raw(client, spec, make_snapshot(files), experiment)
+    assert response.status_code == 201, response.text
+    result: dict[str, Any] = response.json()
+    return result
+
+
+def get_run(client: httpx.Client, run_id: str) -> dict[str, Any]:
+    response = client.get(f"/api/v1/runs/{run_id}")
+    assert response.status_code == 200, response.text
+    result: dict[str, Any] = response.json()
+    return result
+
+
+def wait_for_status(
+    client: httpx.Client, run_id: str, statuses: set[str] | str = TERMINAL, timeout: float = 60
+) -> dict[str, Any]:
+    wanted = {statuses} if isinstance(statuses, str) else statuses
+    deadline = time.monotonic() + timeout
+    run = get_run(client, run_id)
+    while run["status"] not in wanted:
+        if time.monotonic() > deadline:
+            raise AssertionError(f"run {run_id} is {run['status']}, not {wanted}, after {timeout} s")
+        if run["status"] in TERMINAL:
+            raise AssertionError(f"run {run_id} ended {run['status']} ({run['error']}), wanted {wanted}")
+        time.sleep(0.1)
+        run = get_run(client, run_id)
+    return run
+
+
+def wait_for_log(client: httpx.Client, run_id: str, text: str, timeout: float = 30) -> str:
+    deadline = time.monotonic() + timeout
+    while True:
+        log = client.get(f"/api/v1/runs/{run_id}/logs").text
+        if text in log:
+            return log
+        if time.monotonic() > deadline:
+            raise AssertionError(f"{text!r} not in the log of {run_id} after {timeout} s: {log!r}")
+        time.sleep(0.1)
+
+
+def history(run: dict[str, Any]) -> list[str]:
+    return [event["status"] for event in run["statusHistory"]]

@@ -1,0 +1,1 @@
+"""A run's lifecycle: submission, launching, artifacts."""

@@ -1,0 +1,230 @@
+"""Run folders, snapshot checks and safe archive handling.
+
+A snapshot is checked member by member *before* anything is done with it: absolute paths, ``..``,
+links that leave the folder, device files and more files or bytes than the limits allow are refused.
+The server never extracts a snapshot itself: it is copied into the run's container through the Docker
+API. Archives coming back from a container (``./outputs``, ``./logs``) are extracted with tarfile's
+``data`` filter into the run's folder only.
+"""
+
+from __future__ import annotations
+
+import gzip
+import hashlib
+import os
+import posixpath
+import shutil
+import tarfile
+import tempfile
+import zlib
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import IO
+
+from trainhub.runs.status import DRIVER_LOG
+
+CHUNK = 1024 * 1024
+# Tar headers and padding on top of the file bytes themselves.
+_TAR_OVERHEAD_PER_MEMBER = 3 * 512
+
+
+class SnapshotError(Exception):
+    def __init__(self, status_code: int, message: str, field: str = "snapshot") -> None:
+        super().__init__(message)
+        self.status_code = status_code
+        self.message = message
+        self.field = field
+
+
+@dataclass(frozen=True)
+class SnapshotInfo:
+    sha256: str
+    files: frozenset[str]
+    count: int
+    expanded_bytes: int
+    compressed_bytes: int
+
+
+class _LimitedReader:
+    """A read-only stream that refuses to yield more than ``limit`` bytes (gzip bombs)."""
+
+    def __init__(self, raw: IO[bytes] | gzip.GzipFile, limit: int) -> None:
+        self._raw = raw
+        self._limit = limit
+        self.total = 0
+
+    def read(self, size: int = -1) -> bytes:
+        data = self._raw.read(size)
+        self.total += len(data)
+        if self.total > self._limit:
+            raise SnapshotError(413, f"The snapshot expands to more than {self._limit // 2**20} MB")
+        return data
+
+
+def _normalize(name: str) -> str:
+    name = name.replace("\\", "/")
+    while name.startswith("./"):
+        name = name[2:]
+    return name.rstrip("/")
+
+
+def check_snapshot(path: Path, *, max_files: int, max_expanded_bytes: int) -> SnapshotInfo:
+    """Check every member of a ``.tar.gz`` without extracting it; return what it holds."""
+    digest = hashlib.sha256()
+    with path.open("rb") as fh:
+        for block in iter(lambda: fh.read(CHUNK), b""):
+            digest.update(block)
+    files: set[str] = set()
+    count = 0
+    expanded = 0
+    stream_limit = max_expanded_bytes + (max_files + 16) * _TAR_OVERHEAD_PER_MEMBER + 2 * CHUNK
+    try:
+        with gzip.open(path, "rb") as gz:
+            reader = _LimitedReader(gz, stream_limit)
+            with tarfile.open(fileobj=reader, mode="r|") as tar:  # type: ignore[call-overload]
+                for member in tar:
+                    name = _normalize(member.name)
+                    if name in ("", "."):
+                        continue
+                    _check_member(member, name)
+                    count += 1
+                    if count > max_files:
+                        raise SnapshotError(
+                            413,
+                            f"The snapshot holds more than {max_files} files and folders (the limit)",
+                        )
+                    expanded += max(member.size, 0)
+                    if expanded > max_expanded_bytes:
+                        raise SnapshotError(
+                            413,
+                            f"The snapshot expands to more than {max_expanded_bytes // 2**20} MB (the limit)",
+                        )
+                    if member.isreg() or member.issym() or member.islnk():
+                        files.add(name)
+    except (tarfile.TarError, OSError, EOFError, zlib.error) as exc:
+        raise SnapshotError(400, f"The snapshot is not a valid .tar.gz archive ({exc})") from None
+    return SnapshotInfo(
+        sha256=digest.hexdigest(),
+        files=frozenset(files),
+        count=count,
+        expanded_bytes=expanded,
+        compressed_bytes=path.stat().st_size,
+    )
+
+
+def _check_member(member: tarfile.TarInfo, name: str) -> None:
+    if name.startswith("/") or (len(name) > 1 and name[1] == ":"):
+        raise SnapshotError(422, f"The snapshot holds an absolute path: '{member.name}'")
+    if ".." in name.split("/"):
+        raise SnapshotError(422, f"The snapshot holds a path with '..': '{member.name}'")
+    if member.isreg() or member.isdir():
+        return
+    if member.issym() or member.islnk():
+        target = member.linkname.replace("\\", "/")
+        if target.startswith("/"):
+            raise SnapshotError(422, f"The link '{name}' points outside the folder (to '{target}')")
+        base = posixpath.dirname(name) if member.issym() else ""
+        resolved = posixpath.normpath(posixpath.join(base, target))
+        if resolved == ".." or resolved.startswith("../"):
+            raise SnapshotError(422, f"The link '{name}' points outside the folder (to '{target}')")
+        return
+    kind = "device file" if (member.ischr() or member.isblk()) else "special file"
+    raise SnapshotError(
+        422, f"The snapshot holds a {kind}: '{name}' (only files, folders and links are allowed)"
+    )
+
+
+def store_snapshot(upload: Path, info: SnapshotInfo, snapshots_dir: Path) -> Path:
+    """Move a checked upload to its content address; an identical snapshot is kept once."""
+    snapshots_dir.mkdir(parents=True, exist_ok=True)
+    final = snapshots_dir / f"{info.sha256}.tar.gz"
+    if final.exists():
+        upload.unlink(missing_ok=True)
+    else:
+        os.replace(upload, final)
+    return final
+
+
+# Run folders -------------------------------------------------------------------------------------
+def prepare_run_dir(run_dir: Path) -> None:
+    (run_dir / "outputs").mkdir(parents=True, exist_ok=True)
+    (run_dir / "logs").mkdir(parents=True, exist_ok=True)
+
+
+def resolve_artifact(run_dir: Path, relative: str) -> Path | None:
+    """The file ``relative`` inside ``run_dir``, or None when it is absent or would leave it."""
+    relative = relative.replace("\\", "/")
+    if (
+        not relative
+        or relative.startswith("/")
+        or ".." in relative.split("/")
+        or "\x00" in relative
+    ):
+        return None
+    root = run_dir.resolve()
+    candidate = (root / relative).resolve()
+    if not candidate.is_relative_to(root) or not candidate.is_file():
+        return None
+    return candidate
+
+
+def list_artifacts(run_dir: Path) -> list[tuple[str, int]]:
+    root = run_dir.resolve()
+    found: list[tuple[str, int]] = []
+    if not root.is_dir():
+        return found
+    for dirpath, _dirnames, filenames in os.walk(root):
+        for filename in filenames:
+            full = Path(dirpath) / filename
+            if full.is_symlink() or not full.is_file():
+                continue
+            found.append((full.relative_to(root).as_posix(), full.stat().st_size))
+    return sorted(found)
+
+
+def extract_container_archive(
+    chunks: Iterable[bytes], run_dir: Path, top: str, *, skip: Iterable[str] = ()
+) -> int:
+    """Extract a ``get_archive`` stream whose members start with ``top/`` into ``run_dir/top``.
+
+    The ``data`` filter refuses links out, device files and absolute paths; ``skip`` names files
+    (relative to the run folder) that the server writes itself and a container may not overwrite.
+    Returns the number of files written.
+    """
+    skipped = {_normalize(s) for s in skip}
+    written = 0
+    with tempfile.TemporaryFile() as spool:
+        for chunk in chunks:
+            spool.write(chunk)
+        spool.seek(0)
+        with tarfile.open(fileobj=spool, mode="r|") as tar:
+            for member in tar:
+                name = _normalize(member.name)
+                if name != top and not name.startswith(top + "/"):
+                    continue
+                if name in skipped:
+                    continue
+                try:
+                    safe = tarfile.data_filter(member, str(run_dir))
+                except tarfile.FilterError:
+                    continue
+                if safe.isfile():
+                    written += 1
+                    dest = run_dir / name
+                    if dest.is_symlink() or dest.is_dir():
+                        if dest.is_dir() and not dest.is_symlink():
+                            shutil.rmtree(dest)
+                        else:
+                            dest.unlink()
+                tar.extract(safe, str(run_dir), filter="fully_trusted")
+    return written
+
+
+def iter_file(path: Path, start: int = 0) -> Iterator[bytes]:
+    with path.open("rb") as fh:
+        fh.seek(start)
+        yield from iter(lambda: fh.read(CHUNK), b"")
+
+
+SERVER_WRITTEN = (DRIVER_LOG,)

@@ -1,0 +1,387 @@
+"""The launcher: drives each run through Preparing -> Starting -> Running -> Finalizing -> end.
+
+Load, act, apply: a run is claimed with a short write (``Queued`` -> ``Preparing``), Docker work is done
+with no transaction open, and every later status is applied only if the run is still where the
+launcher left it (a cancel may have come in meanwhile). Containers are labelled with the run id and
+this server's instance id, so a restarted server finds and re-attaches the runs it had.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, TypeVar
+
+import msgspec
+
+from trainhub.runs.artifacts import SERVER_WRITTEN, extract_container_archive, prepare_run_dir
+from trainhub.runs.status import ACTIVE, DRIVER_LOG, EndReason, RunStatus
+from trainhub.runtime.docker import WORKDIR, DockerEngine, EngineError, RunContainer
+from trainhub.settings import Settings
+from trainhub.spec import EstimatorSpec
+from trainhub.store import Database
+from trainhub.store import runs as q
+
+log = logging.getLogger("trainhub.launcher")
+T = TypeVar("T")
+LOG_TAIL_LINES = 20
+
+
+def in_thread(fn: Callable[..., T], *args: Any) -> asyncio.Future[T]:
+    """Run a long blocking call (a followed log stream, a container wait) on a thread of its own,
+    so it never starves the shared pool that database reads use."""
+    loop = asyncio.get_running_loop()
+    future: asyncio.Future[T] = loop.create_future()
+
+    def settle(result: Any, exc: BaseException | None) -> None:
+        if future.done():
+            return
+        if exc is not None:
+            future.set_exception(exc)
+        else:
+            future.set_result(result)
+
+    def target() -> None:
+        try:
+            result = fn(*args)
+        except BaseException as exc:  # noqa: BLE001 - handed to the awaiting task
+            outcome: tuple[Any, BaseException | None] = (None, exc)
+        else:
+            outcome = (result, None)
+        try:
+            loop.call_soon_threadsafe(settle, *outcome)
+        except RuntimeError:  # the loop closed: the server is shutting down
+            pass
+
+    threading.Thread(
+        target=target, name=f"trainhub-{getattr(fn, '__name__', 'job')}", daemon=True
+    ).start()
+    return future
+
+
+def command_for(spec: EstimatorSpec) -> list[str]:
+    # The image's own Python, whatever it is called there, unbuffered so lines arrive as printed.
+    launcher = 'py=$(command -v python3 || command -v python) && exec "$py" -u "$@"'
+    return ["/bin/sh", "-c", launcher, "trainhub", spec.entry_script, *spec.arguments()]
+
+
+def environment_for(spec: EstimatorSpec, run: q.RunRow) -> dict[str, str]:
+    env = dict(spec.environment_variables)
+    env.update(
+        {
+            "TRAINHUB_RUN_ID": run.id,
+            "AZUREML_RUN_ID": run.id,
+            "TRAINHUB_EXPERIMENT": run.experiment,
+            "AZUREML_EXPERIMENT_NAME": run.experiment,
+            "PYTHONUNBUFFERED": "1",
+        }
+    )
+    return env
+
+
+def log_tail(path: Path, lines: int = LOG_TAIL_LINES) -> str:
+    try:
+        with path.open("rb") as fh:
+            fh.seek(0, 2)
+            size = fh.tell()
+            fh.seek(max(0, size - 64 * 1024))
+            text = fh.read().decode("utf-8", errors="replace")
+    except FileNotFoundError:
+        return ""
+    return "\n".join(text.splitlines()[-lines:])
+
+
+class Launcher:
+    def __init__(
+        self, settings: Settings, db: Database, engine: DockerEngine, instance: str
+    ) -> None:
+        self.settings = settings
+        self.db = db
+        self.engine = engine
+        self.instance = instance
+        self._tasks: dict[str, asyncio.Task[None]] = {}
+        self._cancel: dict[str, asyncio.Event] = {}
+        self._wake = asyncio.Event()
+        self._dispatcher: asyncio.Task[None] | None = None
+
+    # Lifecycle of the launcher itself ------------------------------------------------------
+    async def start(self) -> None:
+        await self._recover()
+        self._dispatcher = asyncio.create_task(self._dispatch_loop(), name="trainhub-dispatcher")
+
+    async def stop(self) -> None:
+        """Stop supervising. Containers keep running: the next start re-attaches them."""
+        tasks = [t for t in [self._dispatcher, *self._tasks.values()] if t is not None]
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+
+    def wake(self) -> None:
+        self._wake.set()
+
+    def request_cancel(self, run_id: str) -> None:
+        self._cancel_event(run_id).set()
+
+    def _cancel_event(self, run_id: str) -> asyncio.Event:
+        return self._cancel.setdefault(run_id, asyncio.Event())
+
+    # Claiming queued runs ------------------------------------------------------------------
+    async def _dispatch_loop(self) -> None:
+        while True:
+            self._wake.clear()
+            try:
+                await self._claim()
+            except Exception:
+                log.exception("claiming queued runs failed")
+            try:
+                await asyncio.wait_for(self._wake.wait(), timeout=2.0)
+            except TimeoutError:
+                pass
+
+    async def _claim(self) -> None:
+        capacity = self.settings.max_concurrent_runs - len(self._tasks)
+        if capacity <= 0:
+            return
+        queued = await self.db.read(lambda db: q.runs_with_status(db, [RunStatus.QUEUED]))
+        for run in queued[:capacity]:
+            claimed = await self._apply(
+                run.id, RunStatus.PREPARING, expect=[RunStatus.QUEUED], node="local"
+            )
+            if claimed:
+                self._spawn(run.id, None)
+
+    def _spawn(self, run_id: str, container: RunContainer | None) -> None:
+        task = asyncio.create_task(self._drive(run_id, container), name=f"run-{run_id}")
+        self._tasks[run_id] = task
+
+        def done(_: asyncio.Task[None]) -> None:
+            self._tasks.pop(run_id, None)
+            self._cancel.pop(run_id, None)
+            self._wake.set()
+
+        task.add_done_callback(done)
+
+    # Restart -------------------------------------------------------------------------------
+    async def _recover(self) -> None:
+        active = await self.db.read(lambda db: q.runs_with_status(db, ACTIVE))
+        containers = await asyncio.to_thread(self.engine.find_run_containers, self.instance)
+        for run in active:
+            container = containers.get(run.id)
+            canceling = run.status is RunStatus.CANCEL_REQUESTED
+            if container is not None and container.status != "created":
+                log.info("re-attaching run %s (container %s)", run.id, container.id[:12])
+                if run.status in (RunStatus.PREPARING, RunStatus.STARTING):
+                    await self._apply(run.id, RunStatus.RUNNING, container_id=container.id)
+                if canceling:
+                    self.request_cancel(run.id)
+                self._spawn(run.id, container)
+                continue
+            if container is not None:
+                await asyncio.to_thread(self.engine.remove, container.id)
+            if canceling:
+                await self._apply(run.id, RunStatus.CANCELED, reason=EndReason.CANCELED.value)
+            elif run.status in (RunStatus.PREPARING, RunStatus.STARTING):
+                # The script never started: start over from the queue.
+                await self._apply(
+                    run.id, RunStatus.QUEUED, detail="queued again after a server restart"
+                )
+            else:
+                await self._end_failed(
+                    run.id,
+                    EndReason.CONTAINER_GONE,
+                    "The run's container is gone (it was removed while the server was down); "
+                    "its outputs could not be collected",
+                )
+        known = {run.id for run in active}
+        for run_id, container in containers.items():
+            if run_id not in known:
+                await asyncio.to_thread(self.engine.remove, container.id)
+
+    # One run -------------------------------------------------------------------------------
+    async def _drive(self, run_id: str, container: RunContainer | None) -> None:
+        container_id = container.id if container else None
+        try:
+            run = await self.db.read(lambda db: q.get_run(db, run_id))
+            assert run is not None
+            spec = msgspec.convert(run.spec, EstimatorSpec)
+            if container_id is None:
+                container_id = await self._prepare_and_start(run, spec)
+                if container_id is None:
+                    return
+            await self._supervise(run, spec, container_id)
+        except asyncio.CancelledError:
+            raise  # server shutdown: the container runs on and is re-attached at the next start
+        except Exception as exc:
+            log.exception("run %s failed inside trainhub", run_id)
+            await self._end_failed(
+                run_id, EndReason.LAUNCH_ERROR, f"trainhub could not run this: {exc}"
+            )
+            if container_id:
+                await asyncio.to_thread(self.engine.remove, container_id)
+
+    async def _prepare_and_start(self, run: q.RunRow, spec: EstimatorSpec) -> str | None:
+        image = spec.image or self.settings.default_image
+        if not await asyncio.to_thread(self.engine.image_present, image):
+            if not spec.image:
+                await self._end_failed(
+                    run.id,
+                    EndReason.IMAGE_MISSING,
+                    f"The default image {image} is not on this node's Docker engine. "
+                    "Build it once with `trainhub images build-base`.",
+                )
+                return None
+            try:
+                await asyncio.to_thread(self.engine.pull, image)
+            except EngineError as exc:
+                await self._end_failed(
+                    run.id,
+                    EndReason.IMAGE_MISSING,
+                    f"The image {image} is not on node local and {exc}",
+                )
+                return None
+        if not await self._apply(run.id, RunStatus.STARTING, expect=[RunStatus.PREPARING]):
+            await self._end_canceled(run.id)
+            return None
+        run_dir = self.settings.run_dir(run.id)
+        await asyncio.to_thread(prepare_run_dir, run_dir)
+        assert run.snapshot is not None
+        snapshot = self.settings.snapshot_path(run.snapshot)
+        container_id = await asyncio.to_thread(
+            lambda: self.engine.create_run_container(
+                run_id=run.id,
+                instance=self.instance,
+                image=image,
+                command=command_for(spec),
+                environment=environment_for(spec, run),
+                shm_size=spec.shm_size,
+            )
+        )
+        await self.db.write(lambda db: q.update_run(db, run.id, container_id=container_id))
+        await asyncio.to_thread(self.engine.put_snapshot, container_id, snapshot)
+        if self._cancel_event(run.id).is_set():
+            await asyncio.to_thread(self.engine.remove, container_id)
+            await self._end_canceled(run.id)
+            return None
+        await asyncio.to_thread(self.engine.start, container_id)
+        await self._apply(run.id, RunStatus.RUNNING, expect=[RunStatus.STARTING])
+        return container_id
+
+    async def _supervise(self, run: q.RunRow, spec: EstimatorSpec, container_id: str) -> None:
+        run_dir = self.settings.run_dir(run.id)
+        await asyncio.to_thread(prepare_run_dir, run_dir)
+        log_done = in_thread(self._copy_log, container_id, run_dir / DRIVER_LOG)
+        syncer = asyncio.create_task(self._sync_loop(container_id, run_dir))
+        exited = in_thread(self.engine.wait, container_id)
+        cancel = self._cancel_event(run.id)
+        started = run.started_at or time.time()
+        if run.started_at is None:
+            fresh = await self.db.read(lambda db: q.get_run(db, run.id))
+            started = (fresh.started_at if fresh else None) or started
+        deadline = (
+            started + spec.max_run_duration_seconds if spec.max_run_duration_seconds else None
+        )
+        stopped_for: EndReason | None = None
+        canceled: asyncio.Future[Any] = asyncio.ensure_future(cancel.wait())
+        try:
+            timeout = None if deadline is None else max(0.0, deadline - time.time())
+            waiters: set[asyncio.Future[Any]] = {exited, canceled}
+            done, _ = await asyncio.wait(
+                waiters, timeout=timeout, return_when=asyncio.FIRST_COMPLETED
+            )
+            if exited not in done:
+                stopped_for = EndReason.CANCELED if cancel.is_set() else EndReason.TIMEOUT
+                await asyncio.to_thread(
+                    self.engine.stop, container_id, self.settings.cancel_grace_seconds
+                )
+            exit_code = await exited
+        finally:
+            canceled.cancel()
+        try:
+            await asyncio.wait_for(asyncio.shield(log_done), timeout=15)
+        except (TimeoutError, Exception):
+            log.warning("log stream of run %s did not end cleanly", run.id)
+        syncer.cancel()
+        await asyncio.gather(syncer, return_exceptions=True)
+        if stopped_for is None and not await self._apply(
+            run.id, RunStatus.FINALIZING, expect=[RunStatus.RUNNING, RunStatus.FINALIZING]
+        ):
+            stopped_for = EndReason.CANCELED
+        await asyncio.to_thread(self._collect, container_id, run_dir, ("outputs", "logs"))
+        await self.db.write(lambda db: q.update_run(db, run.id, exit_code=exit_code))
+        if stopped_for is EndReason.CANCELED or cancel.is_set():
+            await self._end_canceled(run.id)
+        elif stopped_for is EndReason.TIMEOUT:
+            await self._end_failed(
+                run.id,
+                EndReason.TIMEOUT,
+                f"The run exceeded max_run_duration_seconds ({spec.max_run_duration_seconds} s) "
+                "and was stopped",
+            )
+        elif exit_code == 0:
+            await self._apply(run.id, RunStatus.COMPLETED)
+        else:
+            tail = log_tail(run_dir / DRIVER_LOG)
+            await self._end_failed(
+                run.id,
+                EndReason.EXIT_CODE,
+                f"The script exited with code {exit_code}.\n{tail}".rstrip(),
+            )
+        await asyncio.to_thread(self.engine.remove, container_id)
+
+    # Artifacts -----------------------------------------------------------------------------
+    def _copy_log(self, container_id: str, path: Path) -> None:
+        # From the first line every time: a re-attached run gets its whole log, never twice.
+        with path.open("wb") as sink:
+            self.engine.stream_logs(container_id, sink)
+
+    async def _sync_loop(self, container_id: str, run_dir: Path) -> None:
+        while True:
+            await asyncio.sleep(self.settings.sync_interval_seconds)
+            try:
+                await asyncio.to_thread(self._collect, container_id, run_dir, ("logs",))
+            except Exception as exc:  # noqa: BLE001 - a failed sync is retried next time
+                log.warning("syncing ./logs of %s failed: %s", run_dir.name, exc)
+
+    def _collect(self, container_id: str, run_dir: Path, tops: tuple[str, ...]) -> None:
+        for top in tops:
+            chunks = self.engine.get_archive(container_id, f"{WORKDIR}/{top}")
+            if chunks is not None:
+                extract_container_archive(chunks, run_dir, top, skip=SERVER_WRITTEN)
+
+    # Status changes ------------------------------------------------------------------------
+    async def _apply(
+        self,
+        run_id: str,
+        to: RunStatus,
+        *,
+        expect: list[RunStatus] | None = None,
+        detail: str | None = None,
+        **fields: Any,
+    ) -> bool:
+        return await self.db.write(
+            lambda db: q.transition(db, run_id, to, expect=expect, detail=detail, **fields)
+        )
+
+    async def _end_failed(self, run_id: str, reason: EndReason, message: str) -> None:
+        error = msgspec.json.encode(
+            {
+                "code": "UserError" if reason in _USER_REASONS else "SystemError",
+                "reason": reason.value,
+                "message": message,
+            }
+        ).decode()
+        await self._apply(
+            run_id, RunStatus.FAILED, detail=reason.value, reason=reason.value, error=error
+        )
+
+    async def _end_canceled(self, run_id: str) -> None:
+        await self._apply(
+            run_id, RunStatus.CANCELED, detail="canceled", reason=EndReason.CANCELED.value
+        )
+
+
+_USER_REASONS = {EndReason.EXIT_CODE, EndReason.TIMEOUT, EndReason.IMAGE_MISSING}

@@ -1,0 +1,191 @@
+"""Run services: submit, cancel and the Azure ML-shaped details. No HTTP in here."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import secrets
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from trainhub.runs.artifacts import SnapshotError, check_snapshot, store_snapshot
+from trainhub.runs.launcher import Launcher
+from trainhub.runs.status import ACTIVE, DRIVER_LOG, RunStatus
+from trainhub.settings import Settings
+from trainhub.spec import EstimatorSpec, SpecError, check_experiment_name, parse_estimator
+from trainhub.store import Database
+from trainhub.store import runs as q
+
+
+class RunNotFound(LookupError):
+    pass
+
+
+class RunConflict(Exception):
+    pass
+
+
+def new_upload_path(settings: Settings) -> Path:
+    settings.uploads_dir.mkdir(parents=True, exist_ok=True)
+    return settings.uploads_dir / f"{secrets.token_hex(8)}.part"
+
+
+async def submit(
+    settings: Settings,
+    db: Database,
+    launcher: Launcher,
+    *,
+    experiment: str,
+    estimator: bytes | str,
+    upload: Path,
+) -> q.RunRow:
+    """Validate the spec and the uploaded snapshot, store both, queue the run.
+
+    ``upload`` is a file in the uploads folder; it is moved to its content address or removed.
+    """
+    try:
+        check_experiment_name(experiment)
+        spec = parse_estimator(estimator)
+        info = await asyncio.to_thread(
+            check_snapshot,
+            upload,
+            max_files=settings.max_snapshot_files,
+            max_expanded_bytes=settings.max_snapshot_expanded_bytes,
+        )
+        _check_entry_script(spec, info.files)
+        await asyncio.to_thread(store_snapshot, upload, info, settings.snapshots_dir)
+    finally:
+        upload.unlink(missing_ok=True)
+    run = await db.write(
+        lambda conn: q.insert_run(
+            conn,
+            experiment=experiment,
+            spec=spec.to_public(),
+            snapshot=info.sha256,
+            target=spec.compute_target,
+        )
+    )
+    launcher.wake()
+    return run
+
+
+def _check_entry_script(spec: EstimatorSpec, files: frozenset[str]) -> None:
+    entry = spec.entry_script.removeprefix("./")
+    if entry not in files:
+        raise SpecError(
+            "entry_script", f"The entry script '{spec.entry_script}' is not in the snapshot"
+        )
+    if spec.pip_requirements_file and spec.pip_requirements_file.removeprefix("./") not in files:
+        raise SpecError(
+            "pip_requirements_file", f"'{spec.pip_requirements_file}' is not in the snapshot"
+        )
+
+
+async def cancel(db: Database, launcher: Launcher, run_id: str) -> q.RunRow:
+    run = await get(db, run_id)
+    if run.status is RunStatus.CANCELED or run.status is RunStatus.CANCEL_REQUESTED:
+        return run
+    if run.status.is_terminal():
+        raise RunConflict(
+            f"Run {run_id} has already ended ({run.status.value}); there is nothing to cancel"
+        )
+    done = await db.write(
+        lambda conn: q.transition(
+            conn,
+            run_id,
+            RunStatus.CANCELED,
+            expect=[RunStatus.QUEUED],
+            detail="canceled",
+            reason="canceled",
+        )
+    )
+    if not done:
+        await db.write(
+            lambda conn: q.transition(
+                conn,
+                run_id,
+                RunStatus.CANCEL_REQUESTED,
+                expect=ACTIVE,
+                cancel_requested_at=_now(),
+            )
+        )
+        launcher.request_cancel(run_id)
+    return await get(db, run_id)
+
+
+async def get(db: Database, run_id: str) -> q.RunRow:
+    run = await db.read(lambda conn: q.get_run(conn, run_id))
+    if run is None:
+        raise RunNotFound(f"No run with id '{run_id}'")
+    return run
+
+
+def _now() -> float:
+    return datetime.now(UTC).timestamp()
+
+
+def iso(ts: float | None) -> str | None:
+    if ts is None:
+        return None
+    return datetime.fromtimestamp(ts, UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def details(run: q.RunRow, events: list[dict[str, Any]] | None = None) -> dict[str, Any]:
+    """The keys of Azure ML's ``Run.get_details()``, plus trainhub's own under ``properties``."""
+    spec = run.spec
+    file_url = f"/api/v1/runs/{run.id}/files/{DRIVER_LOG}"
+    out: dict[str, Any] = {
+        "runId": run.id,
+        "experiment": run.experiment,
+        "number": run.number,
+        "target": run.target,
+        "status": run.status.value,
+        "startTimeUtc": iso(run.started_at),
+        "endTimeUtc": iso(run.ended_at),
+        "properties": {
+            "createdTimeUtc": iso(run.created_at),
+            "snapshotId": run.snapshot,
+            "node": run.node,
+            "exitCode": run.exit_code,
+            "reason": run.reason,
+        },
+        "runDefinition": {
+            "script": spec.get("entry_script"),
+            "arguments": _arguments(spec),
+            "target": run.target,
+            "nodeCount": spec.get("node_count", 1),
+            "maxRunDurationSeconds": spec.get("max_run_duration_seconds"),
+            "environmentVariables": spec.get("environment_variables", {}),
+            "image": spec.get("custom_docker_image") or spec.get("custom_docker_base_image"),
+            "framework": spec.get("framework", "Python"),
+            "estimator": spec,
+        },
+        "logFiles": {DRIVER_LOG: file_url},
+        "error": json.loads(run.error) if run.error else None,
+    }
+    if events is not None:
+        out["statusHistory"] = [
+            {"status": e["status"], "timeUtc": iso(e["at"]), "detail": e["detail"]} for e in events
+        ]
+    return out
+
+
+def _arguments(spec: dict[str, Any]) -> list[str]:
+    from trainhub.spec import flatten_script_params
+
+    return flatten_script_params(spec.get("script_params", {}))
+
+
+__all__ = [
+    "RunConflict",
+    "RunNotFound",
+    "SnapshotError",
+    "SpecError",
+    "cancel",
+    "details",
+    "get",
+    "iso",
+    "new_upload_path",
+    "submit",
+]

@@ -1,0 +1,1 @@
+"""Where runs execute: Docker engines (local or forwarded over SSH) and the base images."""

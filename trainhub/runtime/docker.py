@@ -1,0 +1,143 @@
+"""A Docker engine as the launcher sees it: the same calls for the local socket and, later, a socket
+forwarded over SSH. Everything here is blocking (docker-py); callers run it off the event loop.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import IO
+
+import docker
+import docker.errors
+from docker.models.containers import Container
+
+LABEL_RUN = "org.trainhub.run_id"
+LABEL_INSTANCE = "org.trainhub.instance"
+WORKDIR = "/trainhub/wd"
+
+
+class EngineError(RuntimeError):
+    pass
+
+
+@dataclass(frozen=True)
+class RunContainer:
+    id: str
+    run_id: str
+    status: str  # Docker's: created, running, exited, ...
+
+
+class DockerEngine:
+    def __init__(self, base_url: str | None = None) -> None:
+        if base_url:
+            self.client = docker.DockerClient(base_url=base_url, max_pool_size=64)
+        else:
+            self.client = docker.DockerClient.from_env(max_pool_size=64)
+
+    def close(self) -> None:
+        self.client.close()
+
+    # Images ---------------------------------------------------------------------------------
+    def image_present(self, tag: str) -> bool:
+        try:
+            self.client.images.get(tag)
+        except docker.errors.ImageNotFound:
+            return False
+        return True
+
+    def pull(self, tag: str) -> None:
+        try:
+            self.client.images.pull(tag)
+        except docker.errors.APIError as exc:
+            raise EngineError(f"could not pull {tag}: {exc.explanation or exc}") from None
+
+    # Containers -----------------------------------------------------------------------------
+    def create_run_container(
+        self,
+        *,
+        run_id: str,
+        instance: str,
+        image: str,
+        command: list[str],
+        environment: dict[str, str],
+        shm_size: str | None,
+    ) -> str:
+        container = self.client.containers.create(
+            image,
+            command=command,
+            working_dir=WORKDIR,
+            environment=environment,
+            labels={LABEL_RUN: run_id, LABEL_INSTANCE: instance},
+            shm_size=shm_size,
+            detach=True,
+            tty=False,
+            stdin_open=False,
+        )
+        return str(container.id)
+
+    def put_snapshot(self, container_id: str, snapshot: Path) -> None:
+        with snapshot.open("rb") as fh:
+            ok = self.client.api.put_archive(container_id, WORKDIR, fh)
+        if not ok:
+            raise EngineError("the engine refused the snapshot archive")
+
+    def put_archive(self, container_id: str, path: str, data: bytes) -> None:
+        if not self.client.api.put_archive(container_id, path, data):
+            raise EngineError(f"the engine refused an archive for {path}")
+
+    def start(self, container_id: str) -> None:
+        self.client.api.start(container_id)
+
+    def stream_logs(self, container_id: str, sink: IO[bytes]) -> None:
+        """Copy the container's whole output (stdout and stderr) to ``sink`` as it is printed,
+        from its first line, until the container stops."""
+        stream = self.client.api.logs(
+            container_id, stdout=True, stderr=True, stream=True, follow=True
+        )
+        for chunk in stream:
+            sink.write(chunk)
+            sink.flush()
+
+    def wait(self, container_id: str) -> int:
+        result = self.client.api.wait(container_id)
+        return int(result.get("StatusCode", -1))
+
+    def stop(self, container_id: str, grace_seconds: int) -> None:
+        try:
+            self.client.api.stop(container_id, timeout=grace_seconds)
+        except docker.errors.NotFound:
+            pass
+
+    def get_archive(self, container_id: str, path: str) -> Iterator[bytes] | None:
+        try:
+            chunks, _stat = self.client.api.get_archive(container_id, path)
+        except docker.errors.NotFound:
+            return None
+        stream: Iterator[bytes] = iter(chunks)
+        return stream
+
+    def remove(self, container_id: str) -> None:
+        try:
+            self.client.api.remove_container(container_id, force=True)
+        except docker.errors.NotFound:
+            pass
+
+    def container_status(self, container_id: str) -> str | None:
+        try:
+            info = self.client.api.inspect_container(container_id)
+        except docker.errors.NotFound:
+            return None
+        return str(info["State"]["Status"])
+
+    def find_run_containers(self, instance: str) -> dict[str, RunContainer]:
+        found: dict[str, RunContainer] = {}
+        containers: list[Container] = self.client.containers.list(
+            all=True, filters={"label": f"{LABEL_INSTANCE}={instance}"}
+        )
+        for c in containers:
+            run_id = c.labels.get(LABEL_RUN)
+            if run_id:
+                found[run_id] = RunContainer(id=str(c.id), run_id=run_id, status=str(c.status))
+        return found

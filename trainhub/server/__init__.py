@@ -1,0 +1,1 @@
+"""The HTTP server: litestar app factory, auth, API controllers."""

@@ -1,0 +1,174 @@
+"""``/api/v1`` run endpoints: submit, list, details, cancel, logs, artifacts. Thin handlers."""
+
+from __future__ import annotations
+
+import asyncio
+import shutil
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Annotated, Any
+
+from litestar import Controller, Request, get, post
+from litestar.datastructures import State, UploadFile
+from litestar.enums import RequestEncodingType
+from litestar.exceptions import HTTPException, NotFoundException
+from litestar.params import Body, Parameter
+from litestar.response import File, Stream
+
+from trainhub.runs import service
+from trainhub.runs.artifacts import CHUNK, list_artifacts, resolve_artifact
+from trainhub.runs.status import DRIVER_LOG, RunStatus
+from trainhub.spec import SpecError
+from trainhub.store import runs as q
+
+FOLLOW_POLL_SECONDS = 0.25
+
+
+class RunsController(Controller):
+    path = "/api/v1"
+    tags = ["runs"]
+
+    @post("/experiments/{experiment:str}/runs", status_code=201, summary="Submit a run")
+    async def submit(
+        self,
+        state: State,
+        experiment: str,
+        data: Annotated[dict[str, Any], Body(media_type=RequestEncodingType.MULTI_PART)],
+    ) -> dict[str, Any]:
+        """Multipart: part ``estimator`` (the spec as JSON) and part ``snapshot`` (the source folder
+        as ``.tar.gz``)."""
+        estimator = data.get("estimator")
+        snapshot = data.get("snapshot")
+        try:
+            if estimator is None:
+                raise SpecError(
+                    "estimator", "The multipart part 'estimator' (the spec as JSON) is missing"
+                )
+            if not isinstance(snapshot, UploadFile):
+                raise SpecError(
+                    "snapshot",
+                    "The multipart part 'snapshot' (the source folder as .tar.gz) is missing",
+                )
+            if isinstance(estimator, UploadFile):
+                estimator = await estimator.read()
+            upload = service.new_upload_path(state.settings)
+            await asyncio.to_thread(_spool, snapshot, upload)
+        finally:
+            for part in data.values():
+                if isinstance(part, UploadFile):
+                    await part.close()
+        run = await service.submit(
+            state.settings,
+            state.db,
+            state.launcher,
+            experiment=experiment,
+            estimator=estimator,
+            upload=upload,
+        )
+        return service.details(run)
+
+    @get("/runs", summary="List runs, newest first")
+    async def list_runs(
+        self,
+        state: State,
+        experiment: str | None = None,
+        status: str | None = Parameter(default=None, description="comma-separated statuses"),
+        limit: int = Parameter(default=50, ge=1, le=500),
+        cursor: str | None = None,
+    ) -> dict[str, Any]:
+        statuses = None
+        if status:
+            try:
+                statuses = [RunStatus(s.strip()) for s in status.split(",") if s.strip()]
+            except ValueError:
+                known = ", ".join(s.value for s in RunStatus)
+                raise HTTPException(
+                    status_code=400, detail=f"Unknown status in 'status': {status} (known: {known})"
+                ) from None
+        before = None
+        if cursor:
+            if not cursor.isdigit():
+                raise HTTPException(
+                    status_code=400, detail="'cursor' is not a cursor this server gave out"
+                )
+            before = int(cursor)
+        rows = await state.db.read(
+            lambda db: q.list_runs(
+                db, experiment=experiment, statuses=statuses, before_seq=before, limit=limit + 1
+            )
+        )
+        page = rows[:limit]
+        next_cursor = str(page[-1].seq) if len(rows) > limit else None
+        return {"runs": [service.details(r) for r in page], "nextCursor": next_cursor}
+
+    @get("/runs/{run_id:str}", summary="A run's details (Azure ML get_details keys)")
+    async def get_run(self, state: State, run_id: str) -> dict[str, Any]:
+        run = await service.get(state.db, run_id)
+        events = await state.db.read(lambda db: q.run_events(db, run_id))
+        return service.details(run, events)
+
+    @post("/runs/{run_id:str}/cancel", status_code=200, summary="Cancel a run")
+    async def cancel(self, state: State, run_id: str) -> dict[str, Any]:
+        run = await service.cancel(state.db, state.launcher, run_id)
+        return service.details(run)
+
+    @get(
+        "/runs/{run_id:str}/logs", summary="The driver log; follow=true streams until the run ends"
+    )
+    async def logs(self, state: State, run_id: str, follow: bool = False) -> Stream:
+        await service.get(state.db, run_id)
+        path = state.settings.run_dir(run_id) / DRIVER_LOG
+        return Stream(_tail(state, run_id, path, follow), media_type="text/plain; charset=utf-8")
+
+    @get("/runs/{run_id:str}/files", summary="Every artifact of a run with its size")
+    async def files(self, state: State, run_id: str) -> dict[str, Any]:
+        await service.get(state.db, run_id)
+        found = await asyncio.to_thread(list_artifacts, state.settings.run_dir(run_id))
+        return {"runId": run_id, "files": [{"path": p, "size": s} for p, s in found]}
+
+    @get("/runs/{run_id:str}/files/{path:path}", summary="Download one artifact")
+    async def download(
+        self, request: Request[Any, Any, Any], state: State, run_id: str, path: str
+    ) -> File:
+        await service.get(state.db, run_id)
+        relative = path.lstrip("/")
+        found = resolve_artifact(state.settings.run_dir(run_id), relative)
+        if found is None:
+            raise NotFoundException(f"Run {run_id} has no file '{relative}'")
+        return File(
+            path=found, filename=found.name, content_disposition_type="attachment", chunk_size=CHUNK
+        )
+
+
+def _spool(upload: UploadFile, dest: Path) -> None:
+    upload.file.seek(0)
+    with dest.open("wb") as out:
+        shutil.copyfileobj(upload.file, out, CHUNK)
+
+
+async def _tail(state: State, run_id: str, path: Path, follow: bool) -> AsyncIterator[bytes]:
+    position = 0
+    while True:
+        chunk = await asyncio.to_thread(_read_from, path, position)
+        if chunk:
+            position += len(chunk)
+            yield chunk
+            continue
+        if not follow:
+            return
+        run = await state.db.read(lambda db: q.get_run(db, run_id))
+        if run is None or run.status.is_terminal():
+            rest = await asyncio.to_thread(_read_from, path, position)
+            if rest:
+                yield rest
+            return
+        await asyncio.sleep(FOLLOW_POLL_SECONDS)
+
+
+def _read_from(path: Path, position: int) -> bytes:
+    try:
+        with path.open("rb") as fh:
+            fh.seek(position)
+            return fh.read(CHUNK)
+    except FileNotFoundError:
+        return b""

@@ -1,0 +1,79 @@
+"""The litestar app factory. The lifespan owns the background work (the launcher)."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import AsyncIterator
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import asynccontextmanager
+
+import docker.errors
+from litestar import Litestar
+from litestar.datastructures import State
+from litestar.middleware import DefineMiddleware
+from litestar.openapi import OpenAPIConfig
+from litestar.openapi.spec import Components, SecurityScheme
+
+from trainhub import __version__
+from trainhub.runs.launcher import Launcher
+from trainhub.runtime.docker import DockerEngine
+from trainhub.server.api.health import healthz
+from trainhub.server.api.runs import RunsController
+from trainhub.server.auth import PUBLIC_PATHS, BearerTokenAuth
+from trainhub.server.errors import EXCEPTION_HANDLERS
+from trainhub.settings import MB, Settings
+from trainhub.store import Database
+from trainhub.store import runs as q
+
+log = logging.getLogger("trainhub.server")
+
+
+class EngineUnavailable(RuntimeError):
+    pass
+
+
+def create_app(settings: Settings, db: Database | None = None) -> Litestar:
+    database = db or Database(settings.db_path)
+    instance = database.read_sync(q.instance_id)
+
+    @asynccontextmanager
+    async def lifespan(app: Litestar) -> AsyncIterator[None]:
+        asyncio.get_running_loop().set_default_executor(
+            ThreadPoolExecutor(max_workers=32, thread_name_prefix="trainhub-io")
+        )
+        try:
+            engine = await asyncio.to_thread(DockerEngine)
+            await asyncio.to_thread(engine.client.ping)
+        except docker.errors.DockerException as exc:
+            raise EngineUnavailable(
+                f"Cannot reach the Docker engine ({exc}). Start dockerd, or point DOCKER_HOST at it."
+            ) from None
+        launcher = Launcher(settings, database, engine, instance)
+        app.state.launcher = launcher
+        await launcher.start()
+        try:
+            yield
+        finally:
+            await launcher.stop()
+            engine.close()
+            database.close()
+
+    return Litestar(
+        route_handlers=[healthz, RunsController],
+        lifespan=[lifespan],
+        state=State({"settings": settings, "db": database}),
+        middleware=[DefineMiddleware(BearerTokenAuth, exclude=PUBLIC_PATHS)],
+        exception_handlers=EXCEPTION_HANDLERS,
+        request_max_body_size=settings.max_snapshot_bytes + MB,
+        openapi_config=OpenAPIConfig(
+            title="trainhub",
+            version=__version__,
+            path="/schema",
+            components=Components(
+                security_schemes={"BearerToken": SecurityScheme(type="http", scheme="bearer")}
+            ),
+            security=[{"BearerToken": []}],
+        ),
+        debug=False,
+    )

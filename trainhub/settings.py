@@ -1,0 +1,106 @@
+"""One Settings object, built at start-up from flags and ``TRAINHUB_*`` variables.
+
+Nothing here is read at import time: :func:`Settings.load` is called by the CLI (or a test) and the
+result is passed to whatever needs it. Paths under the data folder are derived by methods.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+MB = 1024 * 1024
+
+
+def _setting(default: Any, help: str) -> Any:
+    return field(default=default, metadata={"help": help})
+
+
+@dataclass(frozen=True)
+class Settings:
+    data: Path = _setting(
+        Path("trainhub-data"), "folder for the SQLite file, snapshots and run history"
+    )
+    host: str = _setting("127.0.0.1", "address the server listens on")
+    port: int = _setting(8000, "port the server listens on")
+    admin_token: str | None = _setting(
+        None,
+        "admin API token to create on first start (otherwise one is generated and printed once)",
+    )
+    default_image: str = _setting("trainhub/base:cpu", "image for runs that name none")
+    max_snapshot_mb: int = _setting(300, "largest snapshot upload accepted (compressed), in MB")
+    max_snapshot_expanded_mb: int = _setting(1024, "largest snapshot accepted once expanded, in MB")
+    max_snapshot_files: int = _setting(2000, "most files (and folders) a snapshot may hold")
+    max_concurrent_runs: int = _setting(4, "runs executing at once on the local node")
+    sync_interval_seconds: float = _setting(3.0, "how often ./logs is copied from a running run")
+    cancel_grace_seconds: int = _setting(10, "seconds between SIGTERM and SIGKILL when a run stops")
+    debian_mirror: str = _setting(
+        "http://deb.debian.org/debian", "Debian mirror used by `trainhub images build-base`"
+    )
+
+    @classmethod
+    def load(cls, **overrides: Any) -> Settings:
+        """Defaults, then ``TRAINHUB_<NAME>`` variables, then explicit (non-None) overrides."""
+        values: dict[str, Any] = {}
+        for f in dataclasses.fields(cls):
+            env = os.environ.get(f"TRAINHUB_{f.name.upper()}")
+            if env is not None and env != "":
+                values[f.name] = _coerce(f.type, env, f.name)
+        values.update({k: v for k, v in overrides.items() if v is not None})
+        if "data" in values:
+            values["data"] = Path(values["data"])
+        return cls(**values)
+
+    @classmethod
+    def describe(cls) -> list[tuple[str, str, str]]:
+        """(variable, default, help) for every setting: the README's settings table comes from here."""
+        return [
+            (f"TRAINHUB_{f.name.upper()}", str(f.default), f.metadata["help"])
+            for f in dataclasses.fields(cls)
+        ]
+
+    # Paths derived from the data folder.
+    @property
+    def db_path(self) -> Path:
+        return self.data / "trainhub.db"
+
+    @property
+    def runs_dir(self) -> Path:
+        return self.data / "runs"
+
+    @property
+    def snapshots_dir(self) -> Path:
+        return self.data / "snapshots"
+
+    @property
+    def uploads_dir(self) -> Path:
+        return self.data / "uploads"
+
+    def run_dir(self, run_id: str) -> Path:
+        return self.runs_dir / run_id
+
+    def snapshot_path(self, sha256: str) -> Path:
+        return self.snapshots_dir / f"{sha256}.tar.gz"
+
+    @property
+    def max_snapshot_bytes(self) -> int:
+        return self.max_snapshot_mb * MB
+
+    @property
+    def max_snapshot_expanded_bytes(self) -> int:
+        return self.max_snapshot_expanded_mb * MB
+
+
+def _coerce(type_name: Any, raw: str, name: str) -> Any:
+    text = str(type_name)
+    try:
+        if text.startswith("int"):
+            return int(raw)
+        if text.startswith("float"):
+            return float(raw)
+    except ValueError:
+        raise ValueError(f"TRAINHUB_{name.upper()} must be a number, got {raw!r}") from None
+    return raw

@@ -1,0 +1,282 @@
+"""The Estimator spec: one wire format for the SDK, the CLI, curl and the server.
+
+Field names are Azure ML v1 ``Estimator`` argument names. :func:`parse_estimator` decodes JSON into an
+:class:`EstimatorSpec` and applies Azure ML's combination rules; every problem is a :class:`SpecError`
+naming the field. Fields whose capability has not landed yet are refused, never silently ignored.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+import msgspec
+
+ScalarParam = str | int | float | bool | None
+
+DISTRIBUTED_TYPES = ("mpi", "gloo", "nccl", "ps")
+FRAMEWORKS = ("Python", "PyTorch", "TensorFlow")
+ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+SHM_SIZE = re.compile(r"^[1-9][0-9]*[bkmgBKMG]?$")
+EXPERIMENT_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,254}$")
+
+
+class SpecError(ValueError):
+    """A spec problem, with the field it concerns (dotted path) and a sentence for the user."""
+
+    def __init__(self, field: str | None, message: str) -> None:
+        super().__init__(message)
+        self.field = field
+        self.message = message
+
+
+class NotSupportedYet(SpecError):
+    """A valid field whose capability is not available on this server yet."""
+
+
+class RegistryDetails(msgspec.Struct, forbid_unknown_fields=True, omit_defaults=True):
+    address: str | None = None
+    username: str | None = None
+    password: str | None = None
+
+
+class DistributedTraining(msgspec.Struct, forbid_unknown_fields=True, omit_defaults=True):
+    """``Mpi(process_count_per_node=...)``, ``Gloo()``, ``Nccl()``, ``ParameterServer(...)``."""
+
+    type: str
+    process_count_per_node: int | None = None
+    communication_backend: str | None = None
+    worker_count: int | None = None
+    parameter_server_count: int | None = None
+
+
+class EstimatorSpec(msgspec.Struct, forbid_unknown_fields=True, omit_defaults=True):
+    entry_script: str
+    source_directory: str | None = None
+    script_params: dict[str, ScalarParam] = {}
+    compute_target: str = "local"
+    node_count: int = 1
+    process_count_per_node: int = 1
+    distributed_backend: str | None = None
+    distributed_training: DistributedTraining | None = None
+    use_gpu: bool = False
+    use_docker: bool = True
+    custom_docker_image: str | None = None
+    custom_docker_base_image: str | None = None
+    image_registry_details: RegistryDetails | None = None
+    user_managed: bool = False
+    conda_packages: list[str] = []
+    pip_packages: list[str] = []
+    conda_dependencies_file: str | None = None
+    pip_requirements_file: str | None = None
+    environment_variables: dict[str, str] = {}
+    environment_definition: str | dict[str, Any] | None = None
+    inputs: list[Any] = []
+    shm_size: str | None = None
+    max_run_duration_seconds: int | None = None
+    framework: str = "Python"
+    framework_version: str | None = None
+
+    @property
+    def image(self) -> str | None:
+        return self.custom_docker_image or self.custom_docker_base_image
+
+    def arguments(self) -> list[str]:
+        return flatten_script_params(self.script_params)
+
+    def to_public(self) -> dict[str, Any]:
+        """The spec as stored and returned by the API: registry passwords never leave the server."""
+        data: dict[str, Any] = msgspec.to_builtins(self)
+        details = data.get("image_registry_details")
+        if isinstance(details, dict) and details.get("password"):
+            details["password"] = "***"
+        return data
+
+
+def flatten_script_params(params: dict[str, ScalarParam]) -> list[str]:
+    """Azure ML's flattening: ``{"--lr": 0.1, "--verbose": ""}`` -> ``["--lr", "0.1", "--verbose"]``."""
+    args: list[str] = []
+    for key, value in params.items():
+        args.append(key)
+        if value is None or value == "":
+            continue
+        args.append(str(value))
+    return args
+
+
+def parse_estimator(raw: bytes | str) -> EstimatorSpec:
+    try:
+        spec = msgspec.json.decode(raw, type=EstimatorSpec)
+    except msgspec.ValidationError as exc:
+        raise _from_msgspec(str(exc)) from None
+    except msgspec.DecodeError as exc:
+        raise SpecError("estimator", f"The estimator is not valid JSON: {exc}") from None
+    validate(spec)
+    return spec
+
+
+def _from_msgspec(text: str) -> SpecError:
+    unknown = re.search(r"unknown field `([^`]+)`(?: - at `\$\.?([^`]*)`)?", text)
+    if unknown:
+        where = f"{unknown.group(2)}." if unknown.group(2) else ""
+        field = f"{where}{unknown.group(1)}"
+        return SpecError(field, f"Unknown field '{field}' in the estimator")
+    missing = re.search(r"missing required field `([^`]+)`", text)
+    if missing:
+        return SpecError(missing.group(1), f"The estimator needs '{missing.group(1)}'")
+    at = re.search(r" - at `\$\.?([^`]*)`", text)
+    field = at.group(1).replace("[...]", "") if at else "estimator"
+    sentence = text.split(" - at ")[0]
+    return SpecError(field or "estimator", f"Field '{field or 'estimator'}': {sentence}")
+
+
+def validate(spec: EstimatorSpec) -> None:
+    """Shape checks and Azure ML's combination rules, then the not-yet-supported fields."""
+    _check_relative_path("entry_script", spec.entry_script)
+    for name in ("pip_requirements_file", "conda_dependencies_file"):
+        value = getattr(spec, name)
+        if value is not None:
+            _check_relative_path(name, value)
+    if not spec.compute_target:
+        raise SpecError("compute_target", "compute_target must name a compute target")
+    if spec.node_count < 1:
+        raise SpecError("node_count", "node_count must be at least 1")
+    if spec.process_count_per_node < 1:
+        raise SpecError("process_count_per_node", "process_count_per_node must be at least 1")
+    if spec.max_run_duration_seconds is not None and spec.max_run_duration_seconds < 1:
+        raise SpecError(
+            "max_run_duration_seconds",
+            "max_run_duration_seconds must be a positive number of seconds",
+        )
+    for key in spec.script_params:
+        if not key:
+            raise SpecError("script_params", "script_params keys must not be empty")
+    for key in spec.environment_variables:
+        if not ENV_NAME.match(key):
+            raise SpecError(
+                "environment_variables", f"'{key}' is not a valid environment variable name"
+            )
+    if spec.shm_size is not None and not SHM_SIZE.match(spec.shm_size):
+        raise SpecError("shm_size", "shm_size must look like '2g', '512m' or a number of bytes")
+    if spec.framework not in FRAMEWORKS:
+        raise SpecError("framework", f"framework must be one of {', '.join(FRAMEWORKS)}")
+    if spec.distributed_backend is not None and spec.distributed_backend not in DISTRIBUTED_TYPES:
+        raise SpecError(
+            "distributed_backend",
+            f"distributed_backend must be one of {', '.join(DISTRIBUTED_TYPES)}",
+        )
+    dt = spec.distributed_training
+    if dt is not None and dt.type not in DISTRIBUTED_TYPES:
+        raise SpecError(
+            "distributed_training.type",
+            f"distributed_training.type must be one of {', '.join(DISTRIBUTED_TYPES)}",
+        )
+
+    # Azure ML's combination rules.
+    if spec.distributed_backend is not None and dt is not None:
+        raise SpecError(
+            "distributed_training", "Give distributed_training or distributed_backend, not both"
+        )
+    if spec.node_count > 1 and spec.distributed_backend is None and dt is None:
+        raise SpecError(
+            "node_count",
+            "node_count > 1 needs a distributed backend (distributed_training=Mpi() or distributed_backend='mpi')",
+        )
+    if spec.process_count_per_node > 1 and spec.distributed_backend is None and dt is None:
+        raise SpecError(
+            "process_count_per_node", "process_count_per_node > 1 needs a distributed backend"
+        )
+    if spec.custom_docker_image and spec.custom_docker_base_image:
+        raise SpecError(
+            "custom_docker_base_image",
+            "custom_docker_base_image is the older name of custom_docker_image: give only one",
+        )
+    if not spec.use_docker and (spec.image or spec.image_registry_details or spec.shm_size):
+        field = (
+            "custom_docker_image"
+            if spec.image
+            else ("image_registry_details" if spec.image_registry_details else "shm_size")
+        )
+        raise SpecError(field, f"{field} needs use_docker=True")
+    if spec.image_registry_details is not None and not spec.image:
+        raise SpecError(
+            "image_registry_details", "image_registry_details needs custom_docker_image"
+        )
+    if spec.environment_definition is not None:
+        for name in (
+            "pip_packages",
+            "conda_packages",
+            "pip_requirements_file",
+            "conda_dependencies_file",
+            "custom_docker_image",
+            "custom_docker_base_image",
+            "image_registry_details",
+            "environment_variables",
+        ):
+            if getattr(spec, name):
+                raise SpecError(
+                    name,
+                    f"environment_definition cannot be combined with {name}: put it in the environment",
+                )
+        if spec.use_gpu:
+            raise SpecError(
+                "use_gpu",
+                "environment_definition cannot be combined with use_gpu: put it in the environment",
+            )
+    if spec.user_managed and (spec.pip_packages or spec.conda_packages):
+        field = "pip_packages" if spec.pip_packages else "conda_packages"
+        raise SpecError(
+            field,
+            f"{field} cannot be installed when user_managed=True (the image's Python is used as it is)",
+        )
+
+    # Valid, but not on this server yet.
+    later: list[tuple[str, bool, str]] = [
+        ("pip_packages", bool(spec.pip_packages), "package installs"),
+        ("conda_packages", bool(spec.conda_packages), "package installs"),
+        ("pip_requirements_file", spec.pip_requirements_file is not None, "package installs"),
+        ("conda_dependencies_file", spec.conda_dependencies_file is not None, "package installs"),
+        (
+            "environment_definition",
+            spec.environment_definition is not None,
+            "registered environments",
+        ),
+        ("image_registry_details", spec.image_registry_details is not None, "private registries"),
+        ("use_docker", not spec.use_docker, "runs without a container"),
+        ("use_gpu", spec.use_gpu, "GPU scheduling"),
+        ("inputs", bool(spec.inputs), "datastores"),
+        ("node_count", spec.node_count > 1, "distributed runs"),
+        ("process_count_per_node", spec.process_count_per_node > 1, "several processes per node"),
+        ("distributed_backend", spec.distributed_backend is not None, "distributed runs"),
+        ("distributed_training", dt is not None, "distributed runs"),
+    ]
+    for field, used, capability in later:
+        if used:
+            raise NotSupportedYet(
+                field, f"{field} is not supported yet on this server ({capability} are coming)"
+            )
+    if spec.framework != "Python" and not spec.image:
+        raise NotSupportedYet(
+            "framework",
+            f"framework={spec.framework} needs custom_docker_image for now: framework images are not supported yet",
+        )
+    if spec.compute_target != "local":
+        raise SpecError(
+            "compute_target",
+            f"Unknown compute target '{spec.compute_target}' (this server has: local)",
+        )
+
+
+def _check_relative_path(field: str, value: str) -> None:
+    if not value or value.startswith("/") or "\\" in value:
+        raise SpecError(field, f"{field} must be a relative path inside the source directory")
+    if any(part == ".." for part in value.split("/")):
+        raise SpecError(field, f"{field} must not contain '..'")
+
+
+def check_experiment_name(name: str) -> None:
+    if not EXPERIMENT_NAME.match(name):
+        raise SpecError(
+            "experiment",
+            "Experiment names are 1-255 letters, digits, '-' or '_', starting with a letter or digit",
+        )

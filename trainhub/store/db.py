@@ -1,0 +1,102 @@
+"""The database handle: every write goes through ONE writer thread; reads run in parallel.
+
+The pattern is datasette's: a queue feeds the writer, each write is a function of a
+``sqlite_utils.Database`` run in one transaction; readers each hold a connection of their own.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import queue
+import sqlite3
+import threading
+from collections.abc import Callable
+from concurrent.futures import Future
+from pathlib import Path
+from typing import Any, TypeVar
+
+import sqlite_utils
+
+from trainhub.store.migrations import MIGRATIONS
+
+T = TypeVar("T")
+_STOP = object()
+
+
+def _connect(path: Path) -> sqlite_utils.Database:
+    conn = sqlite3.connect(str(path), check_same_thread=False, timeout=30, isolation_level=None)
+    conn.execute("PRAGMA busy_timeout = 30000")
+    conn.execute("PRAGMA foreign_keys = ON")
+    return sqlite_utils.Database(conn)
+
+
+class Database:
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self._writer = _connect(path)
+        self._writer.enable_wal()
+        self._writer.execute("PRAGMA synchronous = NORMAL")
+        MIGRATIONS.apply(self._writer)
+        self._queue: queue.Queue[Any] = queue.Queue()
+        self._local = threading.local()
+        self._readers: list[sqlite_utils.Database] = []
+        self._readers_lock = threading.Lock()
+        self._thread = threading.Thread(
+            target=self._write_loop, name="trainhub-db-writer", daemon=True
+        )
+        self._thread.start()
+
+    # Writes ---------------------------------------------------------------------------------
+    def _write_loop(self) -> None:
+        while True:
+            item = self._queue.get()
+            if item is _STOP:
+                break
+            fn, future = item
+            if not future.set_running_or_notify_cancel():
+                continue
+            conn = self._writer.conn
+            try:
+                conn.execute("BEGIN IMMEDIATE")
+                result = fn(self._writer)
+                conn.execute("COMMIT")
+            except BaseException as exc:  # noqa: BLE001 - handed to the caller
+                if conn.in_transaction:
+                    conn.execute("ROLLBACK")
+                future.set_exception(exc)
+            else:
+                future.set_result(result)
+
+    def write_sync(self, fn: Callable[[sqlite_utils.Database], T]) -> T:
+        future: Future[T] = Future()
+        self._queue.put((fn, future))
+        return future.result()
+
+    async def write(self, fn: Callable[[sqlite_utils.Database], T]) -> T:
+        future: Future[T] = Future()
+        self._queue.put((fn, future))
+        return await asyncio.wrap_future(future)
+
+    # Reads ----------------------------------------------------------------------------------
+    def read_sync(self, fn: Callable[[sqlite_utils.Database], T]) -> T:
+        db = getattr(self._local, "db", None)
+        if db is None:
+            db = _connect(self.path)
+            db.execute("PRAGMA query_only = ON")
+            self._local.db = db
+            with self._readers_lock:
+                self._readers.append(db)
+        return fn(db)
+
+    async def read(self, fn: Callable[[sqlite_utils.Database], T]) -> T:
+        return await asyncio.to_thread(self.read_sync, fn)
+
+    def close(self) -> None:
+        self._queue.put(_STOP)
+        self._thread.join(timeout=10)
+        self._writer.close()
+        with self._readers_lock:
+            for db in self._readers:
+                db.close()
+            self._readers.clear()

@@ -1,0 +1,54 @@
+"""Named, append-only migrations. Never edit one that has shipped: add a new one."""
+
+from __future__ import annotations
+
+import uuid
+
+import sqlite_utils
+
+MIGRATIONS = sqlite_utils.Migrations("trainhub")
+
+
+@MIGRATIONS(name="0001_initial")
+def initial(db: sqlite_utils.Database) -> None:
+    db.table("meta").create({"key": str, "value": str}, pk="key")
+    db.table("meta").insert({"key": "instance_id", "value": uuid.uuid4().hex})
+    db.table("tokens").create(
+        {"id": int, "name": str, "hash": str, "is_admin": int, "created_at": float},
+        pk="id",
+    )
+    db.table("tokens").create_index(["hash"], unique=True)
+    db.table("experiments").create({"name": str, "created_at": float}, pk="name")
+    db.table("runs").create(
+        {
+            "seq": int,
+            "id": str,
+            "experiment": str,
+            "number": int,
+            "status": str,
+            "target": str,
+            "node": str,
+            "spec": str,
+            "snapshot": str,
+            "container_id": str,
+            "exit_code": int,
+            "reason": str,
+            "error": str,
+            "created_at": float,
+            "started_at": float,
+            "ended_at": float,
+            "cancel_requested_at": float,
+        },
+        pk="seq",
+        not_null={"id", "experiment", "number", "status", "spec", "created_at"},
+        foreign_keys=[("experiment", "experiments", "name")],
+    )
+    db.table("runs").create_index(["id"], unique=True)
+    db.table("runs").create_index(["experiment", "number"], unique=True)
+    db.table("runs").create_index(["status"])
+    db.table("run_events").create(
+        {"id": int, "run_id": str, "status": str, "at": float, "detail": str},
+        pk="id",
+        not_null={"run_id", "status", "at"},
+    )
+    db.table("run_events").create_index(["run_id"])

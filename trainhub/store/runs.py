@@ -1,0 +1,171 @@
+"""Queries on runs, experiments and their status history. Plain functions of a sqlite_utils.Database.
+
+Write functions run on the writer thread (``await db.write(fn)``); they are short and never touch
+Docker or the network.
+"""
+
+from __future__ import annotations
+
+import json
+import secrets
+import time
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import Any
+
+import sqlite_utils
+
+from trainhub.runs.status import RunStatus
+
+
+@dataclass(frozen=True)
+class RunRow:
+    seq: int
+    id: str
+    experiment: str
+    number: int
+    status: RunStatus
+    target: str
+    node: str | None
+    spec: dict[str, Any]
+    snapshot: str | None
+    container_id: str | None
+    exit_code: int | None
+    reason: str | None
+    error: str | None
+    created_at: float
+    started_at: float | None
+    ended_at: float | None
+    cancel_requested_at: float | None
+
+    @classmethod
+    def from_row(cls, row: dict[str, Any]) -> RunRow:
+        values = dict(row)
+        values["status"] = RunStatus(values["status"])
+        values["spec"] = json.loads(values["spec"])
+        return cls(**values)
+
+
+def new_run_id(experiment: str, now: float) -> str:
+    return f"{experiment}_{int(now)}_{secrets.token_hex(4)}"
+
+
+def insert_run(
+    db: sqlite_utils.Database,
+    *,
+    experiment: str,
+    spec: dict[str, Any],
+    snapshot: str,
+    target: str,
+) -> RunRow:
+    now = time.time()
+    if not db.table("experiments").count_where("name = ?", [experiment]):
+        db.table("experiments").insert({"name": experiment, "created_at": now})
+    number = db.execute(
+        "select coalesce(max(number), 0) + 1 from runs where experiment = ?", [experiment]
+    ).fetchone()[0]
+    run_id = new_run_id(experiment, now)
+    db.table("runs").insert(
+        {
+            "id": run_id,
+            "experiment": experiment,
+            "number": number,
+            "status": RunStatus.QUEUED.value,
+            "target": target,
+            "spec": json.dumps(spec),
+            "snapshot": snapshot,
+            "created_at": now,
+        }
+    )
+    db.table("run_events").insert(
+        {"run_id": run_id, "status": RunStatus.QUEUED.value, "at": now, "detail": None}
+    )
+    found = get_run(db, run_id)
+    assert found is not None
+    return found
+
+
+def get_run(db: sqlite_utils.Database, run_id: str) -> RunRow | None:
+    rows = list(db.table("runs").rows_where("id = ?", [run_id]))
+    return RunRow.from_row(rows[0]) if rows else None
+
+
+def list_runs(
+    db: sqlite_utils.Database,
+    *,
+    experiment: str | None = None,
+    statuses: Iterable[RunStatus] | None = None,
+    before_seq: int | None = None,
+    limit: int = 50,
+) -> list[RunRow]:
+    where: list[str] = []
+    params: list[Any] = []
+    if experiment is not None:
+        where.append("experiment = ?")
+        params.append(experiment)
+    if statuses is not None:
+        values = [s.value for s in statuses]
+        where.append(f"status in ({', '.join('?' for _ in values)})")
+        params.extend(values)
+    if before_seq is not None:
+        where.append("seq < ?")
+        params.append(before_seq)
+    rows = db.table("runs").rows_where(
+        " and ".join(where) or None, params, order_by="seq desc", limit=limit
+    )
+    return [RunRow.from_row(r) for r in rows]
+
+
+def runs_with_status(db: sqlite_utils.Database, statuses: Iterable[RunStatus]) -> list[RunRow]:
+    values = [s.value for s in statuses]
+    rows = db.table("runs").rows_where(
+        f"status in ({', '.join('?' for _ in values)})", values, order_by="seq"
+    )
+    return [RunRow.from_row(r) for r in rows]
+
+
+def transition(
+    db: sqlite_utils.Database,
+    run_id: str,
+    to: RunStatus,
+    *,
+    expect: Iterable[RunStatus] | None = None,
+    detail: str | None = None,
+    **fields: Any,
+) -> bool:
+    """Move a run to ``to`` (recording the event) if its status is still one of ``expect``.
+
+    Returns False, changing nothing, when the run has moved on meanwhile (load, act, apply).
+    """
+    row = db.execute("select status from runs where id = ?", [run_id]).fetchone()
+    if row is None:
+        return False
+    current = RunStatus(row[0])
+    if expect is not None and current not in set(expect):
+        return False
+    if current.is_terminal():
+        return False
+    now = time.time()
+    updates: dict[str, Any] = {"status": to.value, **fields}
+    if to is RunStatus.RUNNING and "started_at" not in fields:
+        updates["started_at"] = now
+    if to.is_terminal():
+        updates["ended_at"] = now
+    seq = db.execute("select seq from runs where id = ?", [run_id]).fetchone()[0]
+    db.table("runs").update(seq, updates)
+    if current is not to:
+        db.table("run_events").insert({"run_id": run_id, "status": to.value, "at": now, "detail": detail})
+    return True
+
+
+def update_run(db: sqlite_utils.Database, run_id: str, **fields: Any) -> None:
+    seq = db.execute("select seq from runs where id = ?", [run_id]).fetchone()[0]
+    db.table("runs").update(seq, fields)
+
+
+def run_events(db: sqlite_utils.Database, run_id: str) -> list[dict[str, Any]]:
+    return list(db.table("run_events").rows_where("run_id = ?", [run_id], order_by="id"))
+
+
+def instance_id(db: sqlite_utils.Database) -> str:
+    return str(db.table("meta").get("instance_id")["value"])
