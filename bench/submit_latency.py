@@ -117,7 +117,9 @@ def main() -> None:
     print(f"repetitions: {args.reps} (medians)")
     print(f"docker run --rm (baseline)         {med_bare:6.3f} s")
     print(f"trainhub submit -> first log line  {med_first:6.3f} s")
-    print(f"trainhub submit -> Completed       {med_done:6.3f} s   ratio {med_done / med_bare:.2f}x (goal <= 1.5x)")
+    print(
+        f"trainhub submit -> Completed       {med_done:6.3f} s   ratio {med_done / med_bare:.2f}x (goal <= 1.5x)"
+    )
 
 
 if __name__ == "__main__":

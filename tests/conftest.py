@@ -12,9 +12,10 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import docker
 import httpx
 import pytest
+
+import docker
 
 TOKEN = "th_test_admin_token_for_the_suite"
 BASE_IMAGE = "trainhub/base:cpu"
@@ -42,7 +43,16 @@ class Server:
     def start(self) -> None:
         log = self.log_path.open("ab")
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "trainhub", "serve", "--port", str(self.port), "--data", str(self.data)],
+            [
+                sys.executable,
+                "-m",
+                "trainhub",
+                "serve",
+                "--port",
+                str(self.port),
+                "--data",
+                str(self.data),
+            ],
             env=self.env,
             stdout=log,
             stderr=subprocess.STDOUT,
@@ -118,7 +128,9 @@ def docker_ready() -> None:
     try:
         client.images.get(BASE_IMAGE)
     except docker.errors.ImageNotFound:
-        pytest.fail(f"{BASE_IMAGE} is missing: run `trainhub images build-base` (./scripts/test does)")
+        pytest.fail(
+            f"{BASE_IMAGE} is missing: run `trainhub images build-base` (./scripts/test does)"
+        )
     finally:
         client.close()
 
@@ -127,7 +139,9 @@ ServerFactory = Callable[..., Server]
 
 
 @pytest.fixture
-def make_server(tmp_path_factory: pytest.TempPathFactory, docker_ready: None) -> Iterator[ServerFactory]:
+def make_server(
+    tmp_path_factory: pytest.TempPathFactory, docker_ready: None
+) -> Iterator[ServerFactory]:
     made: list[Server] = []
 
     def factory(**settings: str) -> Server:
@@ -141,7 +155,9 @@ def make_server(tmp_path_factory: pytest.TempPathFactory, docker_ready: None) ->
             }
         )
         env.update({f"TRAINHUB_{k.upper()}": v for k, v in settings.items()})
-        server = Server(data=data, port=free_port(), env=env, log_path=data.parent / f"{data.name}.log")
+        server = Server(
+            data=data, port=free_port(), env=env, log_path=data.parent / f"{data.name}.log"
+        )
         made.append(server)
         server.start()
         return server

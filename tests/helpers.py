@@ -74,9 +74,13 @@ def wait_for_status(
     run = get_run(client, run_id)
     while run["status"] not in wanted:
         if time.monotonic() > deadline:
-            raise AssertionError(f"run {run_id} is {run['status']}, not {wanted}, after {timeout} s")
+            raise AssertionError(
+                f"run {run_id} is {run['status']}, not {wanted}, after {timeout} s"
+            )
         if run["status"] in TERMINAL:
-            raise AssertionError(f"run {run_id} ended {run['status']} ({run['error']}), wanted {wanted}")
+            raise AssertionError(
+                f"run {run_id} ended {run['status']} ({run['error']}), wanted {wanted}"
+            )
         time.sleep(0.1)
         run = get_run(client, run_id)
     return run

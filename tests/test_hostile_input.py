@@ -75,8 +75,16 @@ CASES = {
     "absolute path": (_tar(_file(ESCAPE)), 422, "absolute path"),
     "dot-dot path": (_tar(_file("../../escape.txt")), 422, "'..'"),
     "dot-dot inside a path": (_tar(_file("src/../../escape.txt")), 422, "'..'"),
-    "absolute symlink": (_tar(_special("link", tarfile.SYMTYPE, "/etc/passwd")), 422, "points outside"),
-    "relative symlink out": (_tar(_special("a/link", tarfile.SYMTYPE, "../../etc")), 422, "points outside"),
+    "absolute symlink": (
+        _tar(_special("link", tarfile.SYMTYPE, "/etc/passwd")),
+        422,
+        "points outside",
+    ),
+    "relative symlink out": (
+        _tar(_special("a/link", tarfile.SYMTYPE, "../../etc")),
+        422,
+        "points outside",
+    ),
     "hard link out": (_tar(_special("hard", tarfile.LNKTYPE, "../outside")), 422, "points outside"),
     "character device": (_tar(_special("dev/null", tarfile.CHRTYPE)), 422, "device file"),
     "block device": (_tar(_special("dev/sda", tarfile.BLKTYPE)), 422, "device file"),
@@ -85,12 +93,18 @@ CASES = {
     "expands too far": (_tar(_zeros(9 * 1024 * 1024)), 413, "expands to more than 8 MB"),
     "not gzip": (b"just some bytes, not an archive", 400, "not a valid .tar.gz"),
     "gzip but not tar": (gzip.compress(b"hello" * 1000), 400, "not a valid .tar.gz"),
-    "missing entry script": (_tar(_file("other.py"), with_entry=False), 422, "'train.py' is not in the snapshot"),
+    "missing entry script": (
+        _tar(_file("other.py"), with_entry=False),
+        422,
+        "'train.py' is not in the snapshot",
+    ),
 }
 
 
 def _data_files(server: Server) -> set[Path]:
-    return {p for p in server.data.rglob("*") if p.is_file() and not p.name.startswith("trainhub.db")}
+    return {
+        p for p in server.data.rglob("*") if p.is_file() and not p.name.startswith("trainhub.db")
+    }
 
 
 @pytest.mark.parametrize("case", list(CASES))
@@ -106,11 +120,15 @@ def test_hostile_snapshot_is_refused_and_nothing_is_written(
     assert message in body["error"]
     assert "Traceback" not in response.text
     assert _data_files(server) == before  # no snapshot stored, no upload left behind
-    assert client.get("/api/v1/runs", params={"experiment": "hostile"}).json()["runs"] == runs_before
+    assert (
+        client.get("/api/v1/runs", params={"experiment": "hostile"}).json()["runs"] == runs_before
+    )
     assert not os.path.exists(ESCAPE)
 
 
-def test_upload_over_the_size_limit_is_413_with_the_limit(client: httpx.Client, server: Server) -> None:
+def test_upload_over_the_size_limit_is_413_with_the_limit(
+    client: httpx.Client, server: Server
+) -> None:
     before = _data_files(server)
     snapshot = _tar(_file("noise.bin", os.urandom(3 * 1024 * 1024)))
     response = submit_raw(client, SPEC, snapshot, experiment="hostile")
@@ -121,17 +139,27 @@ def test_upload_over_the_size_limit_is_413_with_the_limit(client: httpx.Client, 
 
 @pytest.mark.parametrize(
     "path",
-    ["../../trainhub.db", "..%2F..%2Ftrainhub.db", "outputs/../../../trainhub.db", "/etc/passwd", "logs"],
+    [
+        "../../trainhub.db",
+        "..%2F..%2Ftrainhub.db",
+        "outputs/../../../trainhub.db",
+        "/etc/passwd",
+        "logs",
+    ],
 )
 def test_downloads_resolve_inside_the_run_folder_only(client: httpx.Client, path: str) -> None:
-    run = submit(client, "import os\nos.makedirs('outputs')\nopen('outputs/a.txt','w').write('a')\n")
+    run = submit(
+        client, "import os\nos.makedirs('outputs')\nopen('outputs/a.txt','w').write('a')\n"
+    )
     wait_for_status(client, run["runId"], "Completed")
     response = client.get(f"/api/v1/runs/{run['runId']}/files/{path}")
     assert response.status_code in (404, 400), response.text
     assert b"SQLite" not in response.content and b"root:" not in response.content
 
 
-def test_links_a_script_leaves_in_outputs_are_not_followed(client: httpx.Client, server: Server) -> None:
+def test_links_a_script_leaves_in_outputs_are_not_followed(
+    client: httpx.Client, server: Server
+) -> None:
     script = (
         "import os\nos.makedirs('outputs')\n"
         "os.symlink('/etc/passwd', 'outputs/passwd')\n"

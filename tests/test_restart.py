@@ -6,7 +6,6 @@ import textwrap
 import time
 
 import docker
-
 from tests.conftest import ServerFactory
 from tests.helpers import history, submit, wait_for_log, wait_for_status
 
@@ -41,12 +40,17 @@ def test_sigkill_mid_run_then_restart_completes_the_run(make_server: ServerFacto
     done = wait_for_status(client, run["runId"], timeout=60)
     assert done["status"] == "Completed", done["error"]
     _assert_whole_log(client.get(f"/api/v1/runs/{run['runId']}/logs").text)
-    assert client.get(f"/api/v1/runs/{run['runId']}/files/outputs/result.txt").text == f"all {TICKS} ticks"
+    assert (
+        client.get(f"/api/v1/runs/{run['runId']}/files/outputs/result.txt").text
+        == f"all {TICKS} ticks"
+    )
     assert history(done)[-2:] == ["Finalizing", "Completed"]
     assert server.containers() == []
 
 
-def test_run_that_ended_while_the_server_was_down_is_finished_at_start(make_server: ServerFactory) -> None:
+def test_run_that_ended_while_the_server_was_down_is_finished_at_start(
+    make_server: ServerFactory,
+) -> None:
     server = make_server()
     client = server.client()
     run = submit(client, SCRIPT)

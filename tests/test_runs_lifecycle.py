@@ -46,7 +46,14 @@ def test_completed_run_has_its_log_outputs_and_history(client: httpx.Client) -> 
 
     done = wait_for_status(client, run["runId"])
     assert done["status"] == "Completed", done["error"]
-    assert history(done) == ["Queued", "Preparing", "Starting", "Running", "Finalizing", "Completed"]
+    assert history(done) == [
+        "Queued",
+        "Preparing",
+        "Starting",
+        "Running",
+        "Finalizing",
+        "Completed",
+    ]
     assert done["startTimeUtc"] and done["endTimeUtc"]
     assert done["properties"]["exitCode"] == 0
     assert done["error"] is None
@@ -58,7 +65,10 @@ def test_completed_run_has_its_log_outputs_and_history(client: httpx.Client) -> 
     assert "'helper', 'train.py'" in log
     assert log.rstrip().endswith("finished")
 
-    files = {f["path"]: f["size"] for f in client.get(f"/api/v1/runs/{run['runId']}/files").json()["files"]}
+    files = {
+        f["path"]: f["size"]
+        for f in client.get(f"/api/v1/runs/{run['runId']}/files").json()["files"]
+    }
     assert files == {
         "logs/driver_log.txt": len(log.encode()),
         "logs/train.log": len("epoch 1 done"),
@@ -155,7 +165,9 @@ def test_cancel_of_an_ended_run_is_a_conflict(client: httpx.Client) -> None:
 
 def test_max_run_duration_stops_the_run_with_that_reason(client: httpx.Client) -> None:
     run = submit(
-        client, "import time\nprint('long', flush=True)\ntime.sleep(120)\n", max_run_duration_seconds=2
+        client,
+        "import time\nprint('long', flush=True)\ntime.sleep(120)\n",
+        max_run_duration_seconds=2,
     )
     done = wait_for_status(client, run["runId"], timeout=40)
     assert done["status"] == "Failed"
@@ -179,7 +191,9 @@ def test_logs_folder_is_synced_while_the_run_is_running(client: httpx.Client) ->
     wait_for_log(client, run["runId"], "wrote progress")
     deadline = time.monotonic() + 15
     while True:
-        paths = [f["path"] for f in client.get(f"/api/v1/runs/{run['runId']}/files").json()["files"]]
+        paths = [
+            f["path"] for f in client.get(f"/api/v1/runs/{run['runId']}/files").json()["files"]
+        ]
         if "logs/progress.txt" in paths:
             break
         assert time.monotonic() < deadline, paths
@@ -191,10 +205,14 @@ def test_logs_folder_is_synced_while_the_run_is_running(client: httpx.Client) ->
 
 
 def test_follow_streams_lines_as_they_are_printed(client: httpx.Client) -> None:
-    script = "import time\nfor i in range(4):\n    print('step', i, flush=True)\n    time.sleep(0.7)\n"
+    script = (
+        "import time\nfor i in range(4):\n    print('step', i, flush=True)\n    time.sleep(0.7)\n"
+    )
     run = submit(client, script)
     seen: list[tuple[str, str]] = []
-    with client.stream("GET", f"/api/v1/runs/{run['runId']}/logs", params={"follow": "true"}) as response:
+    with client.stream(
+        "GET", f"/api/v1/runs/{run['runId']}/logs", params={"follow": "true"}
+    ) as response:
         assert response.status_code == 200
         for line in response.iter_lines():
             if line:
@@ -216,7 +234,9 @@ def test_list_runs_filters_and_paginates(client: httpx.Client) -> None:
     ).json()
     assert [r["runId"] for r in rest["runs"]] == [ids[0]]
     assert rest["nextCursor"] is None
-    completed = client.get("/api/v1/runs", params={"experiment": "listing", "status": "Completed"}).json()
+    completed = client.get(
+        "/api/v1/runs", params={"experiment": "listing", "status": "Completed"}
+    ).json()
     assert len(completed["runs"]) == 3
     none = client.get("/api/v1/runs", params={"experiment": "listing", "status": "Failed"}).json()
     assert none["runs"] == []
@@ -235,8 +255,17 @@ def test_run_details_never_return_hidden_fields(client: httpx.Client) -> None:
     run = submit(client, "print('x')", environment_variables={"A": "1"})
     done = wait_for_status(client, run["runId"])
     assert set(done) >= {
-        "runId", "experiment", "number", "target", "status", "startTimeUtc", "endTimeUtc",
-        "properties", "runDefinition", "logFiles", "error",
+        "runId",
+        "experiment",
+        "number",
+        "target",
+        "status",
+        "startTimeUtc",
+        "endTimeUtc",
+        "properties",
+        "runDefinition",
+        "logFiles",
+        "error",
     }
     assert done["target"] == "local"
     assert done["logFiles"] == {

@@ -17,37 +17,111 @@ REJECTED: list[tuple[dict[str, Any], str, str]] = [
     ({}, "entry_script", "needs 'entry_script'"),
     ({"entry_script": "train.py", "node_count": "two"}, "node_count", "Expected `int`"),
     ({"entry_script": "train.py", "node_count": 2}, "node_count", "needs a distributed backend"),
-    ({"entry_script": "train.py", "process_count_per_node": 2}, "process_count_per_node", "needs a distributed backend"),
+    (
+        {"entry_script": "train.py", "process_count_per_node": 2},
+        "process_count_per_node",
+        "needs a distributed backend",
+    ),
     ({"entry_script": "train.py", "node_count": 0}, "node_count", "at least 1"),
-    ({"entry_script": "train.py", "use_docker": False, "custom_docker_image": "x:1"}, "custom_docker_image", "needs use_docker=True"),
-    ({"entry_script": "train.py", "environment_definition": "env1", "pip_packages": ["numpy"]}, "pip_packages", "cannot be combined"),
-    ({"entry_script": "train.py", "custom_docker_image": "a:1", "custom_docker_base_image": "b:1"}, "custom_docker_base_image", "give only one"),
-    ({"entry_script": "train.py", "distributed_backend": "mpi", "distributed_training": {"type": "mpi"}}, "distributed_training", "not both"),
-    ({"entry_script": "train.py", "distributed_backend": "horovod"}, "distributed_backend", "must be one of"),
-    ({"entry_script": "train.py", "environment_variables": {"1BAD": "x"}}, "environment_variables", "not a valid environment variable name"),
-    ({"entry_script": "train.py", "environment_variables": {"A": 1}}, "environment_variables", "Expected `str`"),
+    (
+        {"entry_script": "train.py", "use_docker": False, "custom_docker_image": "x:1"},
+        "custom_docker_image",
+        "needs use_docker=True",
+    ),
+    (
+        {"entry_script": "train.py", "environment_definition": "env1", "pip_packages": ["numpy"]},
+        "pip_packages",
+        "cannot be combined",
+    ),
+    (
+        {
+            "entry_script": "train.py",
+            "custom_docker_image": "a:1",
+            "custom_docker_base_image": "b:1",
+        },
+        "custom_docker_base_image",
+        "give only one",
+    ),
+    (
+        {
+            "entry_script": "train.py",
+            "distributed_backend": "mpi",
+            "distributed_training": {"type": "mpi"},
+        },
+        "distributed_training",
+        "not both",
+    ),
+    (
+        {"entry_script": "train.py", "distributed_backend": "horovod"},
+        "distributed_backend",
+        "must be one of",
+    ),
+    (
+        {"entry_script": "train.py", "environment_variables": {"1BAD": "x"}},
+        "environment_variables",
+        "not a valid environment variable name",
+    ),
+    (
+        {"entry_script": "train.py", "environment_variables": {"A": 1}},
+        "environment_variables",
+        "Expected `str`",
+    ),
     ({"entry_script": "train.py", "shm_size": "lots"}, "shm_size", "shm_size must look like"),
-    ({"entry_script": "train.py", "max_run_duration_seconds": 0}, "max_run_duration_seconds", "positive"),
+    (
+        {"entry_script": "train.py", "max_run_duration_seconds": 0},
+        "max_run_duration_seconds",
+        "positive",
+    ),
     ({"entry_script": "/abs/train.py"}, "entry_script", "relative path"),
     ({"entry_script": "../train.py"}, "entry_script", "'..'"),
-    ({"entry_script": "train.py", "compute_target": "gpu-cluster"}, "compute_target", "Unknown compute target 'gpu-cluster'"),
+    (
+        {"entry_script": "train.py", "compute_target": "gpu-cluster"},
+        "compute_target",
+        "Unknown compute target 'gpu-cluster'",
+    ),
     ({"entry_script": "train.py", "script_params": {"--lr": [1, 2]}}, "script_params", "Expected"),
     ({"entry_script": "train.py", "framework": "Caffe"}, "framework", "must be one of"),
     # Valid Azure ML fields whose capability has not landed: refused, never ignored.
     ({"entry_script": "train.py", "pip_packages": ["numpy"]}, "pip_packages", "not supported yet"),
-    ({"entry_script": "train.py", "conda_packages": ["numpy"]}, "conda_packages", "not supported yet"),
-    ({"entry_script": "train.py", "pip_requirements_file": "requirements.txt"}, "pip_requirements_file", "not supported yet"),
+    (
+        {"entry_script": "train.py", "conda_packages": ["numpy"]},
+        "conda_packages",
+        "not supported yet",
+    ),
+    (
+        {"entry_script": "train.py", "pip_requirements_file": "requirements.txt"},
+        "pip_requirements_file",
+        "not supported yet",
+    ),
     ({"entry_script": "train.py", "use_gpu": True}, "use_gpu", "not supported yet"),
     ({"entry_script": "train.py", "use_docker": False}, "use_docker", "not supported yet"),
-    ({"entry_script": "train.py", "environment_definition": "env1"}, "environment_definition", "not supported yet"),
-    ({"entry_script": "train.py", "custom_docker_image": "r.example/x:1", "image_registry_details": {"address": "r.example", "username": "u", "password": "p"}}, "image_registry_details", "not supported yet"),
+    (
+        {"entry_script": "train.py", "environment_definition": "env1"},
+        "environment_definition",
+        "not supported yet",
+    ),
+    (
+        {
+            "entry_script": "train.py",
+            "custom_docker_image": "r.example/x:1",
+            "image_registry_details": {"address": "r.example", "username": "u", "password": "p"},
+        },
+        "image_registry_details",
+        "not supported yet",
+    ),
     ({"entry_script": "train.py", "inputs": [{"datastore": "d"}]}, "inputs", "not supported yet"),
-    ({"entry_script": "train.py", "node_count": 2, "distributed_training": {"type": "mpi"}}, "node_count", "not supported yet"),
+    (
+        {"entry_script": "train.py", "node_count": 2, "distributed_training": {"type": "mpi"}},
+        "node_count",
+        "not supported yet",
+    ),
     ({"entry_script": "train.py", "framework": "PyTorch"}, "framework", "not supported yet"),
 ]
 
 
-@pytest.mark.parametrize(("spec", "field", "message"), REJECTED, ids=[r[1] + ":" + r[2] for r in REJECTED])
+@pytest.mark.parametrize(
+    ("spec", "field", "message"), REJECTED, ids=[r[1] + ":" + r[2] for r in REJECTED]
+)
 def test_bad_estimator_is_a_422_naming_the_field(
     client: httpx.Client, spec: dict[str, Any], field: str, message: str
 ) -> None:
@@ -73,7 +147,8 @@ def test_bad_experiment_name_is_a_422(client: httpx.Client) -> None:
 
 def test_missing_parts_are_named(client: httpx.Client) -> None:
     only_spec = client.post(
-        "/api/v1/experiments/specs/runs", files={"estimator": (None, '{"entry_script": "train.py"}')}
+        "/api/v1/experiments/specs/runs",
+        files={"estimator": (None, '{"entry_script": "train.py"}')},
     )
     assert only_spec.status_code == 422
     assert only_spec.json()["field"] == "snapshot"

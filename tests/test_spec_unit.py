@@ -12,8 +12,17 @@ from trainhub.spec import NotSupportedYet, SpecError, flatten_script_params, par
 
 
 def test_flatten_follows_azure_ml() -> None:
-    assert flatten_script_params({"--lr": 0.1, "--verbose": "", "--n": 3, "--flag": True, "--x": None}) == [
-        "--lr", "0.1", "--verbose", "--n", "3", "--flag", "True", "--x",
+    assert flatten_script_params(
+        {"--lr": 0.1, "--verbose": "", "--n": 3, "--flag": True, "--x": None}
+    ) == [
+        "--lr",
+        "0.1",
+        "--verbose",
+        "--n",
+        "3",
+        "--flag",
+        "True",
+        "--x",
     ]
 
 
@@ -31,7 +40,9 @@ def test_defaults_match_the_azure_estimator() -> None:
 
 
 def test_older_image_name_is_accepted() -> None:
-    spec = parse_estimator(json.dumps({"entry_script": "a.py", "custom_docker_base_image": "img:1"}))
+    spec = parse_estimator(
+        json.dumps({"entry_script": "a.py", "custom_docker_base_image": "img:1"})
+    )
     assert spec.image == "img:1"
 
 
@@ -44,7 +55,9 @@ def test_not_supported_yet_is_a_spec_error_naming_the_field() -> None:
 
 def test_nested_unknown_field_is_named_with_its_path() -> None:
     with pytest.raises(SpecError) as caught:
-        parse_estimator(json.dumps({"entry_script": "a.py", "distributed_training": {"type": "mpi", "x": 1}}))
+        parse_estimator(
+            json.dumps({"entry_script": "a.py", "distributed_training": {"type": "mpi", "x": 1}})
+        )
     assert caught.value.field == "distributed_training.x"
 
 

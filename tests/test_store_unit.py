@@ -28,7 +28,9 @@ def test_concurrent_submissions_get_distinct_numbers(tmp_path: Path) -> None:
 
     def insert() -> None:
         for _ in range(20):
-            db.write_sync(lambda c: q.insert_run(c, experiment="e", spec={}, snapshot="s", target="local"))
+            db.write_sync(
+                lambda c: q.insert_run(c, experiment="e", spec={}, snapshot="s", target="local")
+            )
 
     threads = [threading.Thread(target=insert) for _ in range(4)]
     for t in threads:
@@ -44,10 +46,16 @@ def test_transition_applies_only_from_the_expected_status(tmp_path: Path) -> Non
     db = Database(tmp_path / "t.db")
 
     async def scenario() -> None:
-        run = await db.write(lambda c: q.insert_run(c, experiment="e", spec={}, snapshot="s", target="local"))
-        assert await db.write(lambda c: q.transition(c, run.id, RunStatus.CANCELED, expect=[RunStatus.QUEUED]))
+        run = await db.write(
+            lambda c: q.insert_run(c, experiment="e", spec={}, snapshot="s", target="local")
+        )
+        assert await db.write(
+            lambda c: q.transition(c, run.id, RunStatus.CANCELED, expect=[RunStatus.QUEUED])
+        )
         # The launcher's claim comes too late: nothing changes.
-        assert not await db.write(lambda c: q.transition(c, run.id, RunStatus.PREPARING, expect=[RunStatus.QUEUED]))
+        assert not await db.write(
+            lambda c: q.transition(c, run.id, RunStatus.PREPARING, expect=[RunStatus.QUEUED])
+        )
         # A terminal run never moves again.
         assert not await db.write(lambda c: q.transition(c, run.id, RunStatus.RUNNING))
         events = await db.read(lambda c: q.run_events(c, run.id))

@@ -35,10 +35,15 @@ def serve(host: str | None, port: int | None, data: Path | None) -> None:
     """Start the server: API, launcher and run history in one process."""
     import uvicorn
 
-    from trainhub.server.app import create_app
+    from trainhub.server.app import check_python, create_app
     from trainhub.store import Database
     from trainhub.store.tokens import add_token, find_token, generate_token, has_admin
 
+    try:
+        check_python()
+    except RuntimeError as exc:
+        click.echo(f"error: {exc}", err=True)
+        sys.exit(1)
     settings = Settings.load(host=host, port=port, data=data)
     logging.basicConfig(
         level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"

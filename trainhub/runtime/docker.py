@@ -9,9 +9,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import IO
 
-import docker
 import docker.errors
 from docker.models.containers import Container
+
+import docker
 
 LABEL_RUN = "org.trainhub.run_id"
 LABEL_INSTANCE = "org.trainhub.instance"

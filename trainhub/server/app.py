@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import sys
+import tarfile
 from collections.abc import AsyncIterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
@@ -33,7 +35,17 @@ class EngineUnavailable(RuntimeError):
     pass
 
 
+def check_python() -> None:
+    """Artifacts are extracted with tarfile's extraction filters (PEP 706): Python >= 3.11.4."""
+    if not hasattr(tarfile, "data_filter"):
+        raise RuntimeError(
+            f"trainhub's server needs Python >= 3.11.4 (tarfile extraction filters); this is "
+            f"{sys.version.split()[0]}"
+        )
+
+
 def create_app(settings: Settings, db: Database | None = None) -> Litestar:
+    check_python()
     database = db or Database(settings.db_path)
     instance = database.read_sync(q.instance_id)
 

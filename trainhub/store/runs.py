@@ -154,7 +154,9 @@ def transition(
     seq = db.execute("select seq from runs where id = ?", [run_id]).fetchone()[0]
     db.table("runs").update(seq, updates)
     if current is not to:
-        db.table("run_events").insert({"run_id": run_id, "status": to.value, "at": now, "detail": detail})
+        db.table("run_events").insert(
+            {"run_id": run_id, "status": to.value, "at": now, "detail": detail}
+        )
     return True
 
 

@@ -1,0 +1,49 @@
+"""The README stays true: its curl walk-through runs verbatim, and every setting is documented."""
+
+from __future__ import annotations
+
+import re
+import subprocess
+from pathlib import Path
+
+from tests.conftest import TOKEN, Server
+from trainhub.settings import Settings
+
+README = Path(__file__).resolve().parent.parent / "README.md"
+
+
+def _walkthrough() -> str:
+    text = README.read_text()
+    section = text.split("## Walk-through with curl", 1)[1]
+    match = re.search(r"```bash\n(.*?)```", section, re.S)
+    assert match, "the walk-through has no bash block"
+    return match.group(1)
+
+
+def test_curl_walkthrough_works_verbatim(server: Server, tmp_path: Path) -> None:
+    script = _walkthrough()
+    # Only the two lines a reader edits: where the server is and the token it printed.
+    script = script.replace(
+        "export TRAINHUB_URL=http://127.0.0.1:8000", f"export TRAINHUB_URL={server.url}"
+    )
+    script = script.replace("export TOKEN=th_paste_the_token_here", f"export TOKEN={TOKEN}")
+    result = subprocess.run(
+        ["bash", "-euo", "pipefail", "-c", script],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert result.returncode == 0, result.stderr + result.stdout
+    out = result.stdout
+    assert "training with ['--lr', '0.1', '--verbose']" in out
+    assert "\nCompleted\n" in out
+    assert '"path":"outputs/model.txt"' in out
+    assert out.rstrip().endswith("weights")
+    assert (tmp_path / "model.txt").read_text() == "weights\n"
+
+
+def test_every_setting_is_in_the_readme() -> None:
+    text = README.read_text()
+    for variable, _default, _help in Settings.describe():
+        assert f"`{variable}`" in text, variable
