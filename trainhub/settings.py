@@ -37,6 +37,9 @@ class Settings:
     max_concurrent_runs: int = _setting(4, "runs executing at once on the local node")
     sync_interval_seconds: float = _setting(3.0, "how often ./logs is copied from a running run")
     cancel_grace_seconds: int = _setting(10, "seconds between SIGTERM and SIGKILL when a run stops")
+    azureml_compat: bool = _setting(
+        False, "make `from azureml.core.run import Run` work in runs (a small azureml.core shim)"
+    )
     debian_mirror: str = _setting(
         "http://deb.debian.org/debian", "Debian mirror used by `trainhub images build-base`"
     )
@@ -96,6 +99,12 @@ class Settings:
 
 def _coerce(type_name: Any, raw: str, name: str) -> Any:
     text = str(type_name)
+    if text.startswith("bool"):
+        if raw.lower() in ("1", "true", "yes", "on"):
+            return True
+        if raw.lower() in ("0", "false", "no", "off"):
+            return False
+        raise ValueError(f"TRAINHUB_{name.upper()} must be true or false, got {raw!r}")
     try:
         if text.startswith("int"):
             return int(raw)

@@ -184,13 +184,18 @@ def list_artifacts(run_dir: Path) -> list[tuple[str, int]]:
 
 
 def extract_container_archive(
-    chunks: Iterable[bytes], run_dir: Path, top: str, *, skip: Iterable[str] = ()
+    chunks: Iterable[bytes],
+    run_dir: Path,
+    top: str,
+    *,
+    skip: Iterable[str] = (),
+    strip_top: bool = False,
 ) -> int:
     """Extract a ``get_archive`` stream whose members start with ``top/`` into ``run_dir/top``.
 
     The ``data`` filter refuses links out, device files and absolute paths; ``skip`` names files
     (relative to the run folder) that the server writes itself and a container may not overwrite.
-    Returns the number of files written.
+    With ``strip_top`` the members land in ``run_dir`` itself. Returns the number of files written.
     """
     skipped = {_normalize(s) for s in skip}
     written = 0
@@ -203,7 +208,12 @@ def extract_container_archive(
                 name = _normalize(member.name)
                 if name != top and not name.startswith(top + "/"):
                     continue
-                if name in skipped:
+                if strip_top:
+                    name = name[len(top) + 1 :]
+                    if not name:
+                        continue
+                    member.name = name
+                if name in skipped or name.endswith(".part"):
                     continue
                 try:
                     safe = tarfile.data_filter(member, str(run_dir))
@@ -219,6 +229,20 @@ def extract_container_archive(
                             dest.unlink()
                 tar.extract(safe, str(run_dir), filter="fully_trusted")
     return written
+
+
+def read_single_file(chunks: Iterable[bytes], limit: int = 256 * 1024 * 1024) -> bytes:
+    """The content of the one regular file in a ``get_archive`` stream."""
+    with tempfile.TemporaryFile() as spool:
+        for chunk in chunks:
+            spool.write(chunk)
+        spool.seek(0)
+        with tarfile.open(fileobj=spool, mode="r|") as tar:
+            for member in tar:
+                if member.isfile() and member.size <= limit:
+                    handle = tar.extractfile(member)
+                    return handle.read() if handle else b""
+    return b""
 
 
 def iter_file(path: Path, start: int = 0) -> Iterator[bytes]:

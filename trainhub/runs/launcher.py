@@ -18,12 +18,18 @@ from typing import Any, TypeVar
 
 import msgspec
 
-from trainhub.runs.artifacts import SERVER_WRITTEN, extract_container_archive, prepare_run_dir
+from trainhub.runs.artifacts import (
+    SERVER_WRITTEN,
+    extract_container_archive,
+    prepare_run_dir,
+    read_single_file,
+)
 from trainhub.runs.status import ACTIVE, DRIVER_LOG, EndReason, RunStatus
 from trainhub.runtime.docker import WORKDIR, DockerEngine, EngineError, RunContainer
+from trainhub.runtime.incontainer import CONTEXT_DIR, LIB_DIR, runtime_archive
 from trainhub.settings import Settings
 from trainhub.spec import EstimatorSpec
-from trainhub.store import Database
+from trainhub.store import Database, metrics
 from trainhub.store import runs as q
 
 log = logging.getLogger("trainhub.launcher")
@@ -69,14 +75,20 @@ def command_for(spec: EstimatorSpec) -> list[str]:
     return ["/bin/sh", "-c", launcher, "trainhub", spec.entry_script, *spec.arguments()]
 
 
-def environment_for(spec: EstimatorSpec, run: q.RunRow) -> dict[str, str]:
+def environment_for(
+    spec: EstimatorSpec, run: q.RunRow, image_pythonpath: str | None
+) -> dict[str, str]:
     env = dict(spec.environment_variables)
+    pythonpath = [LIB_DIR, image_pythonpath, env.get("PYTHONPATH")]
     env.update(
         {
             "TRAINHUB_RUN_ID": run.id,
             "AZUREML_RUN_ID": run.id,
+            "TRAINHUB_RUN_NUMBER": str(run.number),
             "TRAINHUB_EXPERIMENT": run.experiment,
             "AZUREML_EXPERIMENT_NAME": run.experiment,
+            "TRAINHUB_CONTEXT_DIR": CONTEXT_DIR,
+            "PYTHONPATH": ":".join(p for p in pythonpath if p),
             "PYTHONUNBUFFERED": "1",
         }
     )
@@ -250,17 +262,24 @@ class Launcher:
         await asyncio.to_thread(prepare_run_dir, run_dir)
         assert run.snapshot is not None
         snapshot = self.settings.snapshot_path(run.snapshot)
+        image_env = await asyncio.to_thread(self.engine.image_env, image)
         container_id = await asyncio.to_thread(
             lambda: self.engine.create_run_container(
                 run_id=run.id,
                 instance=self.instance,
                 image=image,
                 command=command_for(spec),
-                environment=environment_for(spec, run),
+                environment=environment_for(spec, run, image_env.get("PYTHONPATH")),
                 shm_size=spec.shm_size,
             )
         )
         await self.db.write(lambda db: q.update_run(db, run.id, container_id=container_id))
+        await asyncio.to_thread(
+            self.engine.put_archive,
+            container_id,
+            "/",
+            runtime_archive(self.settings.azureml_compat),
+        )
         await asyncio.to_thread(self.engine.put_snapshot, container_id, snapshot)
         if self._cancel_event(run.id).is_set():
             await asyncio.to_thread(self.engine.remove, container_id)
@@ -274,7 +293,7 @@ class Launcher:
         run_dir = self.settings.run_dir(run.id)
         await asyncio.to_thread(prepare_run_dir, run_dir)
         log_done = in_thread(self._copy_log, container_id, run_dir / DRIVER_LOG)
-        syncer = asyncio.create_task(self._sync_loop(container_id, run_dir))
+        syncer = asyncio.create_task(self._sync_loop(run.id, container_id, run_dir))
         exited = in_thread(self.engine.wait, container_id)
         cancel = self._cancel_event(run.id)
         started = run.started_at or time.time()
@@ -311,6 +330,7 @@ class Launcher:
         ):
             stopped_for = EndReason.CANCELED
         await asyncio.to_thread(self._collect, container_id, run_dir, ("outputs", "logs"))
+        await self._sync_context(run.id, container_id, run_dir)
         await self.db.write(lambda db: q.update_run(db, run.id, exit_code=exit_code))
         if stopped_for is EndReason.CANCELED or cancel.is_set():
             await self._end_canceled(run.id)
@@ -338,13 +358,40 @@ class Launcher:
         with path.open("wb") as sink:
             self.engine.stream_logs(container_id, sink)
 
-    async def _sync_loop(self, container_id: str, run_dir: Path) -> None:
+    async def _sync_loop(self, run_id: str, container_id: str, run_dir: Path) -> None:
         while True:
             await asyncio.sleep(self.settings.sync_interval_seconds)
             try:
                 await asyncio.to_thread(self._collect, container_id, run_dir, ("logs",))
+                await self._sync_context(run_id, container_id, run_dir)
             except Exception as exc:  # noqa: BLE001 - a failed sync is retried next time
-                log.warning("syncing ./logs of %s failed: %s", run_dir.name, exc)
+                log.warning("syncing %s failed: %s", run_id, exc)
+
+    async def _sync_context(self, run_id: str, container_id: str, run_dir: Path) -> None:
+        """Metrics, tags and uploaded files from ``Run.get_context()`` in the container."""
+        lines = await asyncio.to_thread(self._context_lines, container_id)
+        if lines:
+            await self.db.write(lambda db: metrics.ingest(db, run_id, lines, len(lines)))
+        chunks = await asyncio.to_thread(
+            self.engine.get_archive, container_id, f"{CONTEXT_DIR}/files"
+        )
+        if chunks is not None:
+            await asyncio.to_thread(
+                extract_container_archive,
+                chunks,
+                run_dir,
+                "files",
+                skip=SERVER_WRITTEN,
+                strip_top=True,
+            )
+
+    def _context_lines(self, container_id: str) -> list[str]:
+        chunks = self.engine.get_archive(container_id, f"{CONTEXT_DIR}/metrics.jsonl")
+        if chunks is None:
+            return []
+        data = read_single_file(chunks)
+        complete = data[: data.rfind(b"\n") + 1] if b"\n" in data else b""
+        return complete.decode("utf-8", errors="replace").splitlines()
 
     def _collect(self, container_id: str, run_dir: Path, tops: tuple[str, ...]) -> None:
         for top in tops:

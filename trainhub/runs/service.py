@@ -14,7 +14,7 @@ from trainhub.runs.launcher import Launcher
 from trainhub.runs.status import ACTIVE, DRIVER_LOG, RunStatus
 from trainhub.settings import Settings
 from trainhub.spec import EstimatorSpec, SpecError, check_experiment_name, parse_estimator
-from trainhub.store import Database
+from trainhub.store import Database, snapshots
 from trainhub.store import runs as q
 
 
@@ -38,36 +38,73 @@ async def submit(
     *,
     experiment: str,
     estimator: bytes | str,
-    upload: Path,
+    upload: Path | None = None,
+    snapshot_id: str | None = None,
+    tags: bytes | str | None = None,
 ) -> q.RunRow:
-    """Validate the spec and the uploaded snapshot, store both, queue the run.
+    """Validate the spec and the snapshot, store both, queue the run.
 
-    ``upload`` is a file in the uploads folder; it is moved to its content address or removed.
+    The snapshot is either ``upload`` (a file in the uploads folder, moved to its content address or
+    removed) or ``snapshot_id``, one the server already holds.
     """
     try:
         check_experiment_name(experiment)
         spec = parse_estimator(estimator)
-        info = await asyncio.to_thread(
-            check_snapshot,
-            upload,
-            max_files=settings.max_snapshot_files,
-            max_expanded_bytes=settings.max_snapshot_expanded_bytes,
-        )
-        _check_entry_script(spec, info.files)
-        await asyncio.to_thread(store_snapshot, upload, info, settings.snapshots_dir)
+        run_tags = parse_tags(tags)
+        if upload is not None:
+            info = await asyncio.to_thread(
+                check_snapshot,
+                upload,
+                max_files=settings.max_snapshot_files,
+                max_expanded_bytes=settings.max_snapshot_expanded_bytes,
+            )
+            _check_entry_script(spec, info.files)
+            await asyncio.to_thread(store_snapshot, upload, info, settings.snapshots_dir)
+            await db.write(
+                lambda conn: snapshots.record(
+                    conn,
+                    info.sha256,
+                    info.compressed_bytes,
+                    sorted(info.files),
+                    info.expanded_bytes,
+                )
+            )
+            sha256 = info.sha256
+        else:
+            known = await db.read(lambda conn: snapshots.get(conn, snapshot_id or ""))
+            if known is None or not settings.snapshot_path(known["sha256"]).exists():
+                raise SpecError(
+                    "snapshot_id", f"This server has no snapshot '{snapshot_id}': upload it"
+                )
+            _check_entry_script(spec, frozenset(known["files"]))
+            sha256 = known["sha256"]
     finally:
-        upload.unlink(missing_ok=True)
+        if upload is not None:
+            upload.unlink(missing_ok=True)
     run = await db.write(
         lambda conn: q.insert_run(
             conn,
             experiment=experiment,
             spec=spec.to_public(),
-            snapshot=info.sha256,
+            snapshot=sha256,
             target=spec.compute_target,
+            tags=run_tags,
         )
     )
     launcher.wake()
     return run
+
+
+def parse_tags(raw: bytes | str | None) -> dict[str, str]:
+    if raw is None or raw == "" or raw == b"":
+        return {}
+    try:
+        value = json.loads(raw)
+    except ValueError:
+        raise SpecError("tags", "tags must be a JSON object of strings") from None
+    if not isinstance(value, dict) or not all(isinstance(k, str) for k in value):
+        raise SpecError("tags", "tags must be a JSON object of strings")
+    return {k: "" if v is None else str(v) for k, v in value.items()}
 
 
 def _check_entry_script(spec: EstimatorSpec, files: frozenset[str]) -> None:
@@ -163,6 +200,7 @@ def details(run: q.RunRow, events: list[dict[str, Any]] | None = None) -> dict[s
         },
         "logFiles": {DRIVER_LOG: file_url},
         "error": json.loads(run.error) if run.error else None,
+        "tags": run.tags,
     }
     if events is not None:
         out["statusHistory"] = [

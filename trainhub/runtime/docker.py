@@ -9,10 +9,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import IO
 
+import docker
 import docker.errors
 from docker.models.containers import Container
-
-import docker
 
 LABEL_RUN = "org.trainhub.run_id"
 LABEL_INSTANCE = "org.trainhub.instance"
@@ -47,6 +46,12 @@ class DockerEngine:
         except docker.errors.ImageNotFound:
             return False
         return True
+
+    def image_env(self, tag: str) -> dict[str, str]:
+        """The ``ENV`` of an image, as a dict."""
+        config = self.client.api.inspect_image(tag).get("Config") or {}
+        pairs = (item.partition("=") for item in config.get("Env") or [])
+        return {key: value for key, _, value in pairs}
 
     def pull(self, tag: str) -> None:
         try:

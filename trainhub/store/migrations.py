@@ -52,3 +52,35 @@ def initial(db: sqlite_utils.Database) -> None:
         not_null={"run_id", "status", "at"},
     )
     db.table("run_events").create_index(["run_id"])
+
+
+@MIGRATIONS(name="0002_snapshots_metrics_tags")
+def snapshots_metrics_tags(db: sqlite_utils.Database) -> None:
+    db.table("snapshots").create(
+        {
+            "sha256": str,
+            "size": int,
+            "file_count": int,
+            "expanded_bytes": int,
+            "files": str,
+            "created_at": float,
+        },
+        pk="sha256",
+    )
+    db.table("metrics").create(
+        {
+            "id": int,
+            "run_id": str,
+            "name": str,
+            "kind": str,
+            "step": int,
+            "value": str,
+            "description": str,
+            "at": float,
+        },
+        pk="id",
+        not_null={"run_id", "name", "kind", "value"},
+    )
+    db.table("metrics").create_index(["run_id", "name"])
+    db.table("runs").add_column("tags", str, not_null_default="{}")
+    db.table("runs").add_column("context_lines", int, not_null_default=0)

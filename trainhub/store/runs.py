@@ -37,12 +37,15 @@ class RunRow:
     started_at: float | None
     ended_at: float | None
     cancel_requested_at: float | None
+    tags: dict[str, Any]
+    context_lines: int
 
     @classmethod
     def from_row(cls, row: dict[str, Any]) -> RunRow:
         values = dict(row)
         values["status"] = RunStatus(values["status"])
         values["spec"] = json.loads(values["spec"])
+        values["tags"] = json.loads(values.get("tags") or "{}")
         return cls(**values)
 
 
@@ -57,6 +60,7 @@ def insert_run(
     spec: dict[str, Any],
     snapshot: str,
     target: str,
+    tags: dict[str, Any] | None = None,
 ) -> RunRow:
     now = time.time()
     if not db.table("experiments").count_where("name = ?", [experiment]):
@@ -75,6 +79,7 @@ def insert_run(
             "spec": json.dumps(spec),
             "snapshot": snapshot,
             "created_at": now,
+            "tags": json.dumps(tags or {}),
         }
     )
     db.table("run_events").insert(

@@ -19,6 +19,7 @@ from trainhub.runs import service
 from trainhub.runs.artifacts import CHUNK, list_artifacts, resolve_artifact
 from trainhub.runs.status import DRIVER_LOG, RunStatus
 from trainhub.spec import SpecError
+from trainhub.store import metrics, snapshots
 from trainhub.store import runs as q
 
 FOLLOW_POLL_SECONDS = 0.25
@@ -35,24 +36,27 @@ class RunsController(Controller):
         experiment: str,
         data: Annotated[dict[str, Any], Body(media_type=RequestEncodingType.MULTI_PART)],
     ) -> dict[str, Any]:
-        """Multipart: part ``estimator`` (the spec as JSON) and part ``snapshot`` (the source folder
-        as ``.tar.gz``)."""
-        estimator = data.get("estimator")
-        snapshot = data.get("snapshot")
+        """Multipart: part ``estimator`` (the spec as JSON) and either part ``snapshot`` (the source
+        folder as ``.tar.gz``) or part ``snapshot_id`` (the SHA-256 of one the server holds, see
+        ``GET /api/v1/snapshots/{sha256}``); optional part ``tags`` (a JSON object)."""
+        upload: Path | None = None
         try:
+            estimator = await _text_part(data, "estimator")
+            tags = await _text_part(data, "tags")
+            snapshot_id = await _text_part(data, "snapshot_id")
+            snapshot = data.get("snapshot")
             if estimator is None:
                 raise SpecError(
                     "estimator", "The multipart part 'estimator' (the spec as JSON) is missing"
                 )
-            if not isinstance(snapshot, UploadFile):
+            if isinstance(snapshot, UploadFile):
+                upload = service.new_upload_path(state.settings)
+                await asyncio.to_thread(_spool, snapshot, upload)
+            elif snapshot_id is None:
                 raise SpecError(
                     "snapshot",
                     "The multipart part 'snapshot' (the source folder as .tar.gz) is missing",
                 )
-            if isinstance(estimator, UploadFile):
-                estimator = await estimator.read()
-            upload = service.new_upload_path(state.settings)
-            await asyncio.to_thread(_spool, snapshot, upload)
         finally:
             for part in data.values():
                 if isinstance(part, UploadFile):
@@ -64,8 +68,24 @@ class RunsController(Controller):
             experiment=experiment,
             estimator=estimator,
             upload=upload,
+            snapshot_id=None if upload else _as_str(snapshot_id),
+            tags=tags,
         )
         return service.details(run)
+
+    @get(
+        "/snapshots/{sha256:str}", summary="Whether the server holds a snapshot (no second upload)"
+    )
+    async def snapshot(self, state: State, sha256: str) -> dict[str, Any]:
+        known = await state.db.read(lambda db: snapshots.get(db, sha256))
+        if known is None or not state.settings.snapshot_path(sha256).exists():
+            raise NotFoundException(f"This server has no snapshot '{sha256}'")
+        return {
+            "id": known["sha256"],
+            "size": known["size"],
+            "fileCount": known["file_count"],
+            "expandedBytes": known["expanded_bytes"],
+        }
 
     @get("/runs", summary="List runs, newest first")
     async def list_runs(
@@ -120,6 +140,29 @@ class RunsController(Controller):
         path = state.settings.run_dir(run_id) / DRIVER_LOG
         return Stream(_tail(state, run_id, path, follow), media_type="text/plain; charset=utf-8")
 
+    @get(
+        "/runs/{run_id:str}/metrics",
+        summary="Metrics logged by the script (Azure ML get_metrics shape)",
+    )
+    async def metrics(self, state: State, run_id: str, name: str | None = None) -> dict[str, Any]:
+        await service.get(state.db, run_id)
+        rows = await state.db.read(lambda db: metrics.series(db, run_id, name))
+        return {
+            "runId": run_id,
+            "metrics": metrics.summarize(rows),
+            "series": _series(rows),
+        }
+
+    @post("/runs/{run_id:str}/tags", status_code=200, summary="Add or change tags of a run")
+    async def set_tags(self, state: State, run_id: str, data: dict[str, Any]) -> dict[str, Any]:
+        await service.get(state.db, run_id)
+        tags = data.get("tags")
+        if not isinstance(tags, dict) or not all(isinstance(k, str) for k in tags):
+            raise SpecError("tags", 'Send {"tags": {"key": "value", ...}}')
+        clean = {k: "" if v is None else str(v) for k, v in tags.items()}
+        merged = await state.db.write(lambda db: metrics.set_tags(db, run_id, clean))
+        return {"runId": run_id, "tags": merged}
+
     @get("/runs/{run_id:str}/files", summary="Every artifact of a run with its size")
     async def files(self, state: State, run_id: str) -> dict[str, Any]:
         await service.get(state.db, run_id)
@@ -140,10 +183,44 @@ class RunsController(Controller):
         )
 
 
+async def _text_part(data: dict[str, Any], name: str) -> bytes | str | None:
+    part = data.get(name)
+    if isinstance(part, UploadFile):
+        content: bytes = await part.read()
+        return content
+    if isinstance(part, list):
+        raise SpecError(name, f"The multipart part '{name}' was sent more than once")
+    return part if isinstance(part, (str, bytes)) else None
+
+
+def _as_str(value: bytes | str | None) -> str | None:
+    if value is None:
+        return None
+    return (
+        value.decode("utf-8", errors="replace").strip()
+        if isinstance(value, bytes)
+        else value.strip()
+    )
+
+
 def _spool(upload: UploadFile, dest: Path) -> None:
     upload.file.seek(0)
     with dest.open("wb") as out:
         shutil.copyfileobj(upload.file, out, CHUNK)
+
+
+def _series(rows: list[dict[str, Any]]) -> dict[str, list[dict[str, Any]]]:
+    out: dict[str, list[dict[str, Any]]] = {}
+    for r in rows:
+        out.setdefault(r["name"], []).append(
+            {
+                "kind": r["kind"],
+                "step": r["step"],
+                "value": r["value"],
+                "timeUtc": service.iso(r["at"]),
+            }
+        )
+    return out
 
 
 async def _tail(state: State, run_id: str, path: Path, follow: bool) -> AsyncIterator[bytes]:

@@ -1,0 +1,241 @@
+"""``Run.get_context()`` inside a run: metrics, tags and files from the training script.
+
+Standard library only: the launcher copies this file into every run's container (as part of a small
+``trainhub`` package on ``PYTHONPATH``), so ``from trainhub import Run`` works there with nothing
+installed. Records are appended to ``$TRAINHUB_CONTEXT_DIR/metrics.jsonl``; the launcher's sync carries
+them to the server while the run goes, so the container needs no route to the server. Outside a run,
+:func:`get_context` returns an offline run that keeps everything in memory and says so.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import sys
+import threading
+import time
+import uuid
+from typing import Any
+
+CONTEXT_DIR_ENV = "TRAINHUB_CONTEXT_DIR"
+_lock = threading.Lock()
+_current: _BaseRun | None = None
+
+
+class _Experiment:
+    def __init__(self, name: str) -> None:
+        self.name = name
+
+    def __repr__(self) -> str:
+        return f"Experiment(name={self.name!r})"
+
+
+class _BaseRun:
+    """The logging surface of Azure ML's ``Run``, shared by the in-run and offline runs."""
+
+    id: str
+    number: int | None
+    experiment: _Experiment
+
+    def __init__(self) -> None:
+        self._metrics: dict[str, list[Any]] = {}
+        self._tags: dict[str, Any] = {}
+
+    # -- metrics ------------------------------------------------------------------------------
+    def log(self, name: str, value: Any, description: str = "", step: int | None = None) -> None:
+        """Log a scalar; repeated calls with the same name build a series."""
+        self._record("scalar", name, _scalar(name, value), description, step)
+
+    def log_list(self, name: str, value: list[Any], description: str = "") -> None:
+        self._record("list", name, [_scalar(name, v) for v in value], description)
+
+    def log_row(self, name: str, description: str | None = None, **kwargs: Any) -> None:
+        self._record(
+            "row", name, {k: _scalar(name, v) for k, v in kwargs.items()}, description or ""
+        )
+
+    def log_table(self, name: str, value: dict[str, list[Any]], description: str = "") -> None:
+        table = {str(k): [_scalar(name, v) for v in col] for k, col in value.items()}
+        self._record("table", name, table, description)
+
+    def log_image(
+        self, name: str, path: str | None = None, plot: Any = None, description: str = ""
+    ) -> None:
+        """Keep an image (a file at ``path``, or a matplotlib ``plot``) as ``images/<name>.png``."""
+        target = f"images/{_safe_name(name)}.png"
+        if plot is not None:
+            tmp = os.path.join(self._scratch(), f"{uuid.uuid4().hex}.png")
+            plot.savefig(tmp)
+            path = tmp
+        if path is None:
+            raise ValueError("log_image needs path= or plot=")
+        self._store_file(target, path)
+        self._record("image", name, target, description)
+
+    # -- tags and files -------------------------------------------------------------------------
+    def tag(self, key: str, value: Any = None) -> None:
+        self._tags[key] = "" if value is None else str(value)
+        self._emit({"t": "tag", "key": key, "value": self._tags[key]})
+
+    def set_tags(self, tags: dict[str, Any]) -> None:
+        for key, value in tags.items():
+            self.tag(key, value)
+
+    def get_tags(self) -> dict[str, Any]:
+        return dict(self._tags)
+
+    def upload_file(self, name: str, path_or_stream: Any) -> None:
+        """Keep a file in the run's history under ``name`` (e.g. ``outputs/model.pkl``)."""
+        self._store_file(_relative(name), path_or_stream)
+
+    def get_metrics(self, name: str | None = None) -> dict[str, Any]:
+        items = self._metrics if name is None else {name: self._metrics.get(name, [])}
+        return {k: v[0] if len(v) == 1 else list(v) for k, v in items.items() if v}
+
+    def complete(self) -> None:
+        """Azure ML scripts call this at the end; the run ends when the script does."""
+        self.flush()
+
+    def flush(self) -> None:
+        pass
+
+    # -- plumbing -----------------------------------------------------------------------------
+    def _record(
+        self, kind: str, name: str, value: Any, description: str, step: int | None = None
+    ) -> None:
+        if not isinstance(name, str) or not name:
+            raise ValueError("a metric needs a non-empty name")
+        self._metrics.setdefault(name, []).append(value)
+        self._emit(
+            {
+                "t": "metric",
+                "kind": kind,
+                "name": name,
+                "value": value,
+                "description": description,
+                "step": step,
+                "at": time.time(),
+            }
+        )
+
+    def _emit(self, record: dict[str, Any]) -> None:
+        pass
+
+    def _store_file(self, name: str, source: Any) -> None:
+        pass
+
+    def _scratch(self) -> str:
+        import tempfile
+
+        return tempfile.gettempdir()
+
+
+class _InRun(_BaseRun):
+    def __init__(self, run_id: str, experiment: str, number: int | None, directory: str) -> None:
+        super().__init__()
+        self.id = run_id
+        self.number = number
+        self.experiment = _Experiment(experiment)
+        self._dir = directory
+        os.makedirs(os.path.join(directory, "files"), exist_ok=True)
+        self._file = open(os.path.join(directory, "metrics.jsonl"), "a", encoding="utf-8")  # noqa: SIM115
+
+    def __repr__(self) -> str:
+        return f"Run(id={self.id!r}, experiment={self.experiment.name!r})"
+
+    def _emit(self, record: dict[str, Any]) -> None:
+        line = json.dumps(record, default=str)
+        with _lock:
+            self._file.write(line + "\n")
+            self._file.flush()
+
+    def _store_file(self, name: str, source: Any) -> None:
+        dest = os.path.join(self._dir, "files", name)
+        os.makedirs(os.path.dirname(dest), exist_ok=True)
+        tmp = dest + ".part"
+        if isinstance(source, (str, os.PathLike)):
+            shutil.copyfile(source, tmp)
+        else:
+            with open(tmp, "wb") as out:
+                shutil.copyfileobj(source, out)
+        os.replace(tmp, dest)
+
+    def _scratch(self) -> str:
+        return self._dir
+
+    def flush(self) -> None:
+        with _lock:
+            self._file.flush()
+
+
+class _OfflineRun(_BaseRun):
+    """What ``get_context()`` returns outside a trainhub run: everything works, nothing is sent."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.id = f"OfflineRun_{uuid.uuid4()}"
+        self.number = None
+        self.experiment = _Experiment("offline")
+        self.files: dict[str, Any] = {}
+        print(
+            "trainhub: not inside a trainhub run; this is an offline run (metrics stay in memory)",
+            file=sys.stderr,
+        )
+
+    def __repr__(self) -> str:
+        return f"OfflineRun(id={self.id!r})"
+
+    @property
+    def offline(self) -> bool:
+        return True
+
+    def _store_file(self, name: str, source: Any) -> None:
+        self.files[name] = source
+
+
+def get_context() -> _BaseRun:
+    """The current run inside a trainhub run, else an offline run (the same object on every call)."""
+    global _current
+    with _lock:
+        if _current is None:
+            directory = os.environ.get(CONTEXT_DIR_ENV)
+            run_id = os.environ.get("TRAINHUB_RUN_ID")
+            if directory and run_id:
+                number = os.environ.get("TRAINHUB_RUN_NUMBER")
+                _current = _InRun(
+                    run_id,
+                    os.environ.get("TRAINHUB_EXPERIMENT", ""),
+                    int(number) if number and number.isdigit() else None,
+                    directory,
+                )
+            else:
+                _current = None
+        if _current is not None:
+            return _current
+    offline = _OfflineRun()
+    with _lock:
+        _current = offline
+    return offline
+
+
+def _scalar(name: str, value: Any) -> Any:
+    if isinstance(value, bool) or value is None or isinstance(value, (int, float, str)):
+        return value
+    try:  # numpy scalars and the like
+        return value.item()
+    except AttributeError:
+        raise TypeError(
+            f"metric '{name}': {type(value).__name__} is not a number or a string"
+        ) from None
+
+
+def _safe_name(name: str) -> str:
+    return "".join(c if c.isalnum() or c in "-_." else "_" for c in name) or "image"
+
+
+def _relative(name: str) -> str:
+    name = name.replace("\\", "/").lstrip("/")
+    if not name or ".." in name.split("/"):
+        raise ValueError(f"upload_file name '{name}' must be a relative path without '..'")
+    return name

@@ -1,0 +1,76 @@
+"""What the launcher puts into every run's container besides the snapshot: a tiny ``trainhub``
+package (``from trainhub import Run; Run.get_context()``, standard library only) and, with the
+Azure ML compatibility setting, an ``azureml.core`` shim, so scripts run with nothing installed."""
+
+from __future__ import annotations
+
+import io
+import tarfile
+from pathlib import Path
+
+LIB_DIR = "/trainhub/lib"
+CONTEXT_DIR = "/trainhub/ctx"
+
+_TRAINHUB_INIT = '''"""trainhub's in-run runtime (standard library only), put here by the launcher."""
+
+from trainhub.context import get_context as _get_context
+
+
+class Run:
+    """Inside a run, ``Run.get_context()`` is the current run."""
+
+    @staticmethod
+    def get_context(allow_offline=True, **kwargs):
+        return _get_context()
+
+
+__all__ = ["Run"]
+'''
+
+_AZUREML_CORE_RUN = '''"""A small ``azureml.core.run`` for scripts written for Azure ML, put here by trainhub."""
+
+from trainhub.context import get_context as _get_context
+
+
+class Run:
+    @staticmethod
+    def get_context(allow_offline=True, **kwargs):
+        return _get_context()
+'''
+
+_AZUREML_CORE_INIT = '''"""A small ``azureml.core`` for scripts written for Azure ML, put here by trainhub."""
+
+from azureml.core.run import Run
+
+__all__ = ["Run"]
+'''
+
+
+def runtime_archive(azureml_compat: bool) -> bytes:
+    """A tar to extract at ``/``: the runtime package and an empty, writable context folder."""
+    context_source = (Path(__file__).resolve().parent.parent / "context.py").read_bytes()
+    files: dict[str, bytes] = {
+        "trainhub/lib/trainhub/__init__.py": _TRAINHUB_INIT.encode(),
+        "trainhub/lib/trainhub/context.py": context_source,
+    }
+    if azureml_compat:
+        files.update(
+            {
+                "trainhub/lib/azureml/__init__.py": b"",
+                "trainhub/lib/azureml/core/__init__.py": _AZUREML_CORE_INIT.encode(),
+                "trainhub/lib/azureml/core/run.py": _AZUREML_CORE_RUN.encode(),
+            }
+        )
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w") as tar:
+        for folder in ("trainhub/ctx", "trainhub/ctx/files"):
+            info = tarfile.TarInfo(folder)
+            info.type = tarfile.DIRTYPE
+            info.mode = 0o1777  # the script may run as any user
+            tar.addfile(info)
+        for name, data in sorted(files.items()):
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            info.mode = 0o644
+            tar.addfile(info, io.BytesIO(data))
+    return buf.getvalue()
