@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import functools
+import json
 import logging
 import sys
 from pathlib import Path
+from typing import Any, NoReturn
 
 import click
 
@@ -92,3 +95,308 @@ def build_base(tag: str | None, mirror: str | None, force: bool) -> None:
     except (BaseImageError, docker.errors.DockerException) as exc:
         click.echo(f"error: {exc}", err=True)
         sys.exit(1)
+
+
+# Client commands: the same verbs as the SDK ----------------------------------------------------
+def _workspace() -> Any:
+    from trainhub.sdk.workspace import Workspace
+
+    return Workspace.from_config()
+
+
+def _fail(exc: Exception) -> NoReturn:
+    click.echo(f"error: {exc}", err=True)
+    sys.exit(1)
+
+
+def _emit_json(value: Any) -> None:
+    click.echo(json.dumps(value, indent=2, sort_keys=False))
+
+
+def _client_command(fn: Any) -> Any:
+    """Turn SDK errors into one line on stderr and exit status 1."""
+
+    @functools.wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        from trainhub.sdk.errors import TrainhubError
+
+        try:
+            return fn(*args, **kwargs)
+        except TrainhubError as exc:
+            _fail(exc)
+
+    return wrapper
+
+
+@main.command()
+@click.argument("url")
+@click.option("--token", required=True, envvar="TRAINHUB_TOKEN", help="API token [TRAINHUB_TOKEN].")
+@click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
+@_client_command
+def login(url: str, token: str, as_json: bool) -> None:
+    """Check URL and TOKEN against the server and save them (~/.trainhub/config.json, mode 600)."""
+    from trainhub.sdk.workspace import Workspace
+
+    ws = Workspace(url, token)
+    ws.client.json("GET", "/api/v1/runs", params={"limit": 1})
+    path = ws.write_config()
+    details = ws.get_details()
+    if as_json:
+        _emit_json({**details, "config": str(path)})
+    else:
+        click.echo(f"Logged in to {ws.url} (trainhub {details['version']}); saved to {path}")
+
+
+@main.command()
+@click.argument("source", type=click.Path(exists=True, file_okay=False))
+@click.option("--experiment", "-e", required=True, help="Experiment name.")
+@click.option("--entry-script", required=True, help="Script to run, relative to SOURCE.")
+@click.option("--compute-target", default="local", show_default=True, help="Compute target.")
+@click.option("--image", default=None, help="custom_docker_image to run in.")
+@click.option("--pip", "pip_packages", multiple=True, help="pip package to install (repeatable).")
+@click.option("--env", "env_vars", multiple=True, help="Environment variable K=V (repeatable).")
+@click.option("--tag", "tags", multiple=True, help="Run tag K=V (repeatable).")
+@click.option(
+    "--max-run-duration", type=int, default=None, help="Stop the run after this many seconds."
+)
+@click.option(
+    "--wait", is_flag=True, help="Stream the log and wait for the end; exit 1 unless Completed."
+)
+@click.option("--json", "as_json", is_flag=True, help="Print the run's details as JSON.")
+@click.argument("script_args", nargs=-1, type=click.UNPROCESSED)
+@_client_command
+def submit(
+    source: str,
+    experiment: str,
+    entry_script: str,
+    compute_target: str,
+    image: str | None,
+    pip_packages: tuple[str, ...],
+    env_vars: tuple[str, ...],
+    tags: tuple[str, ...],
+    max_run_duration: int | None,
+    wait: bool,
+    as_json: bool,
+    script_args: tuple[str, ...],
+) -> None:
+    """Submit SOURCE as a run: trainhub submit ./proj -e demo --entry-script train.py -- --lr 0.1"""
+    from trainhub.sdk.errors import ActivityFailedException
+    from trainhub.sdk.estimator import Estimator
+    from trainhub.sdk.run import Experiment
+
+    est = Estimator(
+        source_directory=source,
+        entry_script=entry_script,
+        script_params=script_params_from_args(list(script_args)),
+        compute_target=compute_target,
+        custom_docker_image=image,
+        pip_packages=list(pip_packages) or None,
+        environment_variables=_pairs(env_vars, "--env"),
+        max_run_duration_seconds=max_run_duration,
+    )
+    run = Experiment(_workspace(), experiment).submit(est, tags=_pairs(tags, "--tag") or None)
+    if not wait:
+        if as_json:
+            _emit_json(run.get_details())
+        else:
+            click.echo(
+                f"Submitted {run.id} (run {run.number} of {experiment}); follow it with: trainhub logs {run.id} -f"
+            )
+        return
+    try:
+        details = run.wait_for_completion(show_output=not as_json)
+    except ActivityFailedException:
+        if as_json:
+            _emit_json(run.get_details())
+        sys.exit(1)
+    if as_json:
+        _emit_json(details)
+
+
+def script_params_from_args(args: list[str]) -> dict[str, str]:
+    """``--lr 0.1 --verbose data.csv`` -> ``{"--lr": "0.1", "--verbose": "", "data.csv": ""}``:
+    flattened back the Azure ML way, that is the same command line."""
+    params: dict[str, str] = {}
+    i = 0
+    while i < len(args):
+        key = args[i]
+        value = ""
+        if (
+            key.startswith("-")
+            and "=" not in key
+            and i + 1 < len(args)
+            and not args[i + 1].startswith("-")
+        ):
+            value = args[i + 1]
+            i += 1
+        if key in params:
+            raise click.UsageError(
+                f"'{key}' appears twice in the script arguments; use the SDK's script_params"
+            )
+        params[key] = value
+        i += 1
+    return params
+
+
+def _pairs(items: tuple[str, ...], option: str) -> dict[str, str]:
+    out: dict[str, str] = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise click.UsageError(f"{option} takes KEY=VALUE, got '{item}'")
+        out[key] = value
+    return out
+
+
+@main.group()
+def runs() -> None:
+    """List, show and cancel runs."""
+
+
+@runs.command("list")
+@click.option("--experiment", "-e", default=None, help="Only this experiment.")
+@click.option("--status", default=None, help="Only these statuses (comma-separated).")
+@click.option("--limit", default=20, show_default=True, help="How many runs.")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@_client_command
+def runs_list(experiment: str | None, status: str | None, limit: int, as_json: bool) -> None:
+    """Runs, newest first."""
+    params: dict[str, Any] = {"limit": limit}
+    if experiment:
+        params["experiment"] = experiment
+    if status:
+        params["status"] = status
+    page = _workspace().client.json("GET", "/api/v1/runs", params=params)
+    if as_json:
+        _emit_json(page["runs"])
+        return
+    if not page["runs"]:
+        click.echo(
+            "No runs yet. Submit one with: trainhub submit ./project -e NAME --entry-script train.py"
+        )
+        return
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table("run id", "experiment", "#", "status", "started (UTC)", "ended (UTC)")
+    for r in page["runs"]:
+        table.add_row(
+            r["runId"],
+            r["experiment"],
+            str(r["number"]),
+            r["status"],
+            r["startTimeUtc"] or "",
+            r["endTimeUtc"] or "",
+        )
+    Console().print(table)
+
+
+@runs.command("show")
+@click.argument("run_id")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@_client_command
+def runs_show(run_id: str, as_json: bool) -> None:
+    """A run's details."""
+    details = _workspace().client.json("GET", f"/api/v1/runs/{run_id}")
+    if as_json:
+        _emit_json(details)
+        return
+    props = details["properties"]
+    lines = [
+        f"Run:         {details['runId']} (#{details['number']} of {details['experiment']})",
+        f"Status:      {details['status']}",
+        f"Target:      {details['target']}",
+        f"Started:     {details['startTimeUtc'] or '-'}",
+        f"Ended:       {details['endTimeUtc'] or '-'}",
+        f"Script:      {details['runDefinition']['script']} {' '.join(details['runDefinition']['arguments'])}",
+        f"Exit code:   {props['exitCode'] if props['exitCode'] is not None else '-'}",
+    ]
+    if details.get("tags"):
+        lines.append("Tags:        " + ", ".join(f"{k}={v}" for k, v in details["tags"].items()))
+    if details.get("error"):
+        lines.append(f"Error:       {details['error']['message']}")
+    click.echo("\n".join(lines))
+
+
+@runs.command("cancel")
+@click.argument("run_id")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@_client_command
+def runs_cancel(run_id: str, as_json: bool) -> None:
+    """Cancel a run (SIGTERM, then SIGKILL after the server's grace period)."""
+    details = _workspace().client.json("POST", f"/api/v1/runs/{run_id}/cancel")
+    if as_json:
+        _emit_json(details)
+    else:
+        click.echo(f"{run_id}: {details['status']}")
+
+
+@main.command()
+@click.argument("run_id")
+@click.option("--follow", "-f", is_flag=True, help="Keep streaming until the run ends.")
+@_client_command
+def logs(run_id: str, follow: bool) -> None:
+    """Print a run's driver log."""
+    client = _workspace().client
+    params = {"follow": "true"} if follow else {}
+    with client.stream(
+        "GET", f"/api/v1/runs/{run_id}/logs", params=params, timeout=None
+    ) as response:
+        for chunk in response.iter_bytes():
+            sys.stdout.buffer.write(chunk)
+            sys.stdout.flush()
+
+
+@main.command()
+@click.argument("run_id")
+@click.argument("path", required=False)
+@click.option(
+    "--output", "-o", "output_dir", default=".", show_default=True, help="Folder to write into."
+)
+@click.option("--json", "as_json", is_flag=True, help="Print the written files as JSON.")
+@_client_command
+def download(run_id: str, path: str | None, output_dir: str, as_json: bool) -> None:
+    """Download a run's artifacts: all, one file (PATH), or a folder (PATH ending in /)."""
+    from trainhub.sdk.run import Run
+
+    run = Run.get(_workspace(), run_id)
+    names = run.get_file_names()
+    if path and path in names:
+        dest = (Path(output_dir) / path).resolve()
+        run.download_file(path, dest)
+        written = [str(dest)]
+    else:
+        if path and not any(n.startswith(path) for n in names):
+            _fail(
+                Exception(
+                    f"Run {run_id} has no file or folder '{path}' (it has: {', '.join(names) or 'nothing'})"
+                )
+            )
+        written = run.download_files(prefix=path, output_directory=output_dir)
+    if as_json:
+        _emit_json(written)
+    else:
+        for item in written:
+            click.echo(item)
+
+
+@main.command()
+@click.argument("run_id")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@_client_command
+def metrics(run_id: str, as_json: bool) -> None:
+    """The metrics a run logged with Run.get_context().log(...)."""
+    values = _workspace().client.json("GET", f"/api/v1/runs/{run_id}/metrics")["metrics"]
+    if as_json:
+        _emit_json(values)
+        return
+    if not values:
+        click.echo(f"{run_id} has logged no metrics (yet).")
+        return
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table("metric", "value")
+    for name, value in values.items():
+        table.add_row(name, json.dumps(value) if not isinstance(value, str) else value)
+    Console().print(table)

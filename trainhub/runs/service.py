@@ -89,6 +89,7 @@ async def submit(
             snapshot=sha256,
             target=spec.compute_target,
             tags=run_tags,
+            snapshot_uploaded=upload is not None,
         )
     )
     launcher.wake()
@@ -183,6 +184,7 @@ def details(run: q.RunRow, events: list[dict[str, Any]] | None = None) -> dict[s
         "properties": {
             "createdTimeUtc": iso(run.created_at),
             "snapshotId": run.snapshot,
+            "snapshotUploaded": bool(run.snapshot_uploaded),
             "node": run.node,
             "exitCode": run.exit_code,
             "reason": run.reason,

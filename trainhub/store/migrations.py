@@ -84,3 +84,4 @@ def snapshots_metrics_tags(db: sqlite_utils.Database) -> None:
     db.table("metrics").create_index(["run_id", "name"])
     db.table("runs").add_column("tags", str, not_null_default="{}")
     db.table("runs").add_column("context_lines", int, not_null_default=0)
+    db.table("runs").add_column("snapshot_uploaded", int, not_null_default=1)

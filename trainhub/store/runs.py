@@ -39,6 +39,7 @@ class RunRow:
     cancel_requested_at: float | None
     tags: dict[str, Any]
     context_lines: int
+    snapshot_uploaded: int
 
     @classmethod
     def from_row(cls, row: dict[str, Any]) -> RunRow:
@@ -61,6 +62,7 @@ def insert_run(
     snapshot: str,
     target: str,
     tags: dict[str, Any] | None = None,
+    snapshot_uploaded: bool = True,
 ) -> RunRow:
     now = time.time()
     if not db.table("experiments").count_where("name = ?", [experiment]):
@@ -80,6 +82,7 @@ def insert_run(
             "snapshot": snapshot,
             "created_at": now,
             "tags": json.dumps(tags or {}),
+            "snapshot_uploaded": int(snapshot_uploaded),
         }
     )
     db.table("run_events").insert(

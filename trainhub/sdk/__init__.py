@@ -1,0 +1,36 @@
+"""The Python SDK: Azure ML v1's Workspace / Experiment / Estimator / Run, against a trainhub server."""
+
+from trainhub.sdk.errors import (
+    ActivityFailedException,
+    AuthenticationError,
+    ConfigError,
+    RunNotFoundError,
+    ServiceError,
+    SnapshotError,
+    TrainhubError,
+    ValidationError,
+)
+from trainhub.sdk.estimator import Estimator, Gloo, Mpi, Nccl, ParameterServer, PyTorch, TensorFlow
+from trainhub.sdk.run import Experiment, Run
+from trainhub.sdk.workspace import Workspace
+
+__all__ = [
+    "ActivityFailedException",
+    "AuthenticationError",
+    "ConfigError",
+    "Estimator",
+    "Experiment",
+    "Gloo",
+    "Mpi",
+    "Nccl",
+    "ParameterServer",
+    "PyTorch",
+    "Run",
+    "RunNotFoundError",
+    "ServiceError",
+    "SnapshotError",
+    "TensorFlow",
+    "TrainhubError",
+    "ValidationError",
+    "Workspace",
+]

@@ -1,0 +1,259 @@
+"""``Experiment`` and ``Run``: submit, watch, fetch results, as with Azure ML v1."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+from trainhub import context
+from trainhub.sdk import snapshot as snapshots
+from trainhub.sdk.errors import ActivityFailedException, RunNotFoundError, TrainhubError
+from trainhub.sdk.estimator import Estimator
+from trainhub.sdk.workspace import Workspace
+
+log = logging.getLogger("trainhub.sdk")
+TERMINAL = ("Completed", "Failed", "Canceled")
+
+
+class Experiment:
+    """A named group of runs: ``Experiment(ws, "sklearn-demo").submit(est)``."""
+
+    def __init__(self, workspace: Workspace, name: str) -> None:
+        self.workspace = workspace
+        self.name = name
+
+    def submit(
+        self,
+        config: Estimator,
+        tags: dict[str, str] | None = None,
+        *,
+        max_snapshot_files: int = snapshots.DEFAULT_MAX_FILES,
+        max_snapshot_bytes: int = snapshots.DEFAULT_MAX_BYTES,
+        **kwargs: Any,
+    ) -> Run:
+        """Pack ``config.source_directory`` (uploading it only if the server lacks it) and queue a run."""
+        if kwargs:
+            raise TypeError(f"submit() got unexpected arguments: {', '.join(sorted(kwargs))}")
+        if not isinstance(config, Estimator):
+            raise TypeError("submit() takes an Estimator (or PyTorch / TensorFlow)")
+        client = self.workspace.client
+        packed = snapshots.pack(
+            config.source_directory, max_files=max_snapshot_files, max_bytes=max_snapshot_bytes
+        )
+        try:
+            data = {"estimator": json.dumps(config.to_spec())}
+            if tags:
+                data["tags"] = json.dumps(tags)
+            path = f"/api/v1/experiments/{self.name}/runs"
+            if self._server_has(packed.sha256):
+                log.info("snapshot %s is already on the server: not uploaded", packed.sha256[:12])
+                details = client.json(
+                    "POST", path, files={"snapshot_id": (None, packed.sha256)}, data=data
+                )
+            else:
+                log.info("uploading snapshot %s (%d bytes)", packed.sha256[:12], packed.size)
+                details = client.upload(
+                    path, data=data, file_field="snapshot", file_path=packed.path
+                )
+        finally:
+            packed.remove()
+        return Run(self, details["runId"], _details=details)
+
+    def _server_has(self, sha256: str) -> bool:
+        try:
+            self.workspace.client.json("GET", f"/api/v1/snapshots/{sha256}")
+        except RunNotFoundError:
+            return False
+        return True
+
+    def get_runs(
+        self,
+        type: str | None = None,
+        tags: Any = None,
+        properties: Any = None,
+        include_children: bool = False,
+    ) -> Iterator[Run]:
+        """This experiment's runs, newest first."""
+        cursor: str | None = None
+        while True:
+            params: dict[str, Any] = {"experiment": self.name, "limit": 100}
+            if cursor:
+                params["cursor"] = cursor
+            page = self.workspace.client.json("GET", "/api/v1/runs", params=params)
+            for details in page["runs"]:
+                run = Run(self, details["runId"], _details=details)
+                if tags is None or _tags_match(details.get("tags", {}), tags):
+                    yield run
+            cursor = page.get("nextCursor")
+            if not cursor:
+                return
+
+    def __repr__(self) -> str:
+        return f"Experiment(Name: {self.name}, Workspace: {self.workspace.name})"
+
+
+def _tags_match(have: dict[str, Any], want: Any) -> bool:
+    if isinstance(want, str):
+        return want in have
+    if isinstance(want, dict):
+        return all(have.get(k) == v for k, v in want.items())
+    return True
+
+
+class Run:
+    """A submitted run. ``Run.get_context()`` inside a training script is the current run."""
+
+    def __init__(
+        self, experiment: Experiment, run_id: str, _details: dict[str, Any] | None = None
+    ) -> None:
+        self.experiment = experiment
+        self.id = run_id
+        self._details = _details or {}
+
+    @staticmethod
+    def get_context(allow_offline: bool = True, **kwargs: Any) -> Any:
+        """Inside a trainhub run, that run (log metrics, tags, files); elsewhere an offline run."""
+        return context.get_context()
+
+    @classmethod
+    def get(cls, workspace: Workspace, run_id: str) -> Run:
+        details = workspace.client.json("GET", f"/api/v1/runs/{run_id}")
+        return cls(Experiment(workspace, details["experiment"]), run_id, _details=details)
+
+    @property
+    def _client(self) -> Any:
+        return self.experiment.workspace.client
+
+    @property
+    def number(self) -> int:
+        return int(self._details.get("number") or self.get_details()["number"])
+
+    @property
+    def status(self) -> str:
+        return str(self._details.get("status", "NotStarted"))
+
+    @property
+    def properties(self) -> dict[str, Any]:
+        return dict(self._details.get("properties") or {})
+
+    @property
+    def tags(self) -> dict[str, Any]:
+        return dict(self._details.get("tags") or {})
+
+    def get_details(self) -> dict[str, Any]:
+        self._details = self._client.json("GET", f"/api/v1/runs/{self.id}")
+        return dict(self._details)
+
+    def get_status(self) -> str:
+        return str(self.get_details()["status"])
+
+    def wait_for_completion(
+        self,
+        show_output: bool = False,
+        wait_post_processing: bool = False,
+        raise_on_error: bool = True,
+    ) -> dict[str, Any]:
+        """Block until the run ends; with ``show_output`` stream its log live, then a summary."""
+        if show_output:
+            print(f"RunId: {self.id}")
+            print(f"Web View: {self._client.url}/api/v1/runs/{self.id}\n")
+            print("Streaming logs/driver_log.txt")
+            print("=" * 28 + "\n", flush=True)
+            with self._client.stream(
+                "GET", f"/api/v1/runs/{self.id}/logs", params={"follow": "true"}, timeout=None
+            ) as response:
+                for text in response.iter_text():
+                    sys.stdout.write(text)
+                    sys.stdout.flush()
+        delay = 0.2
+        details = self.get_details()
+        while details["status"] not in TERMINAL:
+            time.sleep(delay)
+            delay = min(delay * 1.5, 2.0)
+            details = self.get_details()
+        if show_output:
+            print("\nExecution Summary")
+            print("=================")
+            print(f"RunId: {self.id}")
+            print(f"Status: {details['status']}")
+            if details.get("error"):
+                print(f"Error: {details['error'].get('message')}")
+            print(flush=True)
+        if raise_on_error and details["status"] != "Completed":
+            raise ActivityFailedException(self.id, details["status"], details.get("error"))
+        return details
+
+    def get_file_names(self) -> list[str]:
+        files = self._client.json("GET", f"/api/v1/runs/{self.id}/files")["files"]
+        return [f["path"] for f in files]
+
+    def download_file(
+        self,
+        name: str,
+        output_file_path: str | os.PathLike[str] | None = None,
+        _validate_checksum: bool = False,
+    ) -> None:
+        """Download artifact ``name``; ``output_file_path`` may be a file or an existing folder."""
+        dest = Path(output_file_path) if output_file_path is not None else Path(Path(name).name)
+        if dest.is_dir():
+            dest = dest / Path(name).name
+        self._client.download(
+            f"/api/v1/runs/{self.id}/files/{name}", dest, label=f"Downloading {name}"
+        )
+
+    def download_files(
+        self,
+        prefix: str | None = None,
+        output_directory: str | os.PathLike[str] | None = None,
+        output_paths: list[str] | None = None,
+        batch_size: int = 100,
+        append_prefix: bool = True,
+    ) -> list[str]:
+        """Download every artifact (under ``prefix``) into ``output_directory``, keeping paths."""
+        root = Path(output_directory) if output_directory is not None else Path.cwd()
+        names = [n for n in self.get_file_names() if prefix is None or n.startswith(prefix)]
+        written = []
+        for name in names:
+            relative = name if append_prefix or not prefix else name[len(prefix) :].lstrip("/")
+            dest = (root / relative).resolve()
+            if not dest.is_relative_to(root.resolve()):
+                raise TrainhubError(f"refusing to write {name} outside {root}")
+            self._client.download(
+                f"/api/v1/runs/{self.id}/files/{name}", dest, label=f"Downloading {name}"
+            )
+            written.append(str(dest))
+        return written
+
+    def cancel(self) -> None:
+        self._details = self._client.json("POST", f"/api/v1/runs/{self.id}/cancel")
+
+    def tag(self, key: str, value: Any = None) -> None:
+        self.set_tags({key: "" if value is None else value})
+
+    def set_tags(self, tags: dict[str, Any]) -> None:
+        self._client.json("POST", f"/api/v1/runs/{self.id}/tags", json={"tags": tags})
+
+    def get_tags(self) -> dict[str, Any]:
+        return dict(self.get_details().get("tags") or {})
+
+    def get_metrics(
+        self,
+        name: str | None = None,
+        recursive: bool = False,
+        run_type: str | None = None,
+        populate: bool = False,
+    ) -> dict[str, Any]:
+        params = {"name": name} if name else {}
+        metrics: dict[str, Any] = self._client.json(
+            "GET", f"/api/v1/runs/{self.id}/metrics", params=params
+        )["metrics"]
+        return metrics
+
+    def __repr__(self) -> str:
+        return f"Run(Experiment: {self.experiment.name},\nId: {self.id},\nType: trainhub.scriptrun,\nStatus: {self.status})"
