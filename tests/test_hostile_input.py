@@ -89,7 +89,7 @@ CASES = {
     "character device": (_tar(_special("dev/null", tarfile.CHRTYPE)), 422, "device file"),
     "block device": (_tar(_special("dev/sda", tarfile.BLKTYPE)), 422, "device file"),
     "fifo": (_tar(_special("pipe", tarfile.FIFOTYPE)), 422, "special file"),
-    "too many files": (_tar(_many(60)), 413, "more than 50 files"),
+    "too many files": (_tar(_many(60)), 413, "more than 50 files (the limit)"),
     "expands too far": (_tar(_zeros(9 * 1024 * 1024)), 413, "expands to more than 8 MB"),
     "not gzip": (b"just some bytes, not an archive", 400, "not a valid .tar.gz"),
     "gzip but not tar": (gzip.compress(b"hello" * 1000), 400, "not a valid .tar.gz"),

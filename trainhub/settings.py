@@ -33,7 +33,7 @@ class Settings:
     default_image: str = _setting("trainhub/base:cpu", "image for runs that name none")
     max_snapshot_mb: int = _setting(300, "largest snapshot upload accepted (compressed), in MB")
     max_snapshot_expanded_mb: int = _setting(1024, "largest snapshot accepted once expanded, in MB")
-    max_snapshot_files: int = _setting(2000, "most files (and folders) a snapshot may hold")
+    max_snapshot_files: int = _setting(2000, "most files a snapshot may hold")
     max_concurrent_runs: int = _setting(4, "runs executing at once on the local node")
     sync_interval_seconds: float = _setting(3.0, "how often ./logs is copied from a running run")
     cancel_grace_seconds: int = _setting(10, "seconds between SIGTERM and SIGKILL when a run stops")

@@ -77,6 +77,7 @@ def check_snapshot(path: Path, *, max_files: int, max_expanded_bytes: int) -> Sn
             digest.update(block)
     files: set[str] = set()
     count = 0
+    entries = 0
     expanded = 0
     stream_limit = max_expanded_bytes + (max_files + 16) * _TAR_OVERHEAD_PER_MEMBER + 2 * CHUNK
     try:
@@ -88,11 +89,12 @@ def check_snapshot(path: Path, *, max_files: int, max_expanded_bytes: int) -> Sn
                     if name in ("", "."):
                         continue
                     _check_member(member, name)
-                    count += 1
-                    if count > max_files:
+                    entries += 1
+                    if not member.isdir():
+                        count += 1
+                    if count > max_files or entries > 4 * max_files:
                         raise SnapshotError(
-                            413,
-                            f"The snapshot holds more than {max_files} files and folders (the limit)",
+                            413, f"The snapshot holds more than {max_files} files (the limit)"
                         )
                     expanded += max(member.size, 0)
                     if expanded > max_expanded_bytes:
