@@ -31,6 +31,21 @@ class Settings:
         "admin API token to create on first start (otherwise one is generated and printed once)",
     )
     default_image: str = _setting("trainhub/base:cpu", "image for runs that name none")
+    default_gpu_image: str = _setting(
+        "trainhub/base:gpu",
+        "image for use_gpu runs that name none (`trainhub images build-base --gpu`)",
+    )
+    build_ca_bundle: str | None = _setting(
+        None,
+        "extra CA bundle (PEM file) trusted by every environment build (TLS-intercepting proxies)",
+    )
+    pip_index_url: str | None = _setting(
+        None, "pip index URL for environment builds (a lab mirror)"
+    )
+    pip_extra_index_urls: str | None = _setting(None, "extra pip index URLs, comma-separated")
+    wheel_dir: str | None = _setting(
+        None, "folder of wheels offered to pip in every environment build"
+    )
     max_snapshot_mb: int = _setting(300, "largest snapshot upload accepted (compressed), in MB")
     max_snapshot_expanded_mb: int = _setting(1024, "largest snapshot accepted once expanded, in MB")
     max_snapshot_files: int = _setting(2000, "most files a snapshot may hold")

@@ -85,12 +85,81 @@ class EstimatorSpec(msgspec.Struct, forbid_unknown_fields=True, omit_defaults=Tr
         return flatten_script_params(self.script_params)
 
     def to_public(self) -> dict[str, Any]:
-        """The spec as stored and returned by the API: registry passwords never leave the server."""
-        data: dict[str, Any] = msgspec.to_builtins(self)
-        details = data.get("image_registry_details")
-        if isinstance(details, dict) and details.get("password"):
-            details["password"] = "***"
-        return data
+        """The spec as returned by the API: registry passwords never leave the server."""
+        return redact(msgspec.to_builtins(self))
+
+
+def redact(data: dict[str, Any]) -> dict[str, Any]:
+    """A copy of a stored spec (or environment definition) without registry passwords."""
+    out = dict(data)
+    details = out.get("image_registry_details")
+    if isinstance(details, dict) and details.get("password"):
+        out["image_registry_details"] = {**details, "password": "***"}
+    return out
+
+
+class EnvironmentDefinition(msgspec.Struct, forbid_unknown_fields=True, omit_defaults=True):
+    """A named, reusable environment registered on the server (Azure ML's ``Environment``)."""
+
+    name: str
+    custom_docker_image: str | None = None
+    image_registry_details: RegistryDetails | None = None
+    user_managed: bool = False
+    pip_packages: list[str] = []
+    conda_packages: list[str] = []
+    environment_variables: dict[str, str] = {}
+    use_gpu: bool = False
+
+
+def parse_environment_definition(raw: bytes | str) -> EnvironmentDefinition:
+    try:
+        env = msgspec.json.decode(raw, type=EnvironmentDefinition)
+    except msgspec.ValidationError as exc:
+        raise _from_msgspec(str(exc)) from None
+    except msgspec.DecodeError as exc:
+        raise SpecError("environment", f"The environment is not valid JSON: {exc}") from None
+    if not EXPERIMENT_NAME.match(env.name):
+        raise SpecError("name", "Environment names are 1-255 letters, digits, '-' or '_'")
+    for key in env.environment_variables:
+        if not ENV_NAME.match(key):
+            raise SpecError(
+                "environment_variables", f"'{key}' is not a valid environment variable name"
+            )
+    if env.user_managed and (env.pip_packages or env.conda_packages):
+        raise SpecError("pip_packages", "packages cannot be installed when user_managed=True")
+    if env.image_registry_details is not None and not env.custom_docker_image:
+        raise SpecError(
+            "image_registry_details", "image_registry_details needs custom_docker_image"
+        )
+    return env
+
+
+def apply_definition(spec: EstimatorSpec, env: EnvironmentDefinition) -> EstimatorSpec:
+    """The spec with a registered environment's fields filled in."""
+    return msgspec.structs.replace(
+        spec,
+        custom_docker_image=env.custom_docker_image,
+        image_registry_details=env.image_registry_details,
+        user_managed=env.user_managed,
+        pip_packages=list(env.pip_packages),
+        conda_packages=list(env.conda_packages),
+        environment_variables={**env.environment_variables},
+        use_gpu=env.use_gpu or spec.use_gpu,
+    )
+
+
+def definition_reference(value: str | dict[str, Any]) -> tuple[str, int | None]:
+    """``"name"`` or ``{"name": ..., "version": ...}`` -> (name, version)."""
+    if isinstance(value, str):
+        return value, None
+    name = value.get("name")
+    version = value.get("version")
+    if not isinstance(name, str) or (version is not None and not isinstance(version, int)):
+        raise SpecError(
+            "environment_definition",
+            'environment_definition is a name or {"name": ..., "version": N}',
+        )
+    return name, version
 
 
 def flatten_script_params(params: dict[str, ScalarParam]) -> list[str]:
@@ -232,17 +301,6 @@ def validate(spec: EstimatorSpec) -> None:
 
     # Valid, but not on this server yet.
     later: list[tuple[str, bool, str]] = [
-        ("pip_packages", bool(spec.pip_packages), "package installs"),
-        ("conda_packages", bool(spec.conda_packages), "package installs"),
-        ("pip_requirements_file", spec.pip_requirements_file is not None, "package installs"),
-        ("conda_dependencies_file", spec.conda_dependencies_file is not None, "package installs"),
-        (
-            "environment_definition",
-            spec.environment_definition is not None,
-            "registered environments",
-        ),
-        ("image_registry_details", spec.image_registry_details is not None, "private registries"),
-        ("use_docker", not spec.use_docker, "runs without a container"),
         ("use_gpu", spec.use_gpu, "GPU scheduling"),
         ("inputs", bool(spec.inputs), "datastores"),
         ("node_count", spec.node_count > 1, "distributed runs"),

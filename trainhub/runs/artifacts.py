@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import IO
 
-from trainhub.runs.status import DRIVER_LOG
+from trainhub.runs.status import BUILD_LOG, DRIVER_LOG
 
 CHUNK = 1024 * 1024
 # Tar headers and padding on top of the file bytes themselves.
@@ -253,4 +253,4 @@ def iter_file(path: Path, start: int = 0) -> Iterator[bytes]:
         yield from iter(lambda: fh.read(CHUNK), b"")
 
 
-SERVER_WRITTEN = (DRIVER_LOG,)
+SERVER_WRITTEN = (DRIVER_LOG, BUILD_LOG)

@@ -24,8 +24,9 @@ from trainhub.runs.artifacts import (
     prepare_run_dir,
     read_single_file,
 )
+from trainhub.runs.preparing import ImagePreparer, PrepareFailed
 from trainhub.runs.status import ACTIVE, DRIVER_LOG, EndReason, RunStatus
-from trainhub.runtime.docker import WORKDIR, DockerEngine, EngineError, RunContainer
+from trainhub.runtime.docker import WORKDIR, DockerEngine, RunContainer
 from trainhub.runtime.incontainer import CONTEXT_DIR, LIB_DIR, runtime_archive
 from trainhub.settings import Settings
 from trainhub.spec import EstimatorSpec
@@ -119,6 +120,7 @@ class Launcher:
         self._cancel: dict[str, asyncio.Event] = {}
         self._wake = asyncio.Event()
         self._dispatcher: asyncio.Task[None] | None = None
+        self.preparer = ImagePreparer(settings, db, engine)
 
     # Lifecycle of the launcher itself ------------------------------------------------------
     async def start(self) -> None:
@@ -235,31 +237,24 @@ class Launcher:
             if container_id:
                 await asyncio.to_thread(self.engine.remove, container_id)
 
+    async def conda_available(self, image: str) -> bool | None:
+        return await self.preparer.conda_available(image)
+
     async def _prepare_and_start(self, run: q.RunRow, spec: EstimatorSpec) -> str | None:
-        image = spec.image or self.settings.default_image
-        if not await asyncio.to_thread(self.engine.image_present, image):
-            if not spec.image:
-                await self._end_failed(
-                    run.id,
-                    EndReason.IMAGE_MISSING,
-                    f"The default image {image} is not on this node's Docker engine. "
-                    "Build it once with `trainhub images build-base`.",
-                )
-                return None
-            try:
-                await asyncio.to_thread(self.engine.pull, image)
-            except EngineError as exc:
-                await self._end_failed(
-                    run.id,
-                    EndReason.IMAGE_MISSING,
-                    f"The image {image} is not on node local and {exc}",
-                )
-                return None
+        run_dir = self.settings.run_dir(run.id)
+        await asyncio.to_thread(prepare_run_dir, run_dir)
+        try:
+            image = await self.preparer.image_for(run, spec)
+        except PrepareFailed as exc:
+            await self._end_failed(run.id, exc.reason, exc.message)
+            return None
+        await self.db.write(lambda db: q.update_run(db, run.id, image=image))
+        if self._cancel_event(run.id).is_set():
+            await self._end_canceled(run.id)
+            return None
         if not await self._apply(run.id, RunStatus.STARTING, expect=[RunStatus.PREPARING]):
             await self._end_canceled(run.id)
             return None
-        run_dir = self.settings.run_dir(run.id)
-        await asyncio.to_thread(prepare_run_dir, run_dir)
         assert run.snapshot is not None
         snapshot = self.settings.snapshot_path(run.snapshot)
         image_env = await asyncio.to_thread(self.engine.image_env, image)
@@ -431,4 +426,9 @@ class Launcher:
         )
 
 
-_USER_REASONS = {EndReason.EXIT_CODE, EndReason.TIMEOUT, EndReason.IMAGE_MISSING}
+_USER_REASONS = {
+    EndReason.EXIT_CODE,
+    EndReason.TIMEOUT,
+    EndReason.IMAGE_MISSING,
+    EndReason.BUILD_FAILED,
+}

@@ -9,12 +9,23 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+import msgspec
+
 from trainhub.runs.artifacts import SnapshotError, check_snapshot, store_snapshot
 from trainhub.runs.launcher import Launcher
 from trainhub.runs.status import ACTIVE, DRIVER_LOG, RunStatus
 from trainhub.settings import Settings
-from trainhub.spec import EstimatorSpec, SpecError, check_experiment_name, parse_estimator
-from trainhub.store import Database, snapshots
+from trainhub.spec import (
+    EnvironmentDefinition,
+    EstimatorSpec,
+    SpecError,
+    apply_definition,
+    check_experiment_name,
+    definition_reference,
+    parse_estimator,
+    redact,
+)
+from trainhub.store import Database, environments, snapshots
 from trainhub.store import runs as q
 
 
@@ -51,6 +62,7 @@ async def submit(
         check_experiment_name(experiment)
         spec = parse_estimator(estimator)
         run_tags = parse_tags(tags)
+        spec = await _resolve_definition(db, spec)
         if upload is not None:
             info = await asyncio.to_thread(
                 check_snapshot,
@@ -81,11 +93,12 @@ async def submit(
     finally:
         if upload is not None:
             upload.unlink(missing_ok=True)
+    await _check_conda(settings, launcher, spec, sha256)
     run = await db.write(
         lambda conn: q.insert_run(
             conn,
             experiment=experiment,
-            spec=spec.to_public(),
+            spec=msgspec.to_builtins(spec),
             snapshot=sha256,
             target=spec.compute_target,
             tags=run_tags,
@@ -114,9 +127,48 @@ def _check_entry_script(spec: EstimatorSpec, files: frozenset[str]) -> None:
         raise SpecError(
             "entry_script", f"The entry script '{spec.entry_script}' is not in the snapshot"
         )
-    if spec.pip_requirements_file and spec.pip_requirements_file.removeprefix("./") not in files:
+    for field in ("pip_requirements_file", "conda_dependencies_file"):
+        name = getattr(spec, field)
+        if name and name.removeprefix("./") not in files:
+            raise SpecError(field, f"'{name}' is not in the snapshot")
+
+
+async def _resolve_definition(db: Database, spec: EstimatorSpec) -> EstimatorSpec:
+    """Fill in a registered environment named by ``environment_definition``."""
+    if spec.environment_definition is None:
+        return spec
+    name, version = definition_reference(spec.environment_definition)
+    found = await db.read(lambda conn: environments.get_definition(conn, name, version))
+    if found is None:
+        which = f"'{name}'" + (f" version {version}" if version else "")
         raise SpecError(
-            "pip_requirements_file", f"'{spec.pip_requirements_file}' is not in the snapshot"
+            "environment_definition", f"No environment {which} is registered on this server"
+        )
+    definition = msgspec.convert(found["definition"], EnvironmentDefinition)
+    resolved = apply_definition(spec, definition)
+    return msgspec.structs.replace(
+        resolved, environment_definition={"name": found["name"], "version": found["version"]}
+    )
+
+
+async def _check_conda(
+    settings: Settings, launcher: Launcher, spec: EstimatorSpec, sha256: str
+) -> None:
+    """conda packages need conda or mamba in the base image: refuse now rather than fail a build later."""
+    if not (spec.conda_packages or spec.conda_dependencies_file):
+        return
+    field = "conda_packages" if spec.conda_packages else "conda_dependencies_file"
+    if not spec.use_docker:
+        raise SpecError(
+            field, f"{field} needs a container image with conda or mamba (use_docker=True)"
+        )
+    image = spec.image or (settings.default_gpu_image if spec.use_gpu else settings.default_image)
+    available = await launcher.conda_available(image)
+    if available is False:
+        raise SpecError(
+            field,
+            f"{field} need conda or mamba in the base image, and {image} has neither: "
+            "name an image with conda (custom_docker_image) or use pip_packages",
         )
 
 
@@ -171,7 +223,7 @@ def iso(ts: float | None) -> str | None:
 
 def details(run: q.RunRow, events: list[dict[str, Any]] | None = None) -> dict[str, Any]:
     """The keys of Azure ML's ``Run.get_details()``, plus trainhub's own under ``properties``."""
-    spec = run.spec
+    spec = redact(run.spec)
     file_url = f"/api/v1/runs/{run.id}/files/{DRIVER_LOG}"
     out: dict[str, Any] = {
         "runId": run.id,
@@ -196,7 +248,23 @@ def details(run: q.RunRow, events: list[dict[str, Any]] | None = None) -> dict[s
             "nodeCount": spec.get("node_count", 1),
             "maxRunDurationSeconds": spec.get("max_run_duration_seconds"),
             "environmentVariables": spec.get("environment_variables", {}),
-            "image": spec.get("custom_docker_image") or spec.get("custom_docker_base_image"),
+            "image": run.image
+            or spec.get("custom_docker_image")
+            or spec.get("custom_docker_base_image"),
+            "environment": {
+                k: spec[k]
+                for k in (
+                    "pip_packages",
+                    "conda_packages",
+                    "pip_requirements_file",
+                    "conda_dependencies_file",
+                    "user_managed",
+                    "use_docker",
+                    "environment_definition",
+                    "image_registry_details",
+                )
+                if k in spec
+            },
             "framework": spec.get("framework", "Python"),
             "estimator": spec,
         },

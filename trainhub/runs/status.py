@@ -44,9 +44,12 @@ class EndReason(StrEnum):
     CONTAINER_GONE = "container_gone"
     LAUNCH_ERROR = "launch_error"
     NODE_LOST = "node_lost"
+    BUILD_FAILED = "build_failed"
+    PROCESS_GONE = "process_gone"
 
     def __str__(self) -> str:
         return self.value
 
 
 DRIVER_LOG = "logs/driver_log.txt"
+BUILD_LOG = "logs/build_log.txt"

@@ -4,14 +4,16 @@ forwarded over SSH. Everything here is blocking (docker-py); callers run it off 
 
 from __future__ import annotations
 
+import io
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO
+from typing import IO, Any
 
 import docker
 import docker.errors
 from docker.models.containers import Container
+from docker.utils import parse_repository_tag
 
 LABEL_RUN = "org.trainhub.run_id"
 LABEL_INSTANCE = "org.trainhub.instance"
@@ -20,6 +22,10 @@ WORKDIR = "/trainhub/wd"
 
 class EngineError(RuntimeError):
     pass
+
+
+class BuildError(EngineError):
+    """An environment build failed; the message is the tail of its log."""
 
 
 @dataclass(frozen=True)
@@ -53,11 +59,91 @@ class DockerEngine:
         pairs = (item.partition("=") for item in config.get("Env") or [])
         return {key: value for key, _, value in pairs}
 
-    def pull(self, tag: str) -> None:
+    def image_id(self, tag: str) -> str | None:
         try:
-            self.client.images.pull(tag)
+            return str(self.client.api.inspect_image(tag)["Id"])
+        except docker.errors.ImageNotFound:
+            return None
+
+    def pull(self, image: str, registry: dict[str, Any] | None = None) -> None:
+        """Pull ``image``, with the credentials of ``registry`` (address, username, password) if given.
+        The password goes to the engine only; it is never logged."""
+        repository, tag = parse_repository_tag(image)
+        auth = None
+        if registry and registry.get("username"):
+            auth = {
+                "username": registry["username"],
+                "password": registry.get("password") or "",
+                "serveraddress": registry.get("address") or repository.split("/")[0],
+            }
+        try:
+            for event in self.client.api.pull(
+                repository, tag=tag or "latest", auth_config=auth, stream=True, decode=True
+            ):
+                if isinstance(event, dict) and event.get("error"):
+                    raise EngineError(f"could not pull {image}: {event['error']}")
         except docker.errors.APIError as exc:
-            raise EngineError(f"could not pull {tag}: {exc.explanation or exc}") from None
+            raise EngineError(f"could not pull {image}: {exc.explanation or exc}") from None
+        if self.image_id(image) is None:
+            raise EngineError(
+                f"could not pull {image}: the engine reports no such image afterwards"
+            )
+
+    def build(self, context: bytes, tag: str, sink: IO[str]) -> None:
+        """Build ``tag`` from a tar context, writing the build's output to ``sink`` as it comes."""
+        lines: list[str] = []
+        try:
+            stream = self.client.api.build(
+                fileobj=io.BytesIO(context),
+                custom_context=True,
+                tag=tag,
+                rm=True,
+                forcerm=True,
+                decode=True,
+                labels={"org.trainhub.kind": "env"},
+            )
+            for event in stream:
+                text = event.get("stream") or event.get("status") or ""
+                if text:
+                    sink.write(text if text.endswith("\n") else text + "\n")
+                    sink.flush()
+                    lines.append(text.rstrip())
+                if event.get("error"):
+                    sink.write(f"ERROR: {event['error']}\n")
+                    sink.flush()
+                    tail = "\n".join(lines[-15:] + [str(event["error"]).rstrip()])
+                    raise BuildError(tail)
+        except docker.errors.APIError as exc:
+            raise BuildError(f"the engine refused the build: {exc.explanation or exc}") from None
+
+    def has_conda(self, image: str) -> bool:
+        probe = "command -v mamba || command -v conda || test -x /opt/conda/bin/conda"
+        try:
+            self.client.containers.run(
+                image, ["/bin/sh", "-c", probe], remove=True, network_mode="none"
+            )
+        except docker.errors.ContainerError:
+            return False
+        return True
+
+    def env_images(self) -> list[dict[str, Any]]:
+        images = self.client.api.images(filters={"label": "org.trainhub.kind=env"})
+        return [
+            {
+                "id": img["Id"],
+                "tags": img.get("RepoTags") or [],
+                "size": img.get("Size", 0),
+                "created": img.get("Created", 0),
+                "env": (img.get("Labels") or {}).get("org.trainhub.env"),
+            }
+            for img in images
+        ]
+
+    def remove_image(self, image: str) -> None:
+        try:
+            self.client.api.remove_image(image)
+        except docker.errors.NotFound:
+            pass
 
     # Containers -----------------------------------------------------------------------------
     def create_run_container(

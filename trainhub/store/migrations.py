@@ -85,3 +85,25 @@ def snapshots_metrics_tags(db: sqlite_utils.Database) -> None:
     db.table("runs").add_column("tags", str, not_null_default="{}")
     db.table("runs").add_column("context_lines", int, not_null_default=0)
     db.table("runs").add_column("snapshot_uploaded", int, not_null_default=1)
+
+
+@MIGRATIONS(name="0003_environments")
+def environments(db: sqlite_utils.Database) -> None:
+    db.table("runs").add_column("image", str)
+    db.table("env_images").create(
+        {
+            "image": str,
+            "env_key": str,
+            "base_image": str,
+            "node": str,
+            "environment": str,
+            "created_at": float,
+            "last_used_at": float,
+            "build_seconds": float,
+        },
+        pk="image",
+    )
+    db.table("environment_definitions").create(
+        {"name": str, "version": int, "definition": str, "created_at": float},
+        pk=("name", "version"),
+    )

@@ -40,6 +40,7 @@ class RunRow:
     tags: dict[str, Any]
     context_lines: int
     snapshot_uploaded: int
+    image: str | None
 
     @classmethod
     def from_row(cls, row: dict[str, Any]) -> RunRow:

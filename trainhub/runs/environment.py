@@ -1,0 +1,223 @@
+"""A run's environment: normalized from the Estimator spec, hashed, turned into a Dockerfile.
+
+Equal environments share one image: the tag is a hash of the normalized environment, the base image's
+id and the build settings (CA bundle, package indexes, wheel folder), so any change makes a new one.
+Runtime-only fields (environment variables, shm size) are not part of it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import shlex
+import tarfile
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from trainhub.settings import Settings
+from trainhub.spec import EstimatorSpec
+
+ENV_IMAGE_REPO = "trainhub/env"
+VENV = "/opt/trainhub-env"
+MAX_DEPENDENCY_FILE = 1024 * 1024
+
+
+@dataclass(frozen=True)
+class Environment:
+    base_image: str
+    user_managed: bool = False
+    pip_packages: tuple[str, ...] = ()
+    pip_requirements: str | None = None
+    conda_packages: tuple[str, ...] = ()
+    conda_dependencies: str | None = None
+    registry: dict[str, Any] | None = field(default=None, compare=False)
+
+    @property
+    def needs_build(self) -> bool:
+        return bool(
+            self.pip_packages
+            or self.pip_requirements
+            or self.conda_packages
+            or self.conda_dependencies
+        )
+
+    @property
+    def needs_conda(self) -> bool:
+        return bool(self.conda_packages or self.conda_dependencies)
+
+    def normalized(self) -> dict[str, Any]:
+        data = asdict(self)
+        data.pop("registry")
+        data.pop("base_image")
+        data["pip_packages"] = sorted({p.strip() for p in self.pip_packages if p.strip()})
+        data["conda_packages"] = sorted({p.strip() for p in self.conda_packages if p.strip()})
+        return data
+
+    def key(self, base_image_id: str, build_fingerprint: str) -> str:
+        blob = json.dumps(
+            {"env": self.normalized(), "base": base_image_id, "build": build_fingerprint},
+            sort_keys=True,
+        )
+        return hashlib.sha256(blob.encode()).hexdigest()[:24]
+
+    def to_json(self) -> dict[str, Any]:
+        data = asdict(self)
+        data["pip_packages"] = list(self.pip_packages)
+        data["conda_packages"] = list(self.conda_packages)
+        return data
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> Environment:
+        values = dict(data)
+        values["pip_packages"] = tuple(values.get("pip_packages") or ())
+        values["conda_packages"] = tuple(values.get("conda_packages") or ())
+        return cls(**values)
+
+
+def image_tag(key: str) -> str:
+    return f"{ENV_IMAGE_REPO}:{key}"
+
+
+def from_spec(spec: EstimatorSpec, settings: Settings, files: dict[str, str]) -> Environment:
+    """``files`` holds the contents of the dependency files named by the spec, read from the snapshot."""
+    if spec.image:
+        base = spec.image
+    elif spec.use_gpu:
+        base = settings.default_gpu_image
+    else:
+        base = settings.default_image
+    registry = msgspec_to_dict(spec.image_registry_details)
+    return Environment(
+        base_image=base,
+        user_managed=spec.user_managed,
+        pip_packages=tuple(spec.pip_packages),
+        pip_requirements=files.get(spec.pip_requirements_file or ""),
+        conda_packages=tuple(spec.conda_packages),
+        conda_dependencies=files.get(spec.conda_dependencies_file or ""),
+        registry=registry,
+    )
+
+
+def msgspec_to_dict(value: Any) -> dict[str, Any] | None:
+    if value is None:
+        return None
+    import msgspec
+
+    result: dict[str, Any] = msgspec.to_builtins(value)
+    return result
+
+
+def build_fingerprint(settings: Settings) -> str:
+    """What, besides the environment, changes the built image: the build settings."""
+    parts: list[str] = [settings.pip_index_url or "", settings.pip_extra_index_urls or ""]
+    if settings.build_ca_bundle:
+        ca = Path(settings.build_ca_bundle)
+        parts.append(hashlib.sha256(ca.read_bytes()).hexdigest() if ca.is_file() else "missing")
+    if settings.wheel_dir:
+        folder = Path(settings.wheel_dir)
+        if folder.is_dir():
+            parts += sorted(f"{p.name}:{p.stat().st_size}" for p in folder.iterdir() if p.is_file())
+    return hashlib.sha256("\n".join(parts).encode()).hexdigest()
+
+
+def pip_environment(
+    settings: Settings, ca_path: str | None, wheels_path: str | None
+) -> dict[str, str]:
+    """The pip settings a build gets (inside an image build or for a venv on a node)."""
+    env = {"PIP_DISABLE_PIP_VERSION_CHECK": "1", "PIP_NO_INPUT": "1", "PIP_PROGRESS_BAR": "off"}
+    if ca_path:
+        env["PIP_CERT"] = ca_path
+    if settings.pip_index_url:
+        env["PIP_INDEX_URL"] = settings.pip_index_url
+    if settings.pip_extra_index_urls:
+        env["PIP_EXTRA_INDEX_URL"] = " ".join(settings.pip_extra_index_urls.split(","))
+    if wheels_path:
+        env["PIP_FIND_LINKS"] = wheels_path
+    return env
+
+
+def dockerfile(env: Environment, key: str, settings: Settings) -> str:
+    has_ca = bool(settings.build_ca_bundle)
+    has_wheels = bool(settings.wheel_dir and Path(settings.wheel_dir).is_dir())
+    pip_env = pip_environment(
+        settings,
+        "/trainhub-build/ca.crt" if has_ca else None,
+        "/trainhub-build/wheels" if has_wheels else None,
+    )
+    lines = [
+        f"FROM {env.base_image}",
+        f"LABEL org.trainhub.env={key} org.trainhub.kind=env",
+        "COPY trainhub-build/ /trainhub-build/",
+        "ENV " + " ".join(f"{k}={shlex.quote(v)}" for k, v in sorted(pip_env.items())),
+    ]
+    if env.needs_conda:
+        manager = 'CONDA="$(command -v mamba || command -v conda)"'
+        if env.conda_dependencies:
+            lines.append(
+                f'RUN {manager} && "$CONDA" env update -n base -f /trainhub-build/conda.yml'
+            )
+        if env.conda_packages:
+            lines.append(
+                f'RUN {manager} && "$CONDA" install -y -n base $(cat /trainhub-build/conda-packages.txt)'
+            )
+        pip = "python -m pip"
+    else:
+        lines.append(f"RUN python3 -m venv --system-site-packages {VENV}")
+        lines.append(f"ENV PATH={VENV}/bin:$PATH VIRTUAL_ENV={VENV}")
+        pip = f"{VENV}/bin/python -m pip"
+    if env.pip_requirements:
+        lines.append(f"RUN {pip} install -r /trainhub-build/requirements.txt")
+    if env.pip_packages:
+        lines.append(f"RUN {pip} install -r /trainhub-build/pip-packages.txt")
+    return "\n".join(lines) + "\n"
+
+
+def build_context(env: Environment, key: str, settings: Settings) -> bytes:
+    """The build context as a tar: the Dockerfile and ``trainhub-build/`` (lists, CA, wheels)."""
+    files: dict[str, bytes] = {"Dockerfile": dockerfile(env, key, settings).encode()}
+    if env.pip_requirements:
+        files["trainhub-build/requirements.txt"] = env.pip_requirements.encode()
+    if env.pip_packages:
+        files["trainhub-build/pip-packages.txt"] = "\n".join(env.pip_packages).encode() + b"\n"
+    if env.conda_dependencies:
+        files["trainhub-build/conda.yml"] = env.conda_dependencies.encode()
+    if env.conda_packages:
+        files["trainhub-build/conda-packages.txt"] = " ".join(
+            shlex.quote(p) for p in env.conda_packages
+        ).encode()
+    if settings.build_ca_bundle:
+        files["trainhub-build/ca.crt"] = Path(settings.build_ca_bundle).read_bytes()
+    else:
+        files["trainhub-build/.keep"] = b""
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w") as tar:
+        for name, data in sorted(files.items()):
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            info.mode = 0o644
+            tar.addfile(info, io.BytesIO(data))
+        if settings.wheel_dir and Path(settings.wheel_dir).is_dir():
+            for wheel in sorted(Path(settings.wheel_dir).iterdir()):
+                if wheel.is_file():
+                    tar.add(
+                        str(wheel), arcname=f"trainhub-build/wheels/{wheel.name}", recursive=False
+                    )
+    return buf.getvalue()
+
+
+def read_dependency_files(snapshot: Path, names: list[str]) -> dict[str, str]:
+    """The text of ``names`` (requirements/conda files) from a checked snapshot."""
+    wanted = {n.removeprefix("./") for n in names if n}
+    found: dict[str, str] = {}
+    if not wanted:
+        return found
+    with tarfile.open(snapshot, mode="r:gz") as tar:
+        for member in tar:
+            name = member.name.removeprefix("./")
+            if name in wanted and member.isreg() and member.size <= MAX_DEPENDENCY_FILE:
+                handle = tar.extractfile(member)
+                if handle is not None:
+                    found[name] = handle.read().decode("utf-8", errors="replace")
+    return found

@@ -1,0 +1,143 @@
+"""``Preparing``: get the image a run needs onto its node, building an environment image at most once.
+
+An image is built once per node even when several runs ask at the same time (a lock per image tag);
+every later run with the same environment finds it and goes on at once. The build's output goes to
+the run's ``logs/build_log.txt`` as it happens.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from pathlib import Path
+
+from trainhub.runs import environment as envs
+from trainhub.runs.status import BUILD_LOG, EndReason
+from trainhub.runtime.docker import BuildError, DockerEngine, EngineError
+from trainhub.settings import Settings
+from trainhub.spec import EstimatorSpec
+from trainhub.store import Database
+from trainhub.store import environments as env_store
+from trainhub.store import runs as q
+
+
+class PrepareFailed(Exception):
+    def __init__(self, reason: EndReason, message: str) -> None:
+        super().__init__(message)
+        self.reason = reason
+        self.message = message
+
+
+class ImagePreparer:
+    def __init__(
+        self, settings: Settings, db: Database, engine: DockerEngine, node: str = "local"
+    ) -> None:
+        self.settings = settings
+        self.db = db
+        self.engine = engine
+        self.node = node
+        self._locks: dict[str, asyncio.Lock] = {}
+        self._conda: dict[str, bool] = {}
+
+    async def conda_available(self, image: str) -> bool | None:
+        """Whether ``image`` has conda or mamba; None when the image is not on this node."""
+        image_id = await asyncio.to_thread(self.engine.image_id, image)
+        if image_id is None:
+            return None
+        if image_id not in self._conda:
+            self._conda[image_id] = await asyncio.to_thread(self.engine.has_conda, image)
+        return self._conda[image_id]
+
+    def environment(self, run: q.RunRow, spec: EstimatorSpec) -> envs.Environment:
+        assert run.snapshot is not None
+        names = [n for n in (spec.pip_requirements_file, spec.conda_dependencies_file) if n]
+        files = envs.read_dependency_files(self.settings.snapshot_path(run.snapshot), names)
+        files = {k: v for k, v in files.items()}
+        for name in names:
+            if name.removeprefix("./") in files:
+                files[name] = files[name.removeprefix("./")]
+        return envs.from_spec(spec, self.settings, files)
+
+    async def image_for(self, run: q.RunRow, spec: EstimatorSpec) -> str:
+        """The image to run ``run`` in, pulled or built as needed; raises :class:`PrepareFailed`."""
+        env = await asyncio.to_thread(self.environment, run, spec)
+        log_path = self.settings.run_dir(run.id) / BUILD_LOG
+        await self._ensure_base(env, spec, log_path)
+        if env.needs_conda and not await self.conda_available(env.base_image):
+            raise PrepareFailed(
+                EndReason.BUILD_FAILED,
+                f"conda packages need conda or mamba in the base image, and {env.base_image} has neither",
+            )
+        if not env.needs_build:
+            return env.base_image
+        base_id = await asyncio.to_thread(self.engine.image_id, env.base_image)
+        fingerprint = await asyncio.to_thread(envs.build_fingerprint, self.settings)
+        key = env.key(base_id or env.base_image, fingerprint)
+        tag = envs.image_tag(key)
+        lock = self._locks.setdefault(tag, asyncio.Lock())
+        async with lock:
+            if await asyncio.to_thread(self.engine.image_present, tag):
+                _append(
+                    log_path,
+                    f"Environment image {tag} is present on node {self.node}: reused, no build.\n",
+                )
+                await self.db.write(lambda db: env_store.touch_image(db, tag))
+                return tag
+            _append(
+                log_path,
+                f"Building environment image {tag} on node {self.node} from {env.base_image}\n",
+            )
+            started = time.monotonic()
+            context = await asyncio.to_thread(envs.build_context, env, key, self.settings)
+            try:
+                await asyncio.to_thread(self._build, context, tag, log_path)
+            except BuildError as exc:
+                raise PrepareFailed(
+                    EndReason.BUILD_FAILED, f"The environment build failed:\n{exc}"
+                ) from None
+            seconds = time.monotonic() - started
+            _append(log_path, f"Built {tag} in {seconds:.1f} s\n")
+            await self.db.write(
+                lambda db: env_store.record_image(
+                    db,
+                    image=tag,
+                    env_key=key,
+                    base_image=env.base_image,
+                    node=self.node,
+                    environment=env.to_json() | {"registry": None},
+                    build_seconds=seconds,
+                )
+            )
+        return tag
+
+    def _build(self, context: bytes, tag: str, log_path: Path) -> None:
+        with log_path.open("a", encoding="utf-8") as sink:
+            self.engine.build(context, tag, sink)
+
+    async def _ensure_base(
+        self, env: envs.Environment, spec: EstimatorSpec, log_path: Path
+    ) -> None:
+        image = env.base_image
+        if await asyncio.to_thread(self.engine.image_present, image):
+            return
+        if not spec.image:
+            command = "trainhub images build-base" + (" --gpu" if spec.use_gpu else "")
+            raise PrepareFailed(
+                EndReason.IMAGE_MISSING,
+                f"The default image {image} is not on this node's Docker engine. Build it once with `{command}`.",
+            )
+        _append(log_path, f"Pulling {image}\n")
+        try:
+            await asyncio.to_thread(self.engine.pull, image, env.registry)
+        except EngineError as exc:
+            _append(log_path, f"{exc}\n")
+            raise PrepareFailed(
+                EndReason.IMAGE_MISSING, f"The image {image} is not on node {self.node} and {exc}"
+            ) from None
+        _append(log_path, f"Pulled {image}\n")
+
+
+def _append(path: Path, text: str) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("a", encoding="utf-8") as fh:
+        fh.write(text)
