@@ -167,23 +167,32 @@ def make_server(
         server.cleanup()
 
 
-@pytest.fixture(scope="session")
-def server(tmp_path_factory: pytest.TempPathFactory, docker_ready: None) -> Iterator[Server]:
-    """One shared server for the tests that need nothing special (small snapshot limits)."""
-    data = tmp_path_factory.mktemp("shared-data")
+def start_server(tmp_path_factory: pytest.TempPathFactory, name: str, **settings: str) -> Server:
+    data = tmp_path_factory.mktemp(name)
     env = {k: v for k, v in os.environ.items() if not k.startswith("TRAINHUB_")}
     env.update(
         {
             "TRAINHUB_ADMIN_TOKEN": TOKEN,
             "TRAINHUB_SYNC_INTERVAL_SECONDS": "0.5",
             "TRAINHUB_CANCEL_GRACE_SECONDS": "3",
-            "TRAINHUB_MAX_SNAPSHOT_MB": "2",
-            "TRAINHUB_MAX_SNAPSHOT_EXPANDED_MB": "8",
-            "TRAINHUB_MAX_SNAPSHOT_FILES": "50",
         }
     )
-    srv = Server(data=data, port=free_port(), env=env, log_path=data.parent / "shared-server.log")
+    env.update({f"TRAINHUB_{k.upper()}": v for k, v in settings.items()})
+    srv = Server(data=data, port=free_port(), env=env, log_path=data.parent / f"{data.name}.log")
     srv.start()
+    return srv
+
+
+@pytest.fixture(scope="session")
+def server(tmp_path_factory: pytest.TempPathFactory, docker_ready: None) -> Iterator[Server]:
+    """One shared server for the tests that need nothing special (small snapshot limits)."""
+    srv = start_server(
+        tmp_path_factory,
+        "shared-data",
+        max_snapshot_mb="2",
+        max_snapshot_expanded_mb="8",
+        max_snapshot_files="50",
+    )
     yield srv
     srv.cleanup()
 
