@@ -12,10 +12,9 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import docker
 import httpx
 import pytest
-
-import docker
 
 TOKEN = "th_test_admin_token_for_the_suite"
 BASE_IMAGE = "trainhub/base:cpu"

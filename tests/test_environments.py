@@ -59,7 +59,9 @@ def build_log(client: httpx.Client, run_id: str) -> str:
 
 
 def test_pip_packages_from_the_index(eclient: httpx.Client) -> None:
-    run = submit(eclient, "import six\nprint('six', six.__version__)\n", pip_packages=["six==1.16.0"])
+    run = submit(
+        eclient, "import six\nprint('six', six.__version__)\n", pip_packages=["six==1.16.0"]
+    )
     done = wait_for_status(eclient, run["runId"], timeout=240)
     assert done["status"] == "Completed", done["error"]
     assert "six 1.16.0" in eclient.get(f"/api/v1/runs/{run['runId']}/logs").text
@@ -88,14 +90,20 @@ def test_a_wheel_from_the_local_wheel_folder(eclient: httpx.Client) -> None:
 
 def test_same_environment_is_reused_and_a_change_rebuilds(eclient: httpx.Client) -> None:
     script = "import thlocal\nprint('ok')\n"
-    first = wait_for_status(eclient, submit(eclient, script, pip_packages=["thlocal"])["runId"], timeout=240)
-    second = wait_for_status(eclient, submit(eclient, script, pip_packages=["thlocal"])["runId"], timeout=240)
+    first = wait_for_status(
+        eclient, submit(eclient, script, pip_packages=["thlocal"])["runId"], timeout=240
+    )
+    second = wait_for_status(
+        eclient, submit(eclient, script, pip_packages=["thlocal"])["runId"], timeout=240
+    )
     assert first["status"] == second["status"] == "Completed"
     assert first["runDefinition"]["image"] == second["runDefinition"]["image"]
     assert "reused, no build" in build_log(eclient, second["runId"])
     assert "Step 1/" not in build_log(eclient, second["runId"])
     changed = wait_for_status(
-        eclient, submit(eclient, script, pip_packages=["thlocal", "six==1.16.0"])["runId"], timeout=240
+        eclient,
+        submit(eclient, script, pip_packages=["thlocal", "six==1.16.0"])["runId"],
+        timeout=240,
     )
     assert changed["status"] == "Completed"
     assert changed["runDefinition"]["image"] != first["runDefinition"]["image"]
@@ -105,7 +113,10 @@ def test_same_environment_is_reused_and_a_change_rebuilds(eclient: httpx.Client)
 def test_concurrent_identical_submissions_build_once(eclient: httpx.Client) -> None:
     script = "import thlocal\nprint('concurrent')\n"
     # A marker that never applies keeps this environment distinct from the other tests' ones.
-    spec = {"entry_script": "train.py", "pip_packages": ["thlocal==1.0", "trainhub-no-such-marker; python_version < '3'"]}
+    spec = {
+        "entry_script": "train.py",
+        "pip_packages": ["thlocal==1.0", "trainhub-no-such-marker; python_version < '3'"],
+    }
     snap = make_snapshot({"train.py": script})
     with concurrent.futures.ThreadPoolExecutor(3) as pool:
         responses = list(pool.map(lambda _: submit_raw(eclient, spec, snap), range(3)))
@@ -119,7 +130,9 @@ def test_concurrent_identical_submissions_build_once(eclient: httpx.Client) -> N
 
 
 def test_a_failing_build_fails_the_run_with_its_log(eclient: httpx.Client) -> None:
-    run = submit(eclient, "print('never')\n", pip_packages=["trainhub-surely-no-such-package==9.9.9"])
+    run = submit(
+        eclient, "print('never')\n", pip_packages=["trainhub-surely-no-such-package==9.9.9"]
+    )
     done = wait_for_status(eclient, run["runId"], timeout=240)
     assert done["status"] == "Failed"
     assert done["properties"]["reason"] == "build_failed"
@@ -144,7 +157,10 @@ def test_conda_without_conda_in_the_image_is_refused_at_submit(
     assert response.status_code == 422, response.text
     body = response.json()
     assert body["field"] == field
-    assert "need conda or mamba in the base image" in body["error"] and "trainhub/base:cpu" in body["error"]
+    assert (
+        "need conda or mamba in the base image" in body["error"]
+        and "trainhub/base:cpu" in body["error"]
+    )
     assert eclient.get("/api/v1/runs", params={"experiment": "conda"}).json()["runs"] == []
 
 
@@ -160,7 +176,12 @@ def test_custom_image_on_the_engine_and_user_managed(eclient: httpx.Client) -> N
     assert "python at /usr/bin/python3" in eclient.get(f"/api/v1/runs/{run['runId']}/logs").text
     refused = submit_raw(
         eclient,
-        {"entry_script": "train.py", "custom_docker_image": "local/custom:py", "user_managed": True, "pip_packages": ["six"]},
+        {
+            "entry_script": "train.py",
+            "custom_docker_image": "local/custom:py",
+            "user_managed": True,
+            "pip_packages": ["six"],
+        },
         make_snapshot({"train.py": script}),
     )
     assert refused.status_code == 422 and refused.json()["field"] == "pip_packages"
@@ -171,4 +192,7 @@ def test_an_image_that_cannot_be_pulled_fails_clearly(eclient: httpx.Client) -> 
     done = wait_for_status(eclient, run["runId"], timeout=60)
     assert done["status"] == "Failed"
     assert done["properties"]["reason"] == "image_missing"
-    assert "127.0.0.1:1/nowhere/image:1 is not on node local and could not pull" in done["error"]["message"]
+    assert (
+        "127.0.0.1:1/nowhere/image:1 is not on node local and could not pull"
+        in done["error"]["message"]
+    )
