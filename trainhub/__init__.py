@@ -9,7 +9,10 @@ __version__ = "0.1.0"
 from trainhub.sdk import (  # noqa: E402 - the version is read by the modules below
     ActivityFailedException,
     AuthenticationError,
+    CondaDependencies,
     ConfigError,
+    ContainerRegistry,
+    Environment,
     Estimator,
     Experiment,
     Gloo,
@@ -30,7 +33,10 @@ from trainhub.sdk import (  # noqa: E402 - the version is read by the modules be
 __all__ = [
     "ActivityFailedException",
     "AuthenticationError",
+    "CondaDependencies",
     "ConfigError",
+    "ContainerRegistry",
+    "Environment",
     "Estimator",
     "Experiment",
     "Gloo",

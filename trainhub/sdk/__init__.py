@@ -1,5 +1,6 @@
 """The Python SDK: Azure ML v1's Workspace / Experiment / Estimator / Run, against a trainhub server."""
 
+from trainhub.sdk.environment import CondaDependencies, ContainerRegistry, Environment
 from trainhub.sdk.errors import (
     ActivityFailedException,
     AuthenticationError,
@@ -17,7 +18,10 @@ from trainhub.sdk.workspace import Workspace
 __all__ = [
     "ActivityFailedException",
     "AuthenticationError",
+    "CondaDependencies",
     "ConfigError",
+    "ContainerRegistry",
+    "Environment",
     "Estimator",
     "Experiment",
     "Gloo",

@@ -48,6 +48,12 @@ def _name_of(value: Any) -> Any:
     return getattr(value, "name", str(value))
 
 
+def _environment_reference(value: Any) -> Any:
+    if hasattr(value, "reference"):
+        return value.reference()
+    return _name_of(value)
+
+
 class Estimator:
     """Azure ML v1's ``Estimator``: a script, its arguments, where and in what environment to run."""
 
@@ -160,7 +166,7 @@ class Estimator:
             "conda_dependencies_file": self.conda_dependencies_file,
             "pip_requirements_file": self.pip_requirements_file,
             "environment_variables": self.environment_variables,
-            "environment_definition": _name_of(self.environment_definition),
+            "environment_definition": _environment_reference(self.environment_definition),
             "inputs": self.inputs,
             "shm_size": self.shm_size,
             "max_run_duration_seconds": self.max_run_duration_seconds,

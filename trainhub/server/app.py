@@ -20,6 +20,7 @@ from litestar.openapi.spec import Components, SecurityScheme
 from trainhub import __version__
 from trainhub.runs.launcher import Launcher
 from trainhub.runtime.docker import DockerEngine
+from trainhub.server.api.environments import EnvironmentsController
 from trainhub.server.api.health import healthz
 from trainhub.server.api.runs import RunsController
 from trainhub.server.auth import PUBLIC_PATHS, BearerTokenAuth
@@ -72,7 +73,7 @@ def create_app(settings: Settings, db: Database | None = None) -> Litestar:
             database.close()
 
     return Litestar(
-        route_handlers=[healthz, RunsController],
+        route_handlers=[healthz, RunsController, EnvironmentsController],
         lifespan=[lifespan],
         state=State({"settings": settings, "db": database}),
         middleware=[DefineMiddleware(BearerTokenAuth, exclude=PUBLIC_PATHS)],
