@@ -144,14 +144,14 @@ def test_errors_carry_the_servers_message(cli) -> None:  # type: ignore[no-untyp
         "cli",
         "--entry-script",
         "train.py",
-        "--pip",
-        "scikit-learn",
+        "--compute-target",
+        "gpu-cluster",
         check=False,
     )
     assert result.returncode == 1
     assert (
-        "pip_packages is not supported yet" in result.stderr
-        and "field 'pip_packages'" in result.stderr
+        "Unknown compute target 'gpu-cluster'" in result.stderr
+        and "field 'compute_target'" in result.stderr
     )
     unknown = cli("runs", "show", "nope_1_deadbeef", check=False)
     assert unknown.returncode == 1 and "No run with id 'nope_1_deadbeef'" in unknown.stderr

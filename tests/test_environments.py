@@ -200,7 +200,15 @@ def test_an_image_that_cannot_be_pulled_fails_clearly(eclient: httpx.Client) -> 
 
 def test_a_registered_environment_is_used_by_name(env_server: Server, tmp_path: Path) -> None:
     from tests.conftest import TOKEN
-    from trainhub import CondaDependencies, ContainerRegistry, Environment, Estimator, Experiment, ValidationError, Workspace
+    from trainhub import (
+        CondaDependencies,
+        ContainerRegistry,
+        Environment,
+        Estimator,
+        Experiment,
+        ValidationError,
+        Workspace,
+    )
 
     ws = Workspace(env_server.url, token=TOKEN)
     env = Environment("wheel-env")
@@ -208,23 +216,39 @@ def test_a_registered_environment_is_used_by_name(env_server: Server, tmp_path: 
     env.environment_variables = {"GREETING": "hello from the environment"}
     assert env.register(ws).version == 1
     assert env.register(ws).version == 2
-    (tmp_path / "t.py").write_text("import os, thlocal\nprint(thlocal.VALUE, '|', os.environ['GREETING'])\n")
-    run = Experiment(ws, "registered").submit(Estimator(str(tmp_path), entry_script="t.py", environment_definition=env))
+    (tmp_path / "t.py").write_text(
+        "import os, thlocal\nprint(thlocal.VALUE, '|', os.environ['GREETING'])\n"
+    )
+    run = Experiment(ws, "registered").submit(
+        Estimator(str(tmp_path), entry_script="t.py", environment_definition=env)
+    )
     details = run.wait_for_completion()
-    assert "from the wheel folder | hello from the environment" in ws.client.request("GET", f"/api/v1/runs/{run.id}/logs").text
-    assert details["runDefinition"]["environment"]["environment_definition"] == {"name": "wheel-env", "version": 2}
+    assert (
+        "from the wheel folder | hello from the environment"
+        in ws.client.request("GET", f"/api/v1/runs/{run.id}/logs").text
+    )
+    assert details["runDefinition"]["environment"]["environment_definition"] == {
+        "name": "wheel-env",
+        "version": 2,
+    }
     fetched = Environment.get(ws, "wheel-env", version=1)
     assert fetched.version == 1 and fetched.python.conda_dependencies is not None
     assert fetched.python.conda_dependencies.pip_packages == ["thlocal==1.0"]
-    by_name = Experiment(ws, "registered").submit(Estimator(str(tmp_path), entry_script="t.py", environment_definition="wheel-env"))
+    by_name = Experiment(ws, "registered").submit(
+        Estimator(str(tmp_path), entry_script="t.py", environment_definition="wheel-env")
+    )
     assert by_name.wait_for_completion()["status"] == "Completed"
     with pytest.raises(ValidationError) as missing:
-        Experiment(ws, "registered").submit(Estimator(str(tmp_path), entry_script="t.py", environment_definition="nope"))
+        Experiment(ws, "registered").submit(
+            Estimator(str(tmp_path), entry_script="t.py", environment_definition="nope")
+        )
     assert missing.value.field == "environment_definition"
 
     private = Environment("private-env")
     private.docker.base_image = "127.0.0.1:1/team/img:1"
-    private.docker.base_image_registry = ContainerRegistry("127.0.0.1:1", "me", "environment-password")
+    private.docker.base_image_registry = ContainerRegistry(
+        "127.0.0.1:1", "me", "environment-password"
+    )
     private.register(ws)
     listed = ws.client.request("GET", "/api/v1/environments").text
     assert "private-env" in listed and "environment-password" not in listed

@@ -81,34 +81,23 @@ REJECTED: list[tuple[dict[str, Any], str, str]] = [
     ),
     ({"entry_script": "train.py", "script_params": {"--lr": [1, 2]}}, "script_params", "Expected"),
     ({"entry_script": "train.py", "framework": "Caffe"}, "framework", "must be one of"),
-    # Valid Azure ML fields whose capability has not landed: refused, never ignored.
-    ({"entry_script": "train.py", "pip_packages": ["numpy"]}, "pip_packages", "not supported yet"),
     (
         {"entry_script": "train.py", "conda_packages": ["numpy"]},
         "conda_packages",
-        "not supported yet",
+        "need conda or mamba in the base image",
     ),
-    (
-        {"entry_script": "train.py", "pip_requirements_file": "requirements.txt"},
-        "pip_requirements_file",
-        "not supported yet",
-    ),
-    ({"entry_script": "train.py", "use_gpu": True}, "use_gpu", "not supported yet"),
-    ({"entry_script": "train.py", "use_docker": False}, "use_docker", "not supported yet"),
     (
         {"entry_script": "train.py", "environment_definition": "env1"},
         "environment_definition",
-        "not supported yet",
+        "No environment 'env1' is registered",
     ),
     (
-        {
-            "entry_script": "train.py",
-            "custom_docker_image": "r.example/x:1",
-            "image_registry_details": {"address": "r.example", "username": "u", "password": "p"},
-        },
-        "image_registry_details",
-        "not supported yet",
+        {"entry_script": "train.py", "pip_requirements_file": "missing.txt"},
+        "pip_requirements_file",
+        "'missing.txt' is not in the snapshot",
     ),
+    # Valid Azure ML fields whose capability has not landed: refused, never ignored.
+    ({"entry_script": "train.py", "use_gpu": True}, "use_gpu", "not supported yet"),
     ({"entry_script": "train.py", "inputs": [{"datastore": "d"}]}, "inputs", "not supported yet"),
     (
         {"entry_script": "train.py", "node_count": 2, "distributed_training": {"type": "mpi"}},

@@ -52,6 +52,9 @@ class Settings:
     max_concurrent_runs: int = _setting(4, "runs executing at once on the local node")
     sync_interval_seconds: float = _setting(3.0, "how often ./logs is copied from a running run")
     cancel_grace_seconds: int = _setting(10, "seconds between SIGTERM and SIGKILL when a run stops")
+    process_python: str = _setting(
+        "python3", "Python for use_docker=False runs on the server's machine"
+    )
     azureml_compat: bool = _setting(
         False, "make `from azureml.core.run import Run` work in runs (a small azureml.core shim)"
     )
@@ -99,6 +102,13 @@ class Settings:
 
     def run_dir(self, run_id: str) -> Path:
         return self.runs_dir / run_id
+
+    def work_dir(self, run_id: str) -> Path:
+        """Where a use_docker=False run executes (its snapshot, runtime files, exit code)."""
+        return self.data / "work" / run_id
+
+    def venv_dir(self, env_key: str) -> Path:
+        return self.data / "envs" / env_key
 
     def snapshot_path(self, sha256: str) -> Path:
         return self.snapshots_dir / f"{sha256}.tar.gz"

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import shutil
 import threading
 import time
 from collections.abc import Callable
@@ -25,6 +26,7 @@ from trainhub.runs.artifacts import (
     read_single_file,
 )
 from trainhub.runs.preparing import ImagePreparer, PrepareFailed
+from trainhub.runs.process import ProcessRuntime
 from trainhub.runs.status import ACTIVE, DRIVER_LOG, EndReason, RunStatus
 from trainhub.runtime.docker import WORKDIR, DockerEngine, RunContainer
 from trainhub.runtime.incontainer import CONTEXT_DIR, LIB_DIR, runtime_archive
@@ -121,6 +123,7 @@ class Launcher:
         self._wake = asyncio.Event()
         self._dispatcher: asyncio.Task[None] | None = None
         self.preparer = ImagePreparer(settings, db, engine)
+        self.processes = ProcessRuntime(settings, db)
 
     # Lifecycle of the launcher itself ------------------------------------------------------
     async def start(self) -> None:
@@ -184,6 +187,9 @@ class Launcher:
         active = await self.db.read(lambda db: q.runs_with_status(db, ACTIVE))
         containers = await asyncio.to_thread(self.engine.find_run_containers, self.instance)
         for run in active:
+            if not run.spec.get("use_docker", True):
+                await self._recover_process(run)
+                continue
             container = containers.get(run.id)
             canceling = run.status is RunStatus.CANCEL_REQUESTED
             if container is not None and container.status != "created":
@@ -215,6 +221,30 @@ class Launcher:
             if run_id not in known:
                 await asyncio.to_thread(self.engine.remove, container.id)
 
+    async def _recover_process(self, run: q.RunRow) -> None:
+        canceling = run.status is RunStatus.CANCEL_REQUESTED
+        if run.pid is not None and (
+            self.processes.alive(run.pid, run.id) or self.processes.exit_code(run.id) is not None
+        ):
+            log.info("re-attaching run %s (process %d)", run.id, run.pid)
+            if run.status in (RunStatus.PREPARING, RunStatus.STARTING):
+                await self._apply(run.id, RunStatus.RUNNING)
+            if canceling:
+                self.request_cancel(run.id)
+            self._spawn(run.id, None)
+        elif canceling:
+            await self._apply(run.id, RunStatus.CANCELED, reason=EndReason.CANCELED.value)
+        elif run.status in (RunStatus.PREPARING, RunStatus.STARTING):
+            await self._apply(
+                run.id, RunStatus.QUEUED, detail="queued again after a server restart", pid=None
+            )
+        else:
+            await self._end_failed(
+                run.id,
+                EndReason.PROCESS_GONE,
+                "The run's process is gone (it ended while the server was down, without an exit code)",
+            )
+
     # One run -------------------------------------------------------------------------------
     async def _drive(self, run_id: str, container: RunContainer | None) -> None:
         container_id = container.id if container else None
@@ -222,6 +252,9 @@ class Launcher:
             run = await self.db.read(lambda db: q.get_run(db, run_id))
             assert run is not None
             spec = msgspec.convert(run.spec, EstimatorSpec)
+            if not spec.use_docker:
+                await self._drive_process(run, spec)
+                return
             if container_id is None:
                 container_id = await self._prepare_and_start(run, spec)
                 if container_id is None:
@@ -326,8 +359,19 @@ class Launcher:
             stopped_for = EndReason.CANCELED
         await asyncio.to_thread(self._collect, container_id, run_dir, ("outputs", "logs"))
         await self._sync_context(run.id, container_id, run_dir)
+        await self._finish(run, spec, exit_code, stopped_for)
+        await asyncio.to_thread(self.engine.remove, container_id)
+
+    async def _finish(
+        self,
+        run: q.RunRow,
+        spec: EstimatorSpec,
+        exit_code: int | None,
+        stopped_for: EndReason | None,
+    ) -> None:
+        """The end status: Canceled, Failed (timeout, exit code) or Completed."""
         await self.db.write(lambda db: q.update_run(db, run.id, exit_code=exit_code))
-        if stopped_for is EndReason.CANCELED or cancel.is_set():
+        if stopped_for is EndReason.CANCELED or self._cancel_event(run.id).is_set():
             await self._end_canceled(run.id)
         elif stopped_for is EndReason.TIMEOUT:
             await self._end_failed(
@@ -338,14 +382,81 @@ class Launcher:
             )
         elif exit_code == 0:
             await self._apply(run.id, RunStatus.COMPLETED)
+        elif exit_code is None:
+            await self._end_failed(
+                run.id,
+                EndReason.PROCESS_GONE,
+                "The run's process ended without an exit code (killed from outside?)",
+            )
         else:
-            tail = log_tail(run_dir / DRIVER_LOG)
+            tail = log_tail(self.settings.run_dir(run.id) / DRIVER_LOG)
             await self._end_failed(
                 run.id,
                 EndReason.EXIT_CODE,
                 f"The script exited with code {exit_code}.\n{tail}".rstrip(),
             )
-        await asyncio.to_thread(self.engine.remove, container_id)
+
+    # Runs without a container ------------------------------------------------------------
+    async def _drive_process(self, run: q.RunRow, spec: EstimatorSpec) -> None:
+        pid = run.pid
+        if pid is None:
+            await asyncio.to_thread(prepare_run_dir, self.settings.run_dir(run.id))
+            env = await asyncio.to_thread(self.preparer.environment, run, spec)
+            try:
+                python = await self.processes.python_for(run, env)
+            except PrepareFailed as exc:
+                await self._end_failed(run.id, exc.reason, exc.message)
+                return
+            if self._cancel_event(run.id).is_set() or not await self._apply(
+                run.id, RunStatus.STARTING, expect=[RunStatus.PREPARING]
+            ):
+                await self._end_canceled(run.id)
+                return
+            assert run.snapshot is not None
+            snapshot = self.settings.snapshot_path(run.snapshot)
+            pid = await asyncio.to_thread(self.processes.start, run, spec, python, snapshot)
+            started_pid = pid
+            await self.db.write(
+                lambda db: q.update_run(db, run.id, pid=started_pid, image=f"process:{python}")
+            )
+            await self._apply(run.id, RunStatus.RUNNING, expect=[RunStatus.STARTING])
+        fresh = await self.db.read(lambda db: q.get_run(db, run.id))
+        started = (fresh.started_at if fresh else None) or time.time()
+        limit = spec.max_run_duration_seconds
+        deadline = started + limit if limit else None
+        cancel = self._cancel_event(run.id)
+        stopped_for: EndReason | None = None
+        next_sync = time.monotonic() + self.settings.sync_interval_seconds
+        while await asyncio.to_thread(self.processes.alive, pid, run.id):
+            if cancel.is_set() or (deadline is not None and time.time() > deadline):
+                stopped_for = EndReason.CANCELED if cancel.is_set() else EndReason.TIMEOUT
+                await asyncio.to_thread(
+                    self.processes.stop, pid, run.id, self.settings.cancel_grace_seconds
+                )
+                break
+            if time.monotonic() > next_sync:
+                await self._ingest(
+                    run.id, await asyncio.to_thread(self.processes.collect, run.id, ("logs",))
+                )
+                next_sync = time.monotonic() + self.settings.sync_interval_seconds
+            try:
+                await asyncio.wait_for(cancel.wait(), timeout=0.25)
+            except TimeoutError:
+                pass
+        await asyncio.to_thread(self.processes.forget, pid)
+        if stopped_for is None and not await self._apply(
+            run.id, RunStatus.FINALIZING, expect=[RunStatus.RUNNING, RunStatus.FINALIZING]
+        ):
+            stopped_for = EndReason.CANCELED
+        lines = await asyncio.to_thread(self.processes.collect, run.id, ("outputs", "logs"))
+        await self._ingest(run.id, lines)
+        exit_code = await asyncio.to_thread(self.processes.exit_code, run.id)
+        await self._finish(run, spec, exit_code, stopped_for)
+        await asyncio.to_thread(shutil.rmtree, self.settings.work_dir(run.id), True)
+
+    async def _ingest(self, run_id: str, lines: list[str]) -> None:
+        if lines:
+            await self.db.write(lambda db: metrics.ingest(db, run_id, lines, len(lines)))
 
     # Artifacts -----------------------------------------------------------------------------
     def _copy_log(self, container_id: str, path: Path) -> None:

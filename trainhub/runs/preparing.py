@@ -77,13 +77,13 @@ class ImagePreparer:
         lock = self._locks.setdefault(tag, asyncio.Lock())
         async with lock:
             if await asyncio.to_thread(self.engine.image_present, tag):
-                _append(
+                append_log(
                     log_path,
                     f"Environment image {tag} is present on node {self.node}: reused, no build.\n",
                 )
                 await self.db.write(lambda db: env_store.touch_image(db, tag))
                 return tag
-            _append(
+            append_log(
                 log_path,
                 f"Building environment image {tag} on node {self.node} from {env.base_image}\n",
             )
@@ -96,7 +96,7 @@ class ImagePreparer:
                     EndReason.BUILD_FAILED, f"The environment build failed:\n{exc}"
                 ) from None
             seconds = time.monotonic() - started
-            _append(log_path, f"Built {tag} in {seconds:.1f} s\n")
+            append_log(log_path, f"Built {tag} in {seconds:.1f} s\n")
             await self.db.write(
                 lambda db: env_store.record_image(
                     db,
@@ -126,18 +126,18 @@ class ImagePreparer:
                 EndReason.IMAGE_MISSING,
                 f"The default image {image} is not on this node's Docker engine. Build it once with `{command}`.",
             )
-        _append(log_path, f"Pulling {image}\n")
+        append_log(log_path, f"Pulling {image}\n")
         try:
             await asyncio.to_thread(self.engine.pull, image, env.registry)
         except EngineError as exc:
-            _append(log_path, f"{exc}\n")
+            append_log(log_path, f"{exc}\n")
             raise PrepareFailed(
                 EndReason.IMAGE_MISSING, f"The image {image} is not on node {self.node} and {exc}"
             ) from None
-        _append(log_path, f"Pulled {image}\n")
+        append_log(log_path, f"Pulled {image}\n")
 
 
-def _append(path: Path, text: str) -> None:
+def append_log(path: Path, text: str) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     with path.open("a", encoding="utf-8") as fh:
         fh.write(text)

@@ -90,6 +90,7 @@ def snapshots_metrics_tags(db: sqlite_utils.Database) -> None:
 @MIGRATIONS(name="0003_environments")
 def environments(db: sqlite_utils.Database) -> None:
     db.table("runs").add_column("image", str)
+    db.table("runs").add_column("pid", int)
     db.table("env_images").create(
         {
             "image": str,

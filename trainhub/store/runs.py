@@ -41,6 +41,7 @@ class RunRow:
     context_lines: int
     snapshot_uploaded: int
     image: str | None
+    pid: int | None
 
     @classmethod
     def from_row(cls, row: dict[str, Any]) -> RunRow:

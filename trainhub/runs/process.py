@@ -1,0 +1,241 @@
+"""Runs without a container (``use_docker=False``): the script as a process on the server's machine,
+in a virtual environment built from the same fields and cached the same way as images.
+
+The process runs in its own session with its output going straight to ``logs/driver_log.txt`` and its
+exit code to a file, so it survives a server restart and is finished by the next server. Nothing it
+writes leaves ``DATA/work/<run_id>``; ``./outputs`` and ``./logs`` are copied into run history (regular
+files only, never links).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import io
+import os
+import shutil
+import signal
+import subprocess
+import tarfile
+import time
+from pathlib import Path
+
+from trainhub.runs import environment as envs
+from trainhub.runs.artifacts import SERVER_WRITTEN, prepare_run_dir
+from trainhub.runs.preparing import PrepareFailed, append_log
+from trainhub.runs.status import BUILD_LOG, DRIVER_LOG, EndReason
+from trainhub.runtime.incontainer import runtime_archive
+from trainhub.settings import Settings
+from trainhub.spec import EstimatorSpec
+from trainhub.store import Database
+from trainhub.store import runs as q
+
+PASSED_THROUGH = (
+    "PATH",
+    "HOME",
+    "LANG",
+    "LC_ALL",
+    "TZ",
+    "TMPDIR",
+    "CUDA_VISIBLE_DEVICES",
+    "LD_LIBRARY_PATH",
+)
+
+
+class ProcessRuntime:
+    def __init__(self, settings: Settings, db: Database) -> None:
+        self.settings = settings
+        self.db = db
+        self._locks: dict[str, asyncio.Lock] = {}
+        self.children: dict[int, subprocess.Popen[bytes]] = {}
+
+    # Preparing: the virtual environment -------------------------------------------------------
+    async def python_for(self, run: q.RunRow, env: envs.Environment) -> str:
+        python = shutil.which(self.settings.process_python) or self.settings.process_python
+        log_path = self.settings.run_dir(run.id) / BUILD_LOG
+        if not env.needs_build:
+            return python
+        if env.needs_conda:
+            raise PrepareFailed(
+                EndReason.BUILD_FAILED, "conda packages need a container image with conda"
+            )
+        version = await asyncio.to_thread(
+            lambda: subprocess.run(
+                [python, "--version"], capture_output=True, text=True
+            ).stdout.strip()
+        )
+        fingerprint = await asyncio.to_thread(envs.build_fingerprint, self.settings)
+        key = env.key(f"process:{python}:{version}", fingerprint)
+        venv = self.settings.venv_dir(key)
+        async with self._locks.setdefault(key, asyncio.Lock()):
+            if (venv / "ready").exists():
+                append_log(log_path, f"Virtual environment {key} is present: reused, no build.\n")
+                return str(venv / "bin" / "python")
+            append_log(log_path, f"Building virtual environment {key} with {python} ({version})\n")
+            started = time.monotonic()
+            ok = await asyncio.to_thread(self._build_venv, python, env, venv, log_path)
+            if not ok:
+                tail = "\n".join(log_path.read_text(errors="replace").splitlines()[-15:])
+                raise PrepareFailed(
+                    EndReason.BUILD_FAILED, f"The environment build failed:\n{tail}"
+                )
+            append_log(log_path, f"Built in {time.monotonic() - started:.1f} s\n")
+        return str(venv / "bin" / "python")
+
+    def _build_venv(self, python: str, env: envs.Environment, venv: Path, log_path: Path) -> bool:
+        # venvs are not relocatable: built in place; the "ready" marker says it is complete.
+        shutil.rmtree(venv, ignore_errors=True)
+        venv.mkdir(parents=True)
+        pip_env = {
+            **{k: os.environ[k] for k in PASSED_THROUGH if k in os.environ},
+            **envs.pip_environment(
+                self.settings, self.settings.build_ca_bundle, self.settings.wheel_dir
+            ),
+        }
+        requirements = venv / "trainhub-requirements.txt"
+        lines = list(env.pip_packages) + ([env.pip_requirements] if env.pip_requirements else [])
+        requirements.write_text("\n".join(lines) + "\n")
+        steps = [
+            [python, "-m", "venv", "--system-site-packages", str(venv)],
+            [str(venv / "bin" / "python"), "-m", "pip", "install", "-r", str(requirements)],
+        ]
+        with log_path.open("a") as sink:
+            for step in steps:
+                sink.write("$ " + " ".join(step) + "\n")
+                sink.flush()
+                if (
+                    subprocess.run(
+                        step, stdout=sink, stderr=subprocess.STDOUT, env=pip_env
+                    ).returncode
+                    != 0
+                ):
+                    return False
+        (venv / "ready").write_text("ok\n")
+        return True
+
+    # Starting ---------------------------------------------------------------------------------
+    def start(self, run: q.RunRow, spec: EstimatorSpec, python: str, snapshot: Path) -> int:
+        work = self.settings.work_dir(run.id)
+        shutil.rmtree(work, ignore_errors=True)
+        (work / "wd").mkdir(parents=True)
+        with tarfile.open(snapshot, "r:gz") as tar:
+            tar.extractall(work / "wd", filter="data")
+        with tarfile.open(fileobj=io.BytesIO(runtime_archive(self.settings.azureml_compat))) as tar:
+            tar.extractall(work / "sys", filter="data")
+        run_dir = self.settings.run_dir(run.id)
+        prepare_run_dir(run_dir)
+        env = {k: os.environ[k] for k in PASSED_THROUGH if k in os.environ}
+        env.update(spec.environment_variables)
+        env.update(
+            {
+                "TRAINHUB_RUN_ID": run.id,
+                "AZUREML_RUN_ID": run.id,
+                "TRAINHUB_RUN_NUMBER": str(run.number),
+                "TRAINHUB_EXPERIMENT": run.experiment,
+                "AZUREML_EXPERIMENT_NAME": run.experiment,
+                "TRAINHUB_CONTEXT_DIR": str(work / "sys" / "trainhub" / "ctx"),
+                "TRAINHUB_EXIT_FILE": str(work / "exit_code"),
+                "PYTHONPATH": ":".join(
+                    p
+                    for p in [
+                        str(work / "sys" / "trainhub" / "lib"),
+                        spec.environment_variables.get("PYTHONPATH"),
+                    ]
+                    if p
+                ),
+                "PYTHONUNBUFFERED": "1",
+            }
+        )
+        script = 'code=0; "$@" || code=$?; echo "$code" > "$TRAINHUB_EXIT_FILE"'
+        command = [
+            "/bin/sh",
+            "-c",
+            script,
+            f"trainhub:{run.id}",
+            python,
+            "-u",
+            spec.entry_script,
+            *spec.arguments(),
+        ]
+        with (run_dir / DRIVER_LOG).open("ab") as log:
+            proc = subprocess.Popen(
+                command,
+                cwd=work / "wd",
+                env=env,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                start_new_session=True,
+            )
+        self.children[proc.pid] = proc
+        return proc.pid
+
+    # Running ----------------------------------------------------------------------------------
+    def alive(self, pid: int, run_id: str) -> bool:
+        child = self.children.get(pid)
+        if child is not None:
+            return child.poll() is None
+        try:
+            cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
+        except OSError:
+            return False
+        return f"trainhub:{run_id}".encode() in cmdline
+
+    def exit_code(self, run_id: str) -> int | None:
+        try:
+            return int((self.settings.work_dir(run_id) / "exit_code").read_text().strip())
+        except (OSError, ValueError):
+            return None
+
+    def stop(self, pid: int, run_id: str, grace: float) -> None:
+        """SIGTERM to the whole process group, SIGKILL after ``grace`` seconds."""
+        for sig, wait in ((signal.SIGTERM, grace), (signal.SIGKILL, 5.0)):
+            try:
+                os.killpg(pid, sig)
+            except ProcessLookupError:
+                return
+            deadline = time.monotonic() + wait
+            while time.monotonic() < deadline:
+                if not self.alive(pid, run_id):
+                    return
+                time.sleep(0.1)
+
+    def forget(self, pid: int) -> None:
+        child = self.children.pop(pid, None)
+        if child is not None:
+            child.wait()
+
+    def collect(self, run_id: str, tops: tuple[str, ...]) -> list[str]:
+        """Copy ``tops`` (outputs, logs) and uploaded files into run history; return context lines."""
+        work = self.settings.work_dir(run_id)
+        run_dir = self.settings.run_dir(run_id)
+        for top in tops:
+            _copy_tree(work / "wd" / top, run_dir / top, run_dir)
+        ctx = work / "sys" / "trainhub" / "ctx"
+        _copy_tree(ctx / "files", run_dir, run_dir)
+        try:
+            data = (ctx / "metrics.jsonl").read_bytes()
+        except OSError:
+            return []
+        complete = data[: data.rfind(b"\n") + 1] if b"\n" in data else b""
+        return complete.decode("utf-8", errors="replace").splitlines()
+
+
+def _copy_tree(src: Path, dest: Path, run_dir: Path) -> None:
+    """Regular files only (links are never followed), never outside ``run_dir``, never over files the
+    server writes itself."""
+    if not src.is_dir() or src.is_symlink():
+        return
+    root = run_dir.resolve()
+    skipped = {root / name for name in SERVER_WRITTEN}
+    for dirpath, dirnames, filenames in os.walk(src, followlinks=False):
+        base = Path(dirpath)
+        dirnames[:] = [d for d in dirnames if not (base / d).is_symlink()]
+        for name in filenames:
+            source = base / name
+            if source.is_symlink() or not source.is_file() or name.endswith(".part"):
+                continue
+            target = (dest / source.relative_to(src)).resolve()
+            if not target.is_relative_to(root) or target in skipped:
+                continue
+            target.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(source, target)
