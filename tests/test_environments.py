@@ -6,6 +6,8 @@ from __future__ import annotations
 import base64
 import concurrent.futures
 import hashlib
+import sqlite3
+import uuid
 import zipfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -44,9 +46,26 @@ def make_wheel(folder: Path, name: str, version: str, value: str) -> Path:
 def env_server(tmp_path_factory: pytest.TempPathFactory, docker_ready: None) -> Iterator[Server]:
     wheels = tmp_path_factory.mktemp("wheels")
     make_wheel(wheels, "thlocal", "1.0", "from the wheel folder")
+    # The wheel folder is part of every image's hash: a fresh marker makes this session's images new,
+    # whatever earlier sessions left on the engine.
+    (wheels / f"session-{uuid.uuid4().hex}.txt").write_text("marker\n")
     srv = start_server(tmp_path_factory, "env-data", build_ca_bundle=HOST_CA, wheel_dir=str(wheels))
     yield srv
     srv.cleanup()
+    remove_env_images(srv)
+
+
+def remove_env_images(server: Server) -> None:
+    """Remove the environment images a test server built (the engine is shared by sessions)."""
+    with sqlite3.connect(server.data / "trainhub.db") as conn:
+        images = [row[0] for row in conn.execute("select image from env_images")]
+    engine = docker.from_env()
+    for image in images:
+        try:
+            engine.images.remove(image, force=True)
+        except docker.errors.ImageNotFound:
+            pass
+    engine.close()
 
 
 @pytest.fixture
@@ -254,3 +273,71 @@ def test_a_registered_environment_is_used_by_name(env_server: Server, tmp_path: 
     assert "private-env" in listed and "environment-password" not in listed
     one = ws.client.json("GET", "/api/v1/environments/private-env")
     assert one["definition"]["image_registry_details"]["password"] == "***"
+
+
+def test_images_list_and_prune_from_the_cli(env_server: Server, tmp_path: Path) -> None:
+    import json
+    import os
+    import subprocess
+    import sys
+
+    from tests.conftest import TOKEN
+
+    env = {k: v for k, v in os.environ.items() if not k.startswith("TRAINHUB_")}
+    env.update({"TRAINHUB_URL": env_server.url, "TRAINHUB_TOKEN": TOKEN})
+
+    def cli(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [sys.executable, "-m", "trainhub", *args],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+
+    listed = json.loads(cli("images", "list", "--json").stdout)
+    images = {img["image"]: img for img in listed}
+    assert images and all(img["present"] for img in images.values())
+    assert all(name.startswith("trainhub/env:") for name in images)
+    assert "trainhub/env:" in cli("images", "list").stdout
+    kept = json.loads(cli("images", "prune", "--days", "30", "--json").stdout)
+    assert kept["removed"] == [] and set(kept["kept"]) == set(images)
+    pruned = json.loads(cli("images", "prune", "--days", "0", "--json").stdout)
+    assert set(pruned["removed"]) == set(images)
+    engine = docker.from_env()
+    for image in images:
+        with pytest.raises(docker.errors.ImageNotFound):
+            engine.images.get(image)
+    engine.close()
+    assert json.loads(cli("images", "list", "--json").stdout) == []
+    client = env_server.client()
+    rebuilt = wait_for_status(
+        client, submit(client, "import thlocal\n", pip_packages=["thlocal"])["runId"], timeout=240
+    )
+    assert rebuilt["status"] == "Completed"
+    assert "Building environment image" in build_log(client, rebuilt["runId"])
+
+
+def test_gpu_base_image_needs_a_registry_and_says_so() -> None:
+    import subprocess
+    import sys
+
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "trainhub",
+            "images",
+            "build-base",
+            "--gpu",
+            "--tag",
+            "trainhub/test-gpu:never",
+            "--cuda-image",
+            "127.0.0.1:1/nvidia/cuda:12-runtime",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert result.returncode == 1
+    assert "needs a registry that serves it" in result.stderr and "--cuda-image" in result.stderr

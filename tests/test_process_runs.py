@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import textwrap
 import time
+import uuid
 from collections.abc import Iterator
 
 import httpx
@@ -18,6 +19,7 @@ from tests.test_environments import HOST_CA, make_wheel
 def proc_server(tmp_path_factory: pytest.TempPathFactory, docker_ready: None) -> Iterator[Server]:
     wheels = tmp_path_factory.mktemp("proc-wheels")
     make_wheel(wheels, "thlocal", "1.0", "wheel in a venv")
+    (wheels / f"session-{uuid.uuid4().hex}.txt").write_text("marker\n")
     srv = start_server(
         tmp_path_factory, "proc-data", build_ca_bundle=HOST_CA, wheel_dir=str(wheels)
     )

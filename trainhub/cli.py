@@ -72,29 +72,108 @@ def images() -> None:
 
 @images.command("build-base")
 @click.option(
-    "--tag", default=None, help="Image tag [TRAINHUB_DEFAULT_IMAGE, default trainhub/base:cpu]."
+    "--tag", default=None, help="Image tag [TRAINHUB_DEFAULT_IMAGE / TRAINHUB_DEFAULT_GPU_IMAGE]."
 )
 @click.option("--mirror", default=None, help="Debian mirror [TRAINHUB_DEBIAN_MIRROR].")
+@click.option(
+    "--gpu", is_flag=True, help="Build the GPU image from an NVIDIA CUDA base (needs a registry)."
+)
+@click.option(
+    "--cuda-image", default=None, help="CUDA base for --gpu (e.g. a lab mirror of nvidia/cuda)."
+)
 @click.option("--force", is_flag=True, help="Rebuild even when the image is present.")
-def build_base(tag: str | None, mirror: str | None, force: bool) -> None:
-    """Build the default CPU image locally from Debian packages (no registry needed)."""
+def build_base(
+    tag: str | None, mirror: str | None, gpu: bool, cuda_image: str | None, force: bool
+) -> None:
+    """Build the default image locally: CPU from Debian packages (no registry needed), or --gpu."""
     import docker
 
-    from trainhub.runtime.base_image import BaseImageError, build_base_image
+    from trainhub.runtime.base_image import (
+        CUDA_BASE,
+        BaseImageError,
+        build_base_image,
+        build_gpu_base_image,
+    )
 
     settings = Settings.load(debian_mirror=mirror)
     try:
         client = docker.from_env()
-        build_base_image(
-            client,
-            tag or settings.default_image,
-            settings.debian_mirror,
-            force=force,
-            log=lambda line: click.echo(line, err=True),
-        )
+        if gpu:
+            build_gpu_base_image(
+                client,
+                tag or settings.default_gpu_image,
+                cuda_image or CUDA_BASE,
+                force=force,
+                log=lambda line: click.echo(line, err=True),
+            )
+        else:
+            build_base_image(
+                client,
+                tag or settings.default_image,
+                settings.debian_mirror,
+                force=force,
+                log=lambda line: click.echo(line, err=True),
+            )
     except (BaseImageError, docker.errors.DockerException) as exc:
         click.echo(f"error: {exc}", err=True)
         sys.exit(1)
+
+
+@images.command("list")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+def images_list(as_json: bool) -> None:
+    """Environment images the server built, with when a run last used each."""
+    found = _client_call(lambda ws: ws.client.json("GET", "/api/v1/images"))["images"]
+    if as_json:
+        _emit_json(found)
+        return
+    if not found:
+        click.echo(
+            "No environment images yet: runs with pip_packages or conda_packages build them."
+        )
+        return
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table("image", "node", "base", "size", "built in", "last used (UTC)")
+    for img in found:
+        size = f"{img['size'] / 2**20:.0f} MB" if img["size"] else "(gone)"
+        built = f"{img['buildSeconds']:.1f} s" if img["buildSeconds"] else "-"
+        table.add_row(
+            img["image"], img["node"], img["baseImage"], size, built, img["lastUsedTimeUtc"]
+        )
+    Console().print(table)
+
+
+@images.command("prune")
+@click.option(
+    "--days",
+    type=float,
+    default=30,
+    show_default=True,
+    help="Remove images no run used for this long.",
+)
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+def images_prune(days: float, as_json: bool) -> None:
+    """Remove environment images that no run used for DAYS days (never one a running run uses)."""
+    result = _client_call(
+        lambda ws: ws.client.json("POST", "/api/v1/images/prune", params={"days": days})
+    )
+    if as_json:
+        _emit_json(result)
+        return
+    for image in result["removed"]:
+        click.echo(f"removed {image}")
+    click.echo(f"{len(result['removed'])} removed, {len(result['kept'])} kept")
+
+
+def _client_call(fn: Any) -> Any:
+    from trainhub.sdk.errors import TrainhubError
+
+    try:
+        return fn(_workspace())
+    except TrainhubError as exc:
+        _fail(exc)
 
 
 # Client commands: the same verbs as the SDK ----------------------------------------------------

@@ -100,3 +100,78 @@ def build_base_image(
         raise BaseImageError(f"the import finished but {tag} is not on the engine")
     log(f"built {tag}")
     return True
+
+
+# The GPU image: needs a registry that serves an NVIDIA CUDA base (Docker Hub or a lab mirror).
+CUDA_BASE = "nvidia/cuda:12.4.1-cudnn-runtime-ubuntu22.04"
+GPU_RECIPE_VERSION = "1"
+
+
+def gpu_dockerfile(cuda_image: str) -> str:
+    return "\n".join(
+        [
+            f"FROM {cuda_image}",
+            "ENV DEBIAN_FRONTEND=noninteractive LANG=C.UTF-8 PYTHONUNBUFFERED=1",
+            "RUN apt-get update && apt-get install -y --no-install-recommends "
+            + " ".join(CPU_PACKAGES)
+            + " && rm -rf /var/lib/apt/lists/*",
+            f"LABEL org.trainhub.recipe={GPU_RECIPE_VERSION} org.trainhub.kind=base-gpu",
+            'CMD ["python3"]',
+            "",
+        ]
+    )
+
+
+def build_gpu_base_image(
+    client: docker.DockerClient,
+    tag: str,
+    cuda_image: str,
+    *,
+    force: bool = False,
+    log: Callable[[str], None] = print,
+) -> bool:
+    """``trainhub images build-base --gpu``: CUDA runtime + the same packages as the CPU image."""
+    import io
+    import tarfile
+
+    if not force:
+        try:
+            labels = client.images.get(tag).labels or {}
+            if labels.get("org.trainhub.recipe") == GPU_RECIPE_VERSION:
+                log(
+                    f"{tag} is present (GPU recipe {GPU_RECIPE_VERSION}); nothing to do (--force rebuilds it)"
+                )
+                return False
+        except docker.errors.ImageNotFound:
+            pass
+    data = gpu_dockerfile(cuda_image).encode()
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w") as tar:
+        info = tarfile.TarInfo("Dockerfile")
+        info.size = len(data)
+        tar.addfile(info, io.BytesIO(data))
+    log(f"building {tag} from {cuda_image}...")
+    try:
+        for event in client.api.build(
+            fileobj=io.BytesIO(buf.getvalue()),
+            custom_context=True,
+            tag=tag,
+            rm=True,
+            pull=True,
+            decode=True,
+        ):
+            if event.get("stream"):
+                log(event["stream"].rstrip())
+            if event.get("error"):
+                raise BaseImageError(
+                    f"building {tag} failed: {event['error'].strip()}\n"
+                    f"The GPU image starts from {cuda_image}, which needs a registry that serves it "
+                    "(Docker Hub, or a lab mirror given with --cuda-image)."
+                )
+    except docker.errors.APIError as exc:
+        raise BaseImageError(
+            f"building {tag} failed: {exc.explanation or exc}\nThe GPU image starts from {cuda_image}, "
+            "which needs a registry that serves it (Docker Hub, or a lab mirror given with --cuda-image)."
+        ) from None
+    log(f"built {tag}")
+    return True
