@@ -8,22 +8,18 @@ Needs a running Docker engine and the base image (./scripts/test sets both up).
 from __future__ import annotations
 
 import argparse
-import os
 import random
-import socket
 import statistics
 import subprocess
-import sys
 import tempfile
 import time
 from pathlib import Path
 
-import httpx
+from _server import running_server  # bench/ is this script's folder
 
 from trainhub import Estimator, Experiment, Workspace
 from trainhub.sdk.snapshot import pack
 
-TOKEN = "th_bench_token"
 WORDS = b"epoch loss accuracy gradient tensor batch layer weight bias optimizer ".split()
 
 
@@ -37,12 +33,6 @@ def make_tree(root: Path, files: int, total_mb: int) -> None:
         text = b" ".join(rng.choice(WORDS) for _ in range(size // 16))[: size // 2]
         (folder / f"file{i}.dat").write_bytes(text + rng.randbytes(size - len(text)))
     (root / "train.py").write_text("print('bench')\n")
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def time_tar(root: Path, out: Path) -> float:
@@ -73,58 +63,27 @@ def main() -> None:
         tmpdir = Path(tmp)
         root = tmpdir / "project"
         make_tree(root, args.files, args.mb)
-        port = free_port()
-        env = {**os.environ, "TRAINHUB_ADMIN_TOKEN": TOKEN}
-        with (tmpdir / "server.log").open("wb") as log:
-            server = subprocess.Popen(
-                [
-                    sys.executable,
-                    "-m",
-                    "trainhub",
-                    "serve",
-                    "--port",
-                    str(port),
-                    "--data",
-                    str(tmpdir / "data"),
-                ],
-                env=env,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-            )
-            try:
-                url = f"http://127.0.0.1:{port}"
-                for _ in range(100):
-                    try:
-                        httpx.get(f"{url}/healthz")
-                        break
-                    except httpx.HTTPError:
-                        time.sleep(0.1)
-                ws = Workspace(url, token=TOKEN)
-                tar_times, pack_times = [], []
-                for _ in range(args.reps):  # interleaved, so machine noise hits both alike
-                    tar_times.append(time_tar(root, tmpdir / "baseline.tar.gz"))
-                    pack_times.append(time_pack(root, ws))
-                sent: list[int] = []
-                ws.client._http.event_hooks["request"].append(
-                    lambda request: (
-                        sent.append(int(request.headers.get("content-length") or 0))
-                        if request.method == "POST"
-                        else None
-                    )
+        with running_server(tmpdir / "server") as client:
+            ws = Workspace(str(client.base_url), token=client.headers["Authorization"].split()[1])
+            tar_times, pack_times = [], []
+            for _ in range(args.reps):  # interleaved, so machine noise hits both alike
+                tar_times.append(time_tar(root, tmpdir / "baseline.tar.gz"))
+                pack_times.append(time_pack(root, ws))
+            sent: list[int] = []
+            ws.client._http.event_hooks["request"].append(
+                lambda request: (
+                    sent.append(int(request.headers.get("content-length") or 0))
+                    if request.method == "POST"
+                    else None
                 )
-                exp = Experiment(ws, "bench-snapshot")
-                est = Estimator(str(root), entry_script="train.py")
-                first = exp.submit(est, max_snapshot_bytes=400 * 1024 * 1024)
-                second = exp.submit(est, max_snapshot_bytes=400 * 1024 * 1024)
-                uploaded = [
-                    first.properties["snapshotUploaded"],
-                    second.properties["snapshotUploaded"],
-                ]
-                first.wait_for_completion()
-                second.wait_for_completion()
-            finally:
-                server.terminate()
-                server.wait(10)
+            )
+            exp = Experiment(ws, "bench-snapshot")
+            est = Estimator(str(root), entry_script="train.py")
+            first = exp.submit(est, max_snapshot_bytes=400 * 1024 * 1024)
+            second = exp.submit(est, max_snapshot_bytes=400 * 1024 * 1024)
+            uploaded = [first.properties["snapshotUploaded"], second.properties["snapshotUploaded"]]
+            first.wait_for_completion()
+            second.wait_for_completion()
     med_tar, med_pack = statistics.median(tar_times), statistics.median(pack_times)
     print(f"folder: {args.files} files, {args.mb} MB; repetitions: {args.reps} (medians)")
     print(f"tar czf (baseline)                  {med_tar:6.2f} s")

@@ -10,20 +10,17 @@ from __future__ import annotations
 import argparse
 import io
 import json
-import os
-import socket
 import statistics
 import subprocess
-import sys
 import tarfile
 import tempfile
 import time
 from pathlib import Path
 
 import httpx
+from _server import running_server  # bench/ is this script's folder
 
 IMAGE = "trainhub/base:cpu"
-TOKEN = "th_bench_token"
 SCRIPT = b"print('hello')\n"
 
 
@@ -34,12 +31,6 @@ def snapshot() -> bytes:
         info.size = len(SCRIPT)
         tar.addfile(info, io.BytesIO(SCRIPT))
     return buf.getvalue()
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def bare_docker_run() -> float:
@@ -81,38 +72,16 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--reps", type=int, default=9)
     args = parser.parse_args()
-    port = free_port()
-    with tempfile.TemporaryDirectory() as data:
-        env = {**os.environ, "TRAINHUB_ADMIN_TOKEN": TOKEN}
-        log = (Path(data) / "server.log").open("wb")
-        server = subprocess.Popen(
-            [sys.executable, "-m", "trainhub", "serve", "--port", str(port), "--data", data],
-            env=env,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-        )
-        try:
-            client = httpx.Client(
-                base_url=f"http://127.0.0.1:{port}", headers={"Authorization": f"Bearer {TOKEN}"}
-            )
-            for _ in range(100):
-                try:
-                    client.get("/healthz")
-                    break
-                except httpx.HTTPError:
-                    time.sleep(0.1)
-            snap = snapshot()
-            trainhub_run(client, snap)  # warm-up: imports, first container
-            bare_docker_run()
-            bare, first, done = [], [], []
-            for _ in range(args.reps):  # interleaved, so machine noise hits both alike
-                bare.append(bare_docker_run())
-                f, d = trainhub_run(client, snap)
-                first.append(f)
-                done.append(d)
-        finally:
-            server.terminate()
-            server.wait(10)
+    with tempfile.TemporaryDirectory() as data, running_server(Path(data)) as client:
+        snap = snapshot()
+        trainhub_run(client, snap)  # warm-up: imports, first container
+        bare_docker_run()
+        bare, first, done = [], [], []
+        for _ in range(args.reps):  # interleaved, so machine noise hits both alike
+            bare.append(bare_docker_run())
+            f, d = trainhub_run(client, snap)
+            first.append(f)
+            done.append(d)
     med_bare, med_first, med_done = (statistics.median(x) for x in (bare, first, done))
     print(f"repetitions: {args.reps} (medians)")
     print(f"docker run --rm (baseline)         {med_bare:6.3f} s")

@@ -141,24 +141,12 @@ ServerFactory = Callable[..., Server]
 def make_server(
     tmp_path_factory: pytest.TempPathFactory, docker_ready: None
 ) -> Iterator[ServerFactory]:
+    """Servers of a test's own (restarts, special settings), torn down after it."""
     made: list[Server] = []
 
     def factory(**settings: str) -> Server:
-        data = tmp_path_factory.mktemp("data")
-        env = {k: v for k, v in os.environ.items() if not k.startswith("TRAINHUB_")}
-        env.update(
-            {
-                "TRAINHUB_ADMIN_TOKEN": TOKEN,
-                "TRAINHUB_SYNC_INTERVAL_SECONDS": "0.5",
-                "TRAINHUB_CANCEL_GRACE_SECONDS": "3",
-            }
-        )
-        env.update({f"TRAINHUB_{k.upper()}": v for k, v in settings.items()})
-        server = Server(
-            data=data, port=free_port(), env=env, log_path=data.parent / f"{data.name}.log"
-        )
+        server = start_server(tmp_path_factory, "data", **settings)
         made.append(server)
-        server.start()
         return server
 
     yield factory

@@ -18,6 +18,7 @@ import tarfile
 import tempfile
 import zlib
 from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO
@@ -192,59 +193,68 @@ def extract_container_archive(
     *,
     skip: Iterable[str] = (),
     strip_top: bool = False,
+    capture: dict[str, bytes] | None = None,
 ) -> int:
     """Extract a ``get_archive`` stream whose members start with ``top/`` into ``run_dir/top``.
 
     The ``data`` filter refuses links out, device files and absolute paths; ``skip`` names files
     (relative to the run folder) that the server writes itself and a container may not overwrite.
-    With ``strip_top`` the members land in ``run_dir`` itself. Returns the number of files written.
+    With ``strip_top`` the members land in ``run_dir`` itself. Files named in ``capture`` (archive
+    names) are read into it instead of being written. Returns the number of files written.
     """
     skipped = {_normalize(s) for s in skip}
     written = 0
-    with tempfile.TemporaryFile() as spool:
-        for chunk in chunks:
-            spool.write(chunk)
-        spool.seek(0)
-        with tarfile.open(fileobj=spool, mode="r|") as tar:
-            for member in tar:
-                name = _normalize(member.name)
-                if name != top and not name.startswith(top + "/"):
+    with _spooled_tar(chunks) as tar:
+        for member in tar:
+            name = _normalize(member.name)
+            if capture is not None and name in capture and member.isfile():
+                handle = tar.extractfile(member)
+                capture[name] = handle.read() if handle else b""
+                continue
+            if name != top and not name.startswith(top + "/"):
+                continue
+            if strip_top:
+                name = name[len(top) + 1 :]
+                if not name:
                     continue
-                if strip_top:
-                    name = name[len(top) + 1 :]
-                    if not name:
-                        continue
-                    member.name = name
-                if name in skipped or name.endswith(".part"):
-                    continue
-                try:
-                    safe = tarfile.data_filter(member, str(run_dir))
-                except tarfile.FilterError:
-                    continue
-                if safe.isfile():
-                    written += 1
-                    dest = run_dir / name
-                    if dest.is_symlink() or dest.is_dir():
-                        if dest.is_dir() and not dest.is_symlink():
-                            shutil.rmtree(dest)
-                        else:
-                            dest.unlink()
-                tar.extract(safe, str(run_dir), filter="fully_trusted")
+                member.name = name
+            if name in skipped or name.endswith(".part"):
+                continue
+            try:
+                safe = tarfile.data_filter(member, str(run_dir))
+            except tarfile.FilterError:
+                continue
+            if safe.isfile():
+                written += 1
+                dest = run_dir / name
+                if dest.is_symlink() or dest.is_dir():
+                    if dest.is_dir() and not dest.is_symlink():
+                        shutil.rmtree(dest)
+                    else:
+                        dest.unlink()
+            tar.extract(safe, str(run_dir), filter="fully_trusted")
     return written
 
 
 def read_single_file(chunks: Iterable[bytes], limit: int = 256 * 1024 * 1024) -> bytes:
     """The content of the one regular file in a ``get_archive`` stream."""
+    with _spooled_tar(chunks) as tar:
+        for member in tar:
+            if member.isfile() and member.size <= limit:
+                handle = tar.extractfile(member)
+                return handle.read() if handle else b""
+    return b""
+
+
+@contextmanager
+def _spooled_tar(chunks: Iterable[bytes]) -> Iterator[tarfile.TarFile]:
+    """A ``get_archive`` stream spooled to a temporary file and opened as a streaming tar."""
     with tempfile.TemporaryFile() as spool:
         for chunk in chunks:
             spool.write(chunk)
         spool.seek(0)
         with tarfile.open(fileobj=spool, mode="r|") as tar:
-            for member in tar:
-                if member.isfile() and member.size <= limit:
-                    handle = tar.extractfile(member)
-                    return handle.read() if handle else b""
-    return b""
+            yield tar
 
 
 def iter_file(path: Path, start: int = 0) -> Iterator[bytes]:

@@ -18,6 +18,7 @@ from typing import Any
 
 from trainhub.settings import Settings
 from trainhub.spec import EstimatorSpec
+from trainhub.store.runs import RunRow
 
 ENV_IMAGE_REPO = "trainhub/env"
 VENV = "/opt/trainhub-env"
@@ -221,3 +222,30 @@ def read_dependency_files(snapshot: Path, names: list[str]) -> dict[str, str]:
                 if handle is not None:
                     found[name] = handle.read().decode("utf-8", errors="replace")
     return found
+
+
+def environment_for(
+    spec: EstimatorSpec,
+    run: RunRow,
+    *,
+    lib_dir: str,
+    context_dir: str,
+    inherited_pythonpath: str | None = None,
+) -> dict[str, str]:
+    """The variables every run's script sees, in a container or as a process: the spec's own, the
+    run's identity (trainhub's and Azure ML's names), and where the in-run runtime lives."""
+    env = dict(spec.environment_variables)
+    pythonpath = [lib_dir, inherited_pythonpath, env.get("PYTHONPATH")]
+    env.update(
+        {
+            "TRAINHUB_RUN_ID": run.id,
+            "AZUREML_RUN_ID": run.id,
+            "TRAINHUB_RUN_NUMBER": str(run.number),
+            "TRAINHUB_EXPERIMENT": run.experiment,
+            "AZUREML_EXPERIMENT_NAME": run.experiment,
+            "TRAINHUB_CONTEXT_DIR": context_dir,
+            "PYTHONPATH": ":".join(p for p in pythonpath if p),
+            "PYTHONUNBUFFERED": "1",
+        }
+    )
+    return env

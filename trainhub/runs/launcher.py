@@ -19,17 +19,17 @@ from typing import Any, TypeVar
 
 import msgspec
 
+from trainhub.runs import environment as envs
 from trainhub.runs.artifacts import (
     SERVER_WRITTEN,
     extract_container_archive,
     prepare_run_dir,
-    read_single_file,
 )
 from trainhub.runs.preparing import ImagePreparer, PrepareFailed
 from trainhub.runs.process import ProcessRuntime
 from trainhub.runs.status import ACTIVE, DRIVER_LOG, EndReason, RunStatus
 from trainhub.runtime.docker import WORKDIR, DockerEngine, RunContainer
-from trainhub.runtime.incontainer import CONTEXT_DIR, LIB_DIR, runtime_archive
+from trainhub.runtime.incontainer import CONTEXT_DIR, LIB_DIR, combined_archive, runtime_archive
 from trainhub.settings import Settings
 from trainhub.spec import EstimatorSpec
 from trainhub.store import Database, metrics
@@ -76,26 +76,6 @@ def command_for(spec: EstimatorSpec) -> list[str]:
     # The image's own Python, whatever it is called there, unbuffered so lines arrive as printed.
     launcher = 'py=$(command -v python3 || command -v python) && exec "$py" -u "$@"'
     return ["/bin/sh", "-c", launcher, "trainhub", spec.entry_script, *spec.arguments()]
-
-
-def environment_for(
-    spec: EstimatorSpec, run: q.RunRow, image_pythonpath: str | None
-) -> dict[str, str]:
-    env = dict(spec.environment_variables)
-    pythonpath = [LIB_DIR, image_pythonpath, env.get("PYTHONPATH")]
-    env.update(
-        {
-            "TRAINHUB_RUN_ID": run.id,
-            "AZUREML_RUN_ID": run.id,
-            "TRAINHUB_RUN_NUMBER": str(run.number),
-            "TRAINHUB_EXPERIMENT": run.experiment,
-            "AZUREML_EXPERIMENT_NAME": run.experiment,
-            "TRAINHUB_CONTEXT_DIR": CONTEXT_DIR,
-            "PYTHONPATH": ":".join(p for p in pythonpath if p),
-            "PYTHONUNBUFFERED": "1",
-        }
-    )
-    return env
 
 
 def log_tail(path: Path, lines: int = LOG_TAIL_LINES) -> str:
@@ -297,18 +277,18 @@ class Launcher:
                 instance=self.instance,
                 image=image,
                 command=command_for(spec),
-                environment=environment_for(spec, run, image_env.get("PYTHONPATH")),
+                environment=envs.environment_for(
+                    spec,
+                    run,
+                    lib_dir=LIB_DIR,
+                    context_dir=CONTEXT_DIR,
+                    inherited_pythonpath=image_env.get("PYTHONPATH"),
+                ),
                 shm_size=spec.shm_size,
             )
         )
         await self.db.write(lambda db: q.update_run(db, run.id, container_id=container_id))
-        await asyncio.to_thread(
-            self.engine.put_archive,
-            container_id,
-            "/",
-            runtime_archive(self.settings.azureml_compat),
-        )
-        await asyncio.to_thread(self.engine.put_snapshot, container_id, snapshot)
+        await asyncio.to_thread(self._copy_in, container_id, snapshot)
         if self._cancel_event(run.id).is_set():
             await asyncio.to_thread(self.engine.remove, container_id)
             await self._end_canceled(run.id)
@@ -357,8 +337,12 @@ class Launcher:
             run.id, RunStatus.FINALIZING, expect=[RunStatus.RUNNING, RunStatus.FINALIZING]
         ):
             stopped_for = EndReason.CANCELED
-        await asyncio.to_thread(self._collect, container_id, run_dir, ("outputs", "logs"))
-        await self._sync_context(run.id, container_id, run_dir)
+        # The three copies out of the container are independent: done side by side.
+        await asyncio.gather(
+            asyncio.to_thread(self._collect, container_id, run_dir, ("outputs",)),
+            asyncio.to_thread(self._collect, container_id, run_dir, ("logs",)),
+            self._sync_context(run.id, container_id, run_dir),
+        )
         await self._finish(run, spec, exit_code, stopped_for)
         await asyncio.to_thread(self.engine.remove, container_id)
 
@@ -459,6 +443,16 @@ class Launcher:
             await self.db.write(lambda db: metrics.ingest(db, run_id, lines, len(lines)))
 
     # Artifacts -----------------------------------------------------------------------------
+    def _copy_in(self, container_id: str, snapshot: Path) -> None:
+        """The runtime and the snapshot into the container: one copy when the snapshot is small."""
+        compat = self.settings.azureml_compat
+        combined = combined_archive(snapshot, WORKDIR, compat)
+        if combined is not None:
+            self.engine.put_archive(container_id, "/", combined)
+            return
+        self.engine.put_archive(container_id, "/", runtime_archive(compat))
+        self.engine.put_snapshot(container_id, snapshot)
+
     def _copy_log(self, container_id: str, path: Path) -> None:
         # From the first line every time: a re-attached run gets its whole log, never twice.
         with path.open("wb") as sink:
@@ -474,28 +468,21 @@ class Launcher:
                 log.warning("syncing %s failed: %s", run_id, exc)
 
     async def _sync_context(self, run_id: str, container_id: str, run_dir: Path) -> None:
-        """Metrics, tags and uploaded files from ``Run.get_context()`` in the container."""
-        lines = await asyncio.to_thread(self._context_lines, container_id)
-        if lines:
-            await self.db.write(lambda db: metrics.ingest(db, run_id, lines, len(lines)))
-        chunks = await asyncio.to_thread(
-            self.engine.get_archive, container_id, f"{CONTEXT_DIR}/files"
-        )
-        if chunks is not None:
-            await asyncio.to_thread(
-                extract_container_archive,
-                chunks,
-                run_dir,
-                "files",
-                skip=SERVER_WRITTEN,
-                strip_top=True,
-            )
+        """Metrics, tags and uploaded files from ``Run.get_context()`` in the container (one copy
+        of its context folder)."""
+        lines = await asyncio.to_thread(self._copy_context, container_id, run_dir)
+        await self._ingest(run_id, lines)
 
-    def _context_lines(self, container_id: str) -> list[str]:
-        chunks = self.engine.get_archive(container_id, f"{CONTEXT_DIR}/metrics.jsonl")
+    def _copy_context(self, container_id: str, run_dir: Path) -> list[str]:
+        chunks = self.engine.get_archive(container_id, CONTEXT_DIR)
         if chunks is None:
             return []
-        data = read_single_file(chunks)
+        metrics_name = "ctx/metrics.jsonl"
+        captured: dict[str, bytes] = {metrics_name: b""}
+        extract_container_archive(
+            chunks, run_dir, "ctx/files", skip=SERVER_WRITTEN, strip_top=True, capture=captured
+        )
+        data = captured[metrics_name]
         complete = data[: data.rfind(b"\n") + 1] if b"\n" in data else b""
         return complete.decode("utf-8", errors="replace").splitlines()
 

@@ -124,27 +124,15 @@ class ProcessRuntime:
         run_dir = self.settings.run_dir(run.id)
         prepare_run_dir(run_dir)
         env = {k: os.environ[k] for k in PASSED_THROUGH if k in os.environ}
-        env.update(spec.environment_variables)
         env.update(
-            {
-                "TRAINHUB_RUN_ID": run.id,
-                "AZUREML_RUN_ID": run.id,
-                "TRAINHUB_RUN_NUMBER": str(run.number),
-                "TRAINHUB_EXPERIMENT": run.experiment,
-                "AZUREML_EXPERIMENT_NAME": run.experiment,
-                "TRAINHUB_CONTEXT_DIR": str(work / "sys" / "trainhub" / "ctx"),
-                "TRAINHUB_EXIT_FILE": str(work / "exit_code"),
-                "PYTHONPATH": ":".join(
-                    p
-                    for p in [
-                        str(work / "sys" / "trainhub" / "lib"),
-                        spec.environment_variables.get("PYTHONPATH"),
-                    ]
-                    if p
-                ),
-                "PYTHONUNBUFFERED": "1",
-            }
+            envs.environment_for(
+                spec,
+                run,
+                lib_dir=str(work / "sys" / "trainhub" / "lib"),
+                context_dir=str(work / "sys" / "trainhub" / "ctx"),
+            )
         )
+        env["TRAINHUB_EXIT_FILE"] = str(work / "exit_code")
         script = 'code=0; "$@" || code=$?; echo "$code" > "$TRAINHUB_EXIT_FILE"'
         command = [
             "/bin/sh",

@@ -4,6 +4,7 @@ Azure ML compatibility setting, an ``azureml.core`` shim, so scripts run with no
 
 from __future__ import annotations
 
+import functools
 import io
 import tarfile
 from pathlib import Path
@@ -46,6 +47,7 @@ __all__ = ["Run"]
 '''
 
 
+@functools.lru_cache(maxsize=2)
 def runtime_archive(azureml_compat: bool) -> bytes:
     """A tar to extract at ``/``: the runtime package and an empty, writable context folder."""
     context_source = (Path(__file__).resolve().parent.parent / "context.py").read_bytes()
@@ -74,3 +76,32 @@ def runtime_archive(azureml_compat: bool) -> bytes:
             info.mode = 0o644
             tar.addfile(info, io.BytesIO(data))
     return buf.getvalue()
+
+
+SMALL_SNAPSHOT = 16 * 1024 * 1024
+
+
+def combined_archive(snapshot: Path, workdir: str, azureml_compat: bool) -> bytes | None:
+    """One tar for ``/`` holding the runtime and the snapshot under ``workdir``: each copy into a
+    container costs the engine about 50 ms, so small snapshots travel with the runtime in one.
+    None for large snapshots (they are sent as they are)."""
+    if snapshot.stat().st_size > SMALL_SNAPSHOT:
+        return None
+    prefix = workdir.strip("/") + "/"
+    out = io.BytesIO()
+    with tarfile.open(fileobj=out, mode="w", format=tarfile.GNU_FORMAT) as dest:
+        with tarfile.open(fileobj=io.BytesIO(runtime_archive(azureml_compat))) as runtime:
+            for member in runtime:
+                dest.addfile(member, runtime.extractfile(member) if member.isfile() else None)
+        with tarfile.open(snapshot, mode="r|gz") as source:
+            for member in source:
+                name = member.name
+                while name.startswith("./"):
+                    name = name[2:]
+                if name in ("", "."):
+                    continue
+                member.name = prefix + name
+                if member.islnk():
+                    member.linkname = prefix + member.linkname.removeprefix("./")
+                dest.addfile(member, source.extractfile(member) if member.isfile() else None)
+    return out.getvalue()

@@ -1,0 +1,64 @@
+"""A real ``trainhub serve`` in a subprocess, for the benchmarks."""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import httpx
+
+TOKEN = "th_bench_token"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@contextmanager
+def running_server(data: Path, **settings: str) -> Iterator[httpx.Client]:
+    """A server on a free port with ``TRAINHUB_<NAME>`` settings; yields an authenticated client."""
+    port = free_port()
+    env = {**os.environ, "TRAINHUB_ADMIN_TOKEN": TOKEN}
+    env.update({f"TRAINHUB_{k.upper()}": v for k, v in settings.items()})
+    data.mkdir(parents=True, exist_ok=True)
+    with (data / "server.log").open("wb") as log:
+        server = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "trainhub",
+                "serve",
+                "--port",
+                str(port),
+                "--data",
+                str(data / "data"),
+            ],
+            env=env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
+        client = httpx.Client(
+            base_url=f"http://127.0.0.1:{port}",
+            headers={"Authorization": f"Bearer {TOKEN}"},
+            timeout=120,
+        )
+        try:
+            for _ in range(200):
+                try:
+                    client.get("/healthz")
+                    break
+                except httpx.HTTPError:
+                    time.sleep(0.1)
+            yield client
+        finally:
+            client.close()
+            server.terminate()
+            server.wait(10)

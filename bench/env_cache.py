@@ -1,0 +1,90 @@
+"""Time spent in ``Preparing``: the first run of an environment (the image build) beside a second run
+of the same environment (the cached path: an image lookup only), several repetitions.
+
+Usage: .venv/bin/python bench/env_cache.py [--reps 5]
+Needs a running Docker engine and the base image (./scripts/test sets both up). Each repetition uses a
+fresh environment (a wheel folder marker), so every first run really builds.
+"""
+
+from __future__ import annotations
+
+import argparse
+import io
+import json
+import statistics
+import tarfile
+import tempfile
+import time
+import uuid
+from datetime import datetime
+from pathlib import Path
+
+import httpx
+from _server import running_server  # bench/ is this script's folder
+
+
+def snapshot() -> bytes:
+    data = b"print('env ok')\n"
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w:gz") as tar:
+        info = tarfile.TarInfo("train.py")
+        info.size = len(data)
+        tar.addfile(info, io.BytesIO(data))
+    return buf.getvalue()
+
+
+def preparing_seconds(client: httpx.Client, spec: dict[str, object], snap: bytes) -> float:
+    run = client.post(
+        "/api/v1/experiments/bench-env/runs",
+        files={
+            "estimator": (None, json.dumps(spec)),
+            "snapshot": ("s.tar.gz", snap, "application/gzip"),
+        },
+    ).json()
+    while True:
+        details = client.get(f"/api/v1/runs/{run['runId']}").json()
+        if details["status"] in ("Completed", "Failed", "Canceled"):
+            break
+        time.sleep(0.05)
+    if details["status"] != "Completed":
+        raise SystemExit(f"run failed: {details['error']}")
+    times = {
+        e["status"]: datetime.fromisoformat(e["timeUtc"].replace("Z", "+00:00"))
+        for e in details["statusHistory"]
+    }
+    return (times["Starting"] - times["Preparing"]).total_seconds()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--reps", type=int, default=5)
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory() as tmp:
+        tmpdir = Path(tmp)
+        wheels = tmpdir / "wheels"
+        wheels.mkdir()
+        settings = {
+            "build_ca_bundle": "/etc/ssl/certs/ca-certificates.crt",
+            "wheel_dir": str(wheels),
+        }
+        with running_server(tmpdir, **settings) as client:
+            snap = snapshot()
+            first, cached = [], []
+            for _ in range(args.reps):
+                # A new marker in the wheel folder makes a new environment: the first run builds.
+                (wheels / f"marker-{uuid.uuid4().hex}.txt").write_text("x")
+                spec = {"entry_script": "train.py", "pip_packages": ["six==1.16.0"]}
+                first.append(preparing_seconds(client, spec, snap))
+                cached.append(preparing_seconds(client, spec, snap))
+            images = client.get("/api/v1/images").json()["images"]
+            client.post("/api/v1/images/prune", params={"days": 0})
+    print(f"repetitions: {args.reps} (medians); environment: pip_packages=['six==1.16.0']")
+    print(f"first run, Preparing (image build)    {statistics.median(first):7.3f} s")
+    print(
+        f"second run, Preparing (cached image)  {statistics.median(cached):7.3f} s   (goal < 0.2 s)"
+    )
+    print(f"images built: {len(images)} (one per repetition), removed afterwards")
+
+
+if __name__ == "__main__":
+    main()
