@@ -6,6 +6,7 @@ import io
 import json
 import tarfile
 import time
+from collections.abc import Callable
 from typing import Any
 
 import httpx
@@ -99,3 +100,11 @@ def wait_for_log(client: httpx.Client, run_id: str, text: str, timeout: float = 
 
 def history(run: dict[str, Any]) -> list[str]:
     return [event["status"] for event in run["statusHistory"]]
+
+
+def wait_until(condition: Callable[[], bool], what: str, timeout: float = 15) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"not true after {timeout} s: {what}")
+        time.sleep(0.1)

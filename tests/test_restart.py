@@ -6,8 +6,9 @@ import textwrap
 import time
 
 import docker
+
 from tests.conftest import ServerFactory
-from tests.helpers import history, submit, wait_for_log, wait_for_status
+from tests.helpers import history, submit, wait_for_log, wait_for_status, wait_until
 
 TICKS = 12
 SCRIPT = textwrap.dedent(
@@ -45,7 +46,7 @@ def test_sigkill_mid_run_then_restart_completes_the_run(make_server: ServerFacto
         == f"all {TICKS} ticks"
     )
     assert history(done)[-2:] == ["Finalizing", "Completed"]
-    assert server.containers() == []
+    wait_until(lambda: server.containers() == [], "the run's container is removed")
 
 
 def test_run_that_ended_while_the_server_was_down_is_finished_at_start(

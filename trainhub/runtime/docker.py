@@ -196,6 +196,12 @@ class DockerEngine:
         result = self.client.api.wait(container_id)
         return int(result.get("StatusCode", -1))
 
+    def signal(self, container_id: str, signal: str) -> None:
+        try:
+            self.client.api.kill(container_id, signal=signal)
+        except docker.errors.APIError:
+            pass  # not running any more
+
     def stop(self, container_id: str, grace_seconds: int) -> None:
         try:
             self.client.api.stop(container_id, timeout=grace_seconds)
