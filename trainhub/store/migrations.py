@@ -108,3 +108,33 @@ def environments(db: sqlite_utils.Database) -> None:
         {"name": str, "version": int, "definition": str, "created_at": float},
         pk=("name", "version"),
     )
+
+
+@MIGRATIONS(name="0004_nodes_and_scheduling")
+def nodes_and_scheduling(db: sqlite_utils.Database) -> None:
+    db.table("nodes").create(
+        {
+            "name": str,
+            "host": str,
+            "port": int,
+            "user": str,
+            "key_path": str,
+            "docker_socket": str,
+            "host_key": str,
+            "state": str,
+            "enabled": int,
+            "draining": int,
+            "inventory": str,
+            "error": str,
+            "created_at": float,
+            "last_seen_at": float,
+        },
+        pk="name",
+    )
+    db.table("targets").create({"name": str, "nodes": str, "created_at": float}, pk="name")
+    db.table("allocations").create(
+        {"run_id": str, "node": str, "gpus": str, "slots": int, "created_at": float},
+        pk=("run_id", "node"),
+    )
+    db.table("runs").add_column("priority", int, not_null_default=0)
+    db.table("runs").add_column("wait_reason", str)

@@ -42,6 +42,8 @@ class RunRow:
     snapshot_uploaded: int
     image: str | None
     pid: int | None
+    priority: int
+    wait_reason: str | None
 
     @classmethod
     def from_row(cls, row: dict[str, Any]) -> RunRow:
@@ -161,6 +163,10 @@ def transition(
         updates["started_at"] = now
     if to.is_terminal():
         updates["ended_at"] = now
+        # Every end of a run, whatever path it takes, frees exactly what it held.
+        db.execute("delete from allocations where run_id = ?", [run_id])
+    if to is RunStatus.QUEUED:
+        db.execute("delete from allocations where run_id = ?", [run_id])
     seq = db.execute("select seq from runs where id = ?", [run_id]).fetchone()[0]
     db.table("runs").update(seq, updates)
     if current is not to:

@@ -1,0 +1,209 @@
+"""The multi-node test bed: each "GPU node" is a network namespace with its own sshd and dockerd.
+
+Real SSH, real Docker engines, real network: the only stand-in is ``nvidia-smi`` (there is no GPU on
+these machines), put on the PATH of a node's SSH sessions. Setup tolerates leftovers of an earlier
+run; teardown removes what it made (daemons by their pid files, namespaces, the bridge).
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import subprocess
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+BRIDGE = "thbr0"
+SUBNET = "10.77.0"
+BASE_IMAGE = "trainhub/base:cpu"
+
+FAKE_NVIDIA_SMI = """#!/bin/sh
+# Stand-in for nvidia-smi on a test node: the CSV the real one prints for
+# --query-gpu=index,uuid,name,memory.total --format=csv,noheader,nounits
+case "$*" in
+  *--query-gpu*) cat "$(dirname "$0")/gpus.csv" ;;
+  *) echo "NVIDIA-SMI stand-in for trainhub tests" ;;
+esac
+"""
+
+
+@dataclass
+class Node:
+    name: str
+    address: str
+    root: Path
+    host_key: Path
+    client_key: Path
+    docker_socket: str
+    gpus: int
+
+    @property
+    def netns(self) -> str:
+        return f"th{self.name}"
+
+    def pidfile(self, what: str) -> Path:
+        return self.root / f"{what}.pid"
+
+
+def sh(*args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(list(args), capture_output=True, text=True, check=check)
+
+
+def _kill_pidfile(path: Path) -> None:
+    try:
+        pid = int(path.read_text().strip())
+    except (OSError, ValueError):
+        return
+    try:
+        os.kill(pid, signal.SIGTERM)
+    except ProcessLookupError:
+        return
+    for _ in range(100):
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return
+        time.sleep(0.1)
+    try:
+        os.kill(pid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass
+
+
+def ensure_bridge() -> None:
+    if sh("ip", "link", "show", BRIDGE, check=False).returncode != 0:
+        sh("ip", "link", "add", BRIDGE, "type", "bridge")
+        sh("ip", "addr", "add", f"{SUBNET}.1/24", "dev", BRIDGE)
+    sh("ip", "link", "set", BRIDGE, "up")
+
+
+def stop_node(name: str, root: Path) -> None:
+    for what in ("sshd", "dockerd"):
+        _kill_pidfile(root / f"{what}.pid")
+    _kill_pidfile(Path(f"/run/docker-th{name}.pid"))
+    sh("ip", "netns", "del", f"th{name}", check=False)
+    sh("ip", "link", "del", f"thv{name}", check=False)
+
+
+def start_node(name: str, index: int, root: Path, client_key: Path, gpus: int) -> Node:
+    """A namespace ``th<name>`` at 10.77.0.<10+index> with sshd (key auth as root) and dockerd."""
+    stop_node(name, root)
+    root.mkdir(parents=True, exist_ok=True)
+    address = f"{SUBNET}.{10 + index}"
+    netns = f"th{name}"
+    ensure_bridge()
+    sh("ip", "netns", "add", netns)
+    sh("ip", "link", "add", f"thv{name}", "type", "veth", "peer", "name", f"thp{name}")
+    sh("ip", "link", "set", f"thp{name}", "netns", netns)
+    sh("ip", "link", "set", f"thv{name}", "master", BRIDGE, "up")
+    sh("ip", "netns", "exec", netns, "ip", "addr", "add", f"{address}/24", "dev", f"thp{name}")
+    sh("ip", "netns", "exec", netns, "ip", "link", "set", f"thp{name}", "up")
+    sh("ip", "netns", "exec", netns, "ip", "link", "set", "lo", "up")
+
+    host_key = root / "host_key"
+    if not host_key.exists():
+        sh("ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(host_key))
+    (root / "authorized_keys").write_text(Path(f"{client_key}.pub").read_text())
+    bin_dir = root / "bin"
+    bin_dir.mkdir(exist_ok=True)
+    if gpus:
+        smi = bin_dir / "nvidia-smi"
+        smi.write_text(FAKE_NVIDIA_SMI)
+        smi.chmod(0o755)
+        (bin_dir / "gpus.csv").write_text(
+            "".join(
+                f"{i}, GPU-{name}-{i:04d}-0000-0000-000000000000, NVIDIA A100-SXM4-40GB, 40960\n"
+                for i in range(gpus)
+            )
+        )
+    Path("/run/sshd").mkdir(exist_ok=True)
+    path = f"{bin_dir}:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+    sh(
+        "ip",
+        "netns",
+        "exec",
+        netns,
+        "/usr/sbin/sshd",
+        "-h",
+        str(host_key),
+        "-o",
+        f"ListenAddress={address}",
+        "-o",
+        f"PidFile={root / 'sshd.pid'}",
+        "-o",
+        "PermitRootLogin=prohibit-password",
+        "-o",
+        f"AuthorizedKeysFile={root / 'authorized_keys'}",
+        "-o",
+        "StrictModes=no",
+        "-o",
+        "PasswordAuthentication=no",
+        "-o",
+        f"SetEnv=PATH={path}",
+        "-o",
+        "AllowStreamLocalForwarding=yes",
+    )
+    socket = f"/run/docker-{netns}.sock"
+    log = (root / "dockerd.log").open("ab")
+    subprocess.Popen(
+        [
+            "nsenter",
+            f"--net=/var/run/netns/{netns}",
+            "dockerd",
+            "--data-root",
+            f"/var/lib/docker-{netns}",
+            "--exec-root",
+            f"/run/docker-{netns}",
+            "-H",
+            f"unix://{socket}",
+            "--pidfile",
+            str(root / "dockerd.pid"),
+            "--bridge=none",
+            "--iptables=false",
+            "--ip-masq=false",
+        ],
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
+    deadline = time.monotonic() + 60
+    while sh("docker", "-H", f"unix://{socket}", "info", check=False).returncode != 0:
+        if time.monotonic() > deadline:
+            raise RuntimeError(
+                f"dockerd of node {name} did not start: {(root / 'dockerd.log').read_text()[-2000:]}"
+            )
+        time.sleep(0.3)
+    if (
+        sh(
+            "docker", "-H", f"unix://{socket}", "image", "inspect", BASE_IMAGE, check=False
+        ).returncode
+        != 0
+    ):
+        subprocess.run(
+            f"docker save {BASE_IMAGE} | docker -H unix://{socket} load",
+            shell=True,
+            check=True,
+            capture_output=True,
+        )
+    return Node(name, address, root, host_key, client_key, socket, gpus)
+
+
+def client_key(root: Path) -> Path:
+    key = root / "client_key"
+    if not key.exists():
+        root.mkdir(parents=True, exist_ok=True)
+        sh("ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(key))
+    return key
+
+
+def remove_bridge() -> None:
+    sh("ip", "link", "del", BRIDGE, check=False)
+
+
+def kill_node_daemons(node: Node) -> None:
+    """Node loss: the node's sshd and dockerd die (containers die with dockerd's shim? no: we kill them too)."""
+    _kill_pidfile(node.pidfile("sshd"))
+    _kill_pidfile(node.pidfile("dockerd"))
+    shutil.rmtree(node.root / "never", ignore_errors=True)
