@@ -55,6 +55,13 @@ class Settings:
     process_python: str = _setting(
         "python3", "Python for use_docker=False runs on the server's machine"
     )
+    ssh_keepalive_seconds: float = _setting(5.0, "seconds between SSH keepalives to a node")
+    node_lost_grace_seconds: float = _setting(
+        60.0, "how long a node may be Unreachable before its runs fail with node_lost"
+    )
+    starvation_seconds: float = _setting(
+        600.0, "after this long in the queue a run reserves the capacity it needs"
+    )
     azureml_compat: bool = _setting(
         False, "make `from azureml.core.run import Run` work in runs (a small azureml.core shim)"
     )

@@ -301,7 +301,6 @@ def validate(spec: EstimatorSpec) -> None:
 
     # Valid, but not on this server yet.
     later: list[tuple[str, bool, str]] = [
-        ("use_gpu", spec.use_gpu, "GPU scheduling"),
         ("inputs", bool(spec.inputs), "datastores"),
         ("node_count", spec.node_count > 1, "distributed runs"),
         ("process_count_per_node", spec.process_count_per_node > 1, "several processes per node"),
@@ -317,11 +316,6 @@ def validate(spec: EstimatorSpec) -> None:
         raise NotSupportedYet(
             "framework",
             f"framework={spec.framework} needs custom_docker_image for now: framework images are not supported yet",
-        )
-    if spec.compute_target != "local":
-        raise SpecError(
-            "compute_target",
-            f"Unknown compute target '{spec.compute_target}' (this server has: local)",
         )
 
 

@@ -19,6 +19,7 @@ from typing import IO, Any, TypeVar
 
 import msgspec
 
+from trainhub.nodes.pool import LOCAL, NodePool
 from trainhub.runs import environment as envs
 from trainhub.runs.artifacts import (
     SERVER_WRITTEN,
@@ -30,9 +31,11 @@ from trainhub.runs.process import ProcessRuntime
 from trainhub.runs.status import ACTIVE, DRIVER_LOG, EndReason, RunStatus
 from trainhub.runtime.docker import WORKDIR, DockerEngine, RunContainer
 from trainhub.runtime.incontainer import CONTEXT_DIR, LIB_DIR, combined_archive, runtime_archive
+from trainhub.scheduler import Allocation, NodeCapacity, Request, plan
 from trainhub.settings import Settings
 from trainhub.spec import EstimatorSpec
 from trainhub.store import Database, metrics
+from trainhub.store import nodes as node_store
 from trainhub.store import runs as q
 
 log = logging.getLogger("trainhub.launcher")
@@ -144,19 +147,26 @@ def log_tail(path: Path, lines: int = LOG_TAIL_LINES) -> str:
 
 
 class Launcher:
-    def __init__(
-        self, settings: Settings, db: Database, engine: DockerEngine, instance: str
-    ) -> None:
+    def __init__(self, settings: Settings, db: Database, pool: NodePool, instance: str) -> None:
         self.settings = settings
         self.db = db
-        self.engine = engine
+        self.pool = pool
+        self.engine = pool.local_engine
         self.instance = instance
         self._tasks: dict[str, asyncio.Task[None]] = {}
         self._cancel: dict[str, asyncio.Event] = {}
         self._wake = asyncio.Event()
         self._dispatcher: asyncio.Task[None] | None = None
-        self.preparer = ImagePreparer(settings, db, engine)
+        self.preparer = ImagePreparer(settings, db, pool.local_engine)
+        self._preparers: dict[str, ImagePreparer] = {LOCAL: self.preparer}
         self.processes = ProcessRuntime(settings, db)
+
+    def preparer_for(self, node: str) -> ImagePreparer:
+        engine = self.pool.engine(node)
+        preparer = self._preparers.get(node)
+        if preparer is None or preparer.engine is not engine:
+            preparer = self._preparers[node] = ImagePreparer(self.settings, self.db, engine, node)
+        return preparer
 
     # Lifecycle of the launcher itself ------------------------------------------------------
     async def start(self) -> None:
@@ -193,19 +203,80 @@ class Launcher:
                 pass
 
     async def _claim(self) -> None:
-        capacity = self.settings.max_concurrent_runs - len(self._tasks)
-        if capacity <= 0:
-            return
         queued = await self.db.read(lambda db: q.runs_with_status(db, [RunStatus.QUEUED]))
-        for run in queued[:capacity]:
-            claimed = await self._apply(
-                run.id, RunStatus.PREPARING, expect=[RunStatus.QUEUED], node="local"
+        if not queued:
+            return
+        held = await self.db.read(node_store.allocations)
+        targets = await self.db.read(node_store.list_targets)
+        requests = [self._request(run, targets) for run in queued]
+        result = plan(
+            requests,
+            self._capacities(held),
+            now=time.time(),
+            starve_after=self.settings.starvation_seconds,
+        )
+        for allocation in result.allocations:
+            if await self._claim_one(allocation):
+                self._spawn(allocation.run_id, None)
+        changed = {
+            run.id: result.waiting[run.id]
+            for run in queued
+            if run.id in result.waiting and run.wait_reason != result.waiting[run.id]
+        }
+        if changed:
+            await self.db.write(lambda db: _set_wait_reasons(db, changed))
+
+    async def _claim_one(self, allocation: Allocation) -> bool:
+        return await self.db.write(lambda db: _claim_run(db, allocation))
+
+    def _request(self, run: q.RunRow, targets: dict[str, list[str]]) -> Request:
+        spec = run.spec
+        per_node = int(spec.get("process_count_per_node", 1))
+        return Request(
+            run_id=run.id,
+            target=run.target,
+            nodes=tuple(targets.get(run.target, [])),
+            node_count=int(spec.get("node_count", 1)),
+            gpus_per_node=per_node if spec.get("use_gpu") else 0,
+            slots_per_node=1,
+            priority=run.priority,
+            queued_at=run.created_at,
+        )
+
+    def _capacities(self, held: list[dict[str, Any]]) -> list[NodeCapacity]:
+        used_gpus: dict[str, set[int]] = {}
+        used_slots: dict[str, int] = {}
+        for row in held:
+            used_gpus.setdefault(row["node"], set()).update(row["gpus"])
+            used_slots[row["node"]] = used_slots.get(row["node"], 0) + int(row["slots"])
+        capacities = []
+        for name in [LOCAL, *self.pool.remotes]:
+            facts = self.pool.inventory(name)
+            gpus = [
+                g["index"]
+                for g in facts.get("gpus", [])
+                if g["index"] not in used_gpus.get(name, set())
+            ]
+            slots = (
+                self.settings.max_concurrent_runs if name == LOCAL else int(facts.get("cpus") or 1)
             )
-            if claimed:
-                self._spawn(run.id, None)
+            capacities.append(
+                NodeCapacity(
+                    name,
+                    gpus,
+                    slots - used_slots.get(name, 0),
+                    self.pool.schedulable(name),
+                    self.pool.state(name),
+                )
+            )
+        return capacities
 
     def _spawn(self, run_id: str, container: RunContainer | None) -> None:
-        task = asyncio.create_task(self._drive(run_id, container), name=f"run-{run_id}")
+        self._track(
+            run_id, asyncio.create_task(self._drive(run_id, container), name=f"run-{run_id}")
+        )
+
+    def _track(self, run_id: str, task: asyncio.Task[None]) -> None:
         self._tasks[run_id] = task
 
         def done(_: asyncio.Task[None]) -> None:
@@ -222,6 +293,9 @@ class Launcher:
         for run in active:
             if not run.spec.get("use_docker", True):
                 await self._recover_process(run)
+                continue
+            if run.node not in (None, LOCAL):
+                await self._recover_remote(run)
                 continue
             container = containers.get(run.id)
             canceling = run.status is RunStatus.CANCEL_REQUESTED
@@ -253,6 +327,18 @@ class Launcher:
         for run_id, container in containers.items():
             if run_id not in known:
                 await asyncio.to_thread(self.engine.remove, container.id)
+
+    async def _recover_remote(self, run: q.RunRow) -> None:
+        """A run on a remote node: re-attach once its node is back (within the grace period)."""
+        assert run.node is not None
+        if run.status in (RunStatus.PREPARING, RunStatus.STARTING):
+            await self._apply(
+                run.id, RunStatus.QUEUED, detail="queued again after a server restart"
+            )
+            return
+        if run.status is RunStatus.CANCEL_REQUESTED:
+            self.request_cancel(run.id)
+        self._track(run.id, asyncio.create_task(self._node_trouble(run.id, run.node)))
 
     async def _recover_process(self, run: q.RunRow) -> None:
         canceling = run.status is RunStatus.CANCEL_REQUESTED
@@ -296,6 +382,14 @@ class Launcher:
         except asyncio.CancelledError:
             raise  # server shutdown: the container runs on and is re-attached at the next start
         except Exception as exc:
+            node = await self._node_of(run_id)
+            if (
+                node != LOCAL
+                and not self.pool.schedulable(node)
+                and self.pool.state(node) != "Draining"
+            ):
+                await self._node_trouble(run_id, node)
+                return
             log.exception("run %s failed inside trainhub", run_id)
             await self._end_failed(
                 run_id, EndReason.LAUNCH_ERROR, f"trainhub could not run this: {exc}"
@@ -303,14 +397,59 @@ class Launcher:
             if container_id:
                 await asyncio.to_thread(self.engine.remove, container_id)
 
+    async def _node_of(self, run_id: str) -> str:
+        run = await self.db.read(lambda db: q.get_run(db, run_id))
+        return (run.node if run else None) or LOCAL
+
+    async def _node_trouble(self, run_id: str, node: str) -> None:
+        """The node of a run went away: wait for it within the grace period, then re-attach the run;
+        otherwise the run fails with node_lost (its allocation is freed with that)."""
+        grace = self.settings.node_lost_grace_seconds - self.pool.unreachable_for(node)
+        log.warning(
+            "run %s: node %s is %s; waiting up to %.0f s",
+            run_id,
+            node,
+            self.pool.state(node),
+            grace,
+        )
+        if await self.pool.wait_ready(node, max(grace, 0.0)):
+            engine = self.pool.engine(node)
+            found = await asyncio.to_thread(engine.find_run_containers, self.instance)
+            container = found.get(run_id)
+            if container is not None:
+                log.info("run %s: node %s is back; re-attaching", run_id, node)
+                run = await self.db.read(lambda db: q.get_run(db, run_id))
+                assert run is not None
+                await self._supervise(run, msgspec.convert(run.spec, EstimatorSpec), container.id)
+                return
+            await self._end_failed(
+                run_id,
+                EndReason.CONTAINER_GONE,
+                f"Node {node} came back, but the run's container is gone",
+            )
+            return
+        await self._end_failed(
+            run_id,
+            EndReason.NODE_LOST,
+            f"Node {node} has been unreachable for more than {self.settings.node_lost_grace_seconds:.0f} s",
+        )
+
+    async def _gpu_uuids(self, run_id: str, node: str) -> list[str]:
+        held = await self.db.read(lambda db: node_store.allocation_of(db, run_id))
+        indices = [g for row in held if row["node"] == node for g in row["gpus"]]
+        by_index = {g["index"]: g["uuid"] for g in self.pool.inventory(node).get("gpus", [])}
+        return [by_index[i] for i in indices if i in by_index]
+
     async def conda_available(self, image: str) -> bool | None:
         return await self.preparer.conda_available(image)
 
     async def _prepare_and_start(self, run: q.RunRow, spec: EstimatorSpec) -> str | None:
+        node = run.node or LOCAL
+        engine = self.pool.engine(node)
         run_dir = self.settings.run_dir(run.id)
         await asyncio.to_thread(prepare_run_dir, run_dir)
         try:
-            image = await self.preparer.image_for(run, spec)
+            image = await self.preparer_for(node).image_for(run, spec)
         except PrepareFailed as exc:
             await self._end_failed(run.id, exc.reason, exc.message)
             return None
@@ -323,34 +462,43 @@ class Launcher:
             return None
         assert run.snapshot is not None
         snapshot = self.settings.snapshot_path(run.snapshot)
-        image_env = await asyncio.to_thread(self.engine.image_env, image)
+        image_env = await asyncio.to_thread(engine.image_env, image)
+        gpu_uuids = await self._gpu_uuids(run.id, node)
+        environment = envs.environment_for(
+            spec,
+            run,
+            lib_dir=LIB_DIR,
+            context_dir=CONTEXT_DIR,
+            inherited_pythonpath=image_env.get("PYTHONPATH"),
+        )
+        if spec.use_gpu:
+            # UUIDs name the same devices inside and outside the container.
+            environment["CUDA_VISIBLE_DEVICES"] = ",".join(gpu_uuids)
+            environment["NVIDIA_VISIBLE_DEVICES"] = ",".join(gpu_uuids) or "none"
+        nvidia = bool(self.pool.inventory(node).get("nvidia_runtime"))
         container_id = await asyncio.to_thread(
-            lambda: self.engine.create_run_container(
+            lambda: engine.create_run_container(
                 run_id=run.id,
                 instance=self.instance,
                 image=image,
                 command=command_for(spec),
-                environment=envs.environment_for(
-                    spec,
-                    run,
-                    lib_dir=LIB_DIR,
-                    context_dir=CONTEXT_DIR,
-                    inherited_pythonpath=image_env.get("PYTHONPATH"),
-                ),
+                environment=environment,
                 shm_size=spec.shm_size,
+                gpu_uuids=gpu_uuids if nvidia else [],
             )
         )
         await self.db.write(lambda db: q.update_run(db, run.id, container_id=container_id))
-        await asyncio.to_thread(self._copy_in, container_id, snapshot)
+        await asyncio.to_thread(self._copy_in, engine, container_id, snapshot)
         if self._cancel_event(run.id).is_set():
-            await asyncio.to_thread(self.engine.remove, container_id)
+            await asyncio.to_thread(engine.remove, container_id)
             await self._end_canceled(run.id)
             return None
-        await asyncio.to_thread(self.engine.start, container_id)
+        await asyncio.to_thread(engine.start, container_id)
         await self._apply(run.id, RunStatus.RUNNING, expect=[RunStatus.STARTING])
         return container_id
 
     async def _supervise(self, run: q.RunRow, spec: EstimatorSpec, container_id: str) -> None:
+        engine = self.pool.engine(run.node or LOCAL)
         run_dir = self.settings.run_dir(run.id)
         await asyncio.to_thread(prepare_run_dir, run_dir)
         loop = asyncio.get_running_loop()
@@ -366,9 +514,9 @@ class Launcher:
             except RuntimeError:  # the loop closed: the server is shutting down
                 pass
 
-        log_done = in_thread(self._copy_log, container_id, run_dir / DRIVER_LOG, on_exit)
-        syncer = asyncio.create_task(self._sync_loop(run.id, container_id, run_dir))
-        exited = in_thread(self.engine.wait, container_id)
+        log_done = in_thread(self._copy_log, engine, container_id, run_dir / DRIVER_LOG, on_exit)
+        syncer = asyncio.create_task(self._sync_loop(engine, run.id, container_id, run_dir))
+        exited = in_thread(engine.wait, container_id)
         cancel = self._cancel_event(run.id)
         started = run.started_at or time.time()
         if run.started_at is None:
@@ -386,7 +534,7 @@ class Launcher:
             )
             if exited not in done and script_done not in done:
                 stopped_for = EndReason.CANCELED if cancel.is_set() else EndReason.TIMEOUT
-                await self._stop(container_id, exited, script_done)
+                await self._stop(engine, container_id, exited, script_done)
         finally:
             canceled.cancel()
         if script_done.done():
@@ -405,24 +553,28 @@ class Launcher:
             stopped_for = EndReason.CANCELED
         # The three copies out of the container are independent: done side by side.
         await asyncio.gather(
-            asyncio.to_thread(self._collect, container_id, run_dir, ("outputs",)),
-            asyncio.to_thread(self._collect, container_id, run_dir, ("logs",)),
-            self._sync_context(run.id, container_id, run_dir),
+            asyncio.to_thread(self._collect, engine, container_id, run_dir, ("outputs",)),
+            asyncio.to_thread(self._collect, engine, container_id, run_dir, ("logs",)),
+            self._sync_context(engine, run.id, container_id, run_dir),
         )
         await self._finish(run, spec, exit_code, stopped_for)
-        await asyncio.to_thread(self.engine.remove, container_id)
+        await asyncio.to_thread(engine.remove, container_id)
 
     async def _stop(
-        self, container_id: str, exited: asyncio.Future[int], script_done: asyncio.Future[int]
+        self,
+        engine: DockerEngine,
+        container_id: str,
+        exited: asyncio.Future[int],
+        script_done: asyncio.Future[int],
     ) -> None:
         """SIGTERM to the script; SIGKILL to the container if it has not ended after the grace."""
-        await asyncio.to_thread(self.engine.signal, container_id, "SIGTERM")
+        await asyncio.to_thread(engine.signal, container_id, "SIGTERM")
         ended: set[asyncio.Future[Any]] = {exited, script_done}
         done, _ = await asyncio.wait(
             ended, timeout=self.settings.cancel_grace_seconds, return_when=asyncio.FIRST_COMPLETED
         )
         if not done:
-            await asyncio.to_thread(self.engine.signal, container_id, "SIGKILL")
+            await asyncio.to_thread(engine.signal, container_id, "SIGKILL")
             await asyncio.wait(ended, timeout=30, return_when=asyncio.FIRST_COMPLETED)
 
     async def _finish(
@@ -522,42 +674,48 @@ class Launcher:
             await self.db.write(lambda db: metrics.ingest(db, run_id, lines, len(lines)))
 
     # Artifacts -----------------------------------------------------------------------------
-    def _copy_in(self, container_id: str, snapshot: Path) -> None:
+    def _copy_in(self, engine: DockerEngine, container_id: str, snapshot: Path) -> None:
         """The runtime and the snapshot into the container: one copy when the snapshot is small."""
         compat = self.settings.azureml_compat
         combined = combined_archive(snapshot, WORKDIR, compat)
         if combined is not None:
-            self.engine.put_archive(container_id, "/", combined)
+            engine.put_archive(container_id, "/", combined)
             return
-        self.engine.put_archive(container_id, "/", runtime_archive(compat))
-        self.engine.put_snapshot(container_id, snapshot)
+        engine.put_archive(container_id, "/", runtime_archive(compat))
+        engine.put_snapshot(container_id, snapshot)
 
-    def _copy_log(self, container_id: str, path: Path, on_exit: Callable[[int], None]) -> None:
+    def _copy_log(
+        self, engine: DockerEngine, container_id: str, path: Path, on_exit: Callable[[int], None]
+    ) -> None:
         # From the first line every time: a re-attached run gets its whole log, never twice.
         with path.open("wb") as raw:
             sink = LogSink(raw, on_exit)
             try:
-                self.engine.stream_logs(container_id, sink)  # type: ignore[arg-type]
+                engine.stream_logs(container_id, sink)  # type: ignore[arg-type]
             finally:
                 sink.close()
 
-    async def _sync_loop(self, run_id: str, container_id: str, run_dir: Path) -> None:
+    async def _sync_loop(
+        self, engine: DockerEngine, run_id: str, container_id: str, run_dir: Path
+    ) -> None:
         while True:
             await asyncio.sleep(self.settings.sync_interval_seconds)
             try:
-                await asyncio.to_thread(self._collect, container_id, run_dir, ("logs",))
-                await self._sync_context(run_id, container_id, run_dir)
+                await asyncio.to_thread(self._collect, engine, container_id, run_dir, ("logs",))
+                await self._sync_context(engine, run_id, container_id, run_dir)
             except Exception as exc:  # noqa: BLE001 - a failed sync is retried next time
                 log.warning("syncing %s failed: %s", run_id, exc)
 
-    async def _sync_context(self, run_id: str, container_id: str, run_dir: Path) -> None:
+    async def _sync_context(
+        self, engine: DockerEngine, run_id: str, container_id: str, run_dir: Path
+    ) -> None:
         """Metrics, tags and uploaded files from ``Run.get_context()`` in the container (one copy
         of its context folder)."""
-        lines = await asyncio.to_thread(self._copy_context, container_id, run_dir)
+        lines = await asyncio.to_thread(self._copy_context, engine, container_id, run_dir)
         await self._ingest(run_id, lines)
 
-    def _copy_context(self, container_id: str, run_dir: Path) -> list[str]:
-        chunks = self.engine.get_archive(container_id, CONTEXT_DIR)
+    def _copy_context(self, engine: DockerEngine, container_id: str, run_dir: Path) -> list[str]:
+        chunks = engine.get_archive(container_id, CONTEXT_DIR)
         if chunks is None:
             return []
         metrics_name = "ctx/metrics.jsonl"
@@ -569,9 +727,11 @@ class Launcher:
         complete = data[: data.rfind(b"\n") + 1] if b"\n" in data else b""
         return complete.decode("utf-8", errors="replace").splitlines()
 
-    def _collect(self, container_id: str, run_dir: Path, tops: tuple[str, ...]) -> None:
+    def _collect(
+        self, engine: DockerEngine, container_id: str, run_dir: Path, tops: tuple[str, ...]
+    ) -> None:
         for top in tops:
-            chunks = self.engine.get_archive(container_id, f"{WORKDIR}/{top}")
+            chunks = engine.get_archive(container_id, f"{WORKDIR}/{top}")
             if chunks is not None:
                 extract_container_archive(chunks, run_dir, top, skip=SERVER_WRITTEN)
 
@@ -613,3 +773,29 @@ _USER_REASONS = {
     EndReason.IMAGE_MISSING,
     EndReason.BUILD_FAILED,
 }
+
+
+def _claim_run(db: Any, allocation: Allocation) -> bool:
+    """Queued -> Preparing on the allocated node(s), with what it holds, in one transaction."""
+    first = allocation.placements[0].node
+    if not q.transition(
+        db,
+        allocation.run_id,
+        RunStatus.PREPARING,
+        expect=[RunStatus.QUEUED],
+        node=first,
+        wait_reason=None,
+    ):
+        return False
+    for placement in allocation.placements:
+        node_store.allocate(
+            db, allocation.run_id, placement.node, list(placement.gpus), placement.slots
+        )
+    return True
+
+
+def _set_wait_reasons(db: Any, reasons: dict[str, str]) -> None:
+    for run_id, reason in reasons.items():
+        db.execute(
+            "update runs set wait_reason = ? where id = ? and status = 'Queued'", [reason, run_id]
+        )

@@ -26,6 +26,7 @@ from trainhub.spec import (
     redact,
 )
 from trainhub.store import Database, environments, snapshots
+from trainhub.store import nodes as node_store
 from trainhub.store import runs as q
 
 
@@ -94,6 +95,7 @@ async def submit(
         if upload is not None:
             upload.unlink(missing_ok=True)
     await _check_conda(settings, launcher, spec, sha256)
+    await _check_target(db, launcher, spec)
     run = await db.write(
         lambda conn: q.insert_run(
             conn,
@@ -149,6 +151,32 @@ async def _resolve_definition(db: Database, spec: EstimatorSpec) -> EstimatorSpe
     return msgspec.structs.replace(
         resolved, environment_definition={"name": found["name"], "version": found["version"]}
     )
+
+
+async def _check_target(db: Database, launcher: Launcher, spec: EstimatorSpec) -> None:
+    """The compute target exists and could ever hold the run (GPUs, runs without a container)."""
+    targets = await db.read(node_store.list_targets)
+    members = targets.get(spec.compute_target)
+    if members is None:
+        known = ", ".join(sorted(targets))
+        raise SpecError(
+            "compute_target",
+            f"Unknown compute target '{spec.compute_target}' (this server has: {known})",
+        )
+    if not spec.use_docker and members != [node_store.LOCAL]:
+        raise SpecError(
+            "use_docker",
+            "use_docker=False runs on the server's own machine only: compute_target='local'",
+        )
+    if spec.use_gpu:
+        need = spec.process_count_per_node
+        largest = max((len(launcher.pool.inventory(n).get("gpus", [])) for n in members), default=0)
+        if largest < need:
+            raise SpecError(
+                "use_gpu",
+                f"use_gpu needs {need} GPU(s) per node, and the largest node of target "
+                f"'{spec.compute_target}' has {largest}",
+            )
 
 
 async def _check_conda(

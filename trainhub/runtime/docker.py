@@ -12,6 +12,7 @@ from typing import IO, Any
 
 import docker
 import docker.errors
+import docker.types
 from docker.models.containers import Container
 from docker.utils import parse_repository_tag
 
@@ -155,7 +156,13 @@ class DockerEngine:
         command: list[str],
         environment: dict[str, str],
         shm_size: str | None,
+        gpu_uuids: list[str] | None = None,
     ) -> str:
+        device_requests = None
+        if gpu_uuids:
+            device_requests = [
+                docker.types.DeviceRequest(device_ids=list(gpu_uuids), capabilities=[["gpu"]])
+            ]
         container = self.client.containers.create(
             image,
             command=command,
@@ -163,6 +170,7 @@ class DockerEngine:
             environment=environment,
             labels={LABEL_RUN: run_id, LABEL_INSTANCE: instance},
             shm_size=shm_size,
+            device_requests=device_requests,
             detach=True,
             tty=False,
             stdin_open=False,

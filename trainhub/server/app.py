@@ -18,6 +18,7 @@ from litestar.openapi import OpenAPIConfig
 from litestar.openapi.spec import Components, SecurityScheme
 
 from trainhub import __version__
+from trainhub.nodes.pool import NodePool
 from trainhub.runs.launcher import Launcher
 from trainhub.runtime.docker import DockerEngine
 from trainhub.server.api.environments import EnvironmentsController
@@ -63,13 +64,17 @@ def create_app(settings: Settings, db: Database | None = None) -> Litestar:
             raise EngineUnavailable(
                 f"Cannot reach the Docker engine ({exc}). Start dockerd, or point DOCKER_HOST at it."
             ) from None
-        launcher = Launcher(settings, database, engine, instance)
+        pool = NodePool(settings, database, engine)
+        await pool.start()
+        launcher = Launcher(settings, database, pool, instance)
+        app.state.pool = pool
         app.state.launcher = launcher
         await launcher.start()
         try:
             yield
         finally:
             await launcher.stop()
+            await pool.stop()
             engine.close()
             database.close()
 

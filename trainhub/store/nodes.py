@@ -56,8 +56,14 @@ class NodeRow:
 def add_node(db: sqlite_utils.Database, **values: Any) -> None:
     now = time.time()
     db.table("nodes").insert(
-        {**values, "enabled": 1, "draining": 0, "created_at": now, "last_seen_at": now,
-         "inventory": json.dumps(values.get("inventory") or {})},
+        {
+            **values,
+            "enabled": 1,
+            "draining": 0,
+            "created_at": now,
+            "last_seen_at": now,
+            "inventory": json.dumps(values.get("inventory") or {}),
+        },
         replace=False,
     )
 
@@ -85,7 +91,9 @@ def remove_node(db: sqlite_utils.Database, name: str) -> None:
 
 
 def set_target(db: sqlite_utils.Database, name: str, nodes: list[str]) -> None:
-    db.table("targets").upsert({"name": name, "nodes": json.dumps(nodes), "created_at": time.time()}, pk="name")
+    db.table("targets").upsert(
+        {"name": name, "nodes": json.dumps(nodes), "created_at": time.time()}, pk="name"
+    )
 
 
 def target_nodes(db: sqlite_utils.Database, name: str) -> list[str] | None:
@@ -102,9 +110,17 @@ def list_targets(db: sqlite_utils.Database) -> dict[str, list[str]]:
     return found
 
 
-def allocate(db: sqlite_utils.Database, run_id: str, node: str, gpus: list[int], slots: int) -> None:
+def allocate(
+    db: sqlite_utils.Database, run_id: str, node: str, gpus: list[int], slots: int
+) -> None:
     db.table("allocations").insert(
-        {"run_id": run_id, "node": node, "gpus": json.dumps(gpus), "slots": slots, "created_at": time.time()}
+        {
+            "run_id": run_id,
+            "node": node,
+            "gpus": json.dumps(gpus),
+            "slots": slots,
+            "created_at": time.time(),
+        }
     )
 
 
@@ -117,4 +133,7 @@ def allocations(db: sqlite_utils.Database) -> list[dict[str, Any]]:
 
 
 def allocation_of(db: sqlite_utils.Database, run_id: str) -> list[dict[str, Any]]:
-    return [{**r, "gpus": json.loads(r["gpus"])} for r in db.table("allocations").rows_where("run_id = ?", [run_id])]
+    return [
+        {**r, "gpus": json.loads(r["gpus"])}
+        for r in db.table("allocations").rows_where("run_id = ?", [run_id])
+    ]

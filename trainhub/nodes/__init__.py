@@ -1,0 +1,1 @@
+"""Nodes: the server's own engine (``local``) and GPU servers reached over SSH."""

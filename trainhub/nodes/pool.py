@@ -1,0 +1,389 @@
+"""The node pool: one SSH connection per remote node, kept open (keepalive, reconnect with backoff),
+its Docker socket forwarded over that connection and driven by the same code as ``local``.
+
+Host keys are pinned when a node is added; a later mismatch marks the node ``Untrusted`` and nothing
+runs there until an admin re-pins it. States: Ready, Unreachable, Draining, Disabled, Untrusted.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import shutil
+import subprocess
+import tempfile
+import time
+from enum import StrEnum
+from pathlib import Path
+from typing import Any
+
+import asyncssh
+
+from trainhub.nodes import inventory as inv
+from trainhub.runtime.docker import DockerEngine
+from trainhub.settings import Settings
+from trainhub.store import Database
+from trainhub.store import nodes as node_store
+
+log = logging.getLogger("trainhub.nodes")
+LOCAL = node_store.LOCAL
+
+
+class NodeState(StrEnum):
+    READY = "Ready"
+    UNREACHABLE = "Unreachable"
+    DRAINING = "Draining"
+    DISABLED = "Disabled"
+    UNTRUSTED = "Untrusted"
+
+
+class NodeError(Exception):
+    """Adding or reaching a node failed; the message says why."""
+
+
+class NodeUnavailable(NodeError):
+    pass
+
+
+class _Remote:
+    def __init__(self, row: node_store.NodeRow) -> None:
+        self.row = row
+        self.conn: asyncssh.SSHClientConnection | None = None
+        self.listener: Any = None
+        self.engine: DockerEngine | None = None
+        self.state = NodeState.UNREACHABLE
+        self.task: asyncio.Task[None] | None = None
+        self.unreachable_since: float | None = time.monotonic()
+        self.ready = asyncio.Event()
+
+
+class NodePool:
+    def __init__(self, settings: Settings, db: Database, local_engine: DockerEngine) -> None:
+        self.settings = settings
+        self.db = db
+        self.local_engine = local_engine
+        self.local_inventory: dict[str, Any] = {}
+        self.remotes: dict[str, _Remote] = {}
+        self._socket_dir = Path(tempfile.mkdtemp(prefix="trainhub-sock-"))
+
+    # Lifecycle ------------------------------------------------------------------------------
+    async def start(self) -> None:
+        self.local_inventory = await asyncio.to_thread(self._probe_local)
+        for row in await self.db.read(node_store.list_nodes):
+            self._watch(row)
+
+    async def stop(self) -> None:
+        for remote in self.remotes.values():
+            if remote.task:
+                remote.task.cancel()
+        await asyncio.gather(
+            *(r.task for r in self.remotes.values() if r.task), return_exceptions=True
+        )
+        for remote in self.remotes.values():
+            self._close(remote)
+        shutil.rmtree(self._socket_dir, ignore_errors=True)
+
+    def _watch(self, row: node_store.NodeRow) -> None:
+        remote = _Remote(row)
+        self.remotes[row.name] = remote
+        if not row.enabled:
+            remote.state = NodeState.DISABLED
+            return
+        if row.state == NodeState.UNTRUSTED:
+            remote.state = NodeState.UNTRUSTED
+            return
+        remote.task = asyncio.create_task(self._maintain(remote), name=f"node-{row.name}")
+
+    # Queries --------------------------------------------------------------------------------
+    def engine(self, name: str) -> DockerEngine:
+        if name == LOCAL:
+            return self.local_engine
+        remote = self.remotes.get(name)
+        if (
+            remote is None
+            or remote.engine is None
+            or remote.state not in (NodeState.READY, NodeState.DRAINING)
+        ):
+            raise NodeUnavailable(f"node {name} is not reachable now")
+        return remote.engine
+
+    def state(self, name: str) -> str:
+        if name == LOCAL:
+            return NodeState.READY
+        remote = self.remotes.get(name)
+        if remote is None:
+            return "Removed"
+        if remote.state == NodeState.READY and remote.row.draining:
+            return NodeState.DRAINING
+        return remote.state
+
+    def schedulable(self, name: str) -> bool:
+        return self.state(name) == NodeState.READY
+
+    def inventory(self, name: str) -> dict[str, Any]:
+        if name == LOCAL:
+            return self.local_inventory
+        remote = self.remotes.get(name)
+        return remote.row.inventory if remote else {}
+
+    def unreachable_for(self, name: str) -> float:
+        remote = self.remotes.get(name)
+        if remote is None or remote.unreachable_since is None:
+            return 0.0
+        return time.monotonic() - remote.unreachable_since
+
+    async def wait_ready(self, name: str, timeout: float) -> bool:
+        if name == LOCAL:
+            return True
+        remote = self.remotes.get(name)
+        if remote is None:
+            return False
+        try:
+            await asyncio.wait_for(remote.ready.wait(), timeout)
+        except TimeoutError:
+            return False
+        return True
+
+    # Admin ----------------------------------------------------------------------------------
+    async def add(
+        self, name: str, host: str, port: int, user: str, key_path: str, docker_socket: str
+    ) -> node_store.NodeRow:
+        if name == LOCAL or not name.replace("-", "").replace("_", "").isalnum():
+            raise NodeError(
+                f"'{name}' cannot be a node name (letters, digits, '-', '_'; not 'local')"
+            )
+        if await self.db.read(lambda db: node_store.get_node(db, name)) is not None:
+            raise NodeError(f"A node named '{name}' exists already")
+        if not Path(key_path).is_file():
+            raise NodeError(f"No private key at {key_path} (on the server)")
+        host_key = await self.fetch_host_key(host, port)
+        row = node_store.NodeRow(
+            name,
+            host,
+            port,
+            user,
+            key_path,
+            docker_socket,
+            host_key,
+            NodeState.UNREACHABLE,
+            True,
+            False,
+            {},
+            None,
+            time.time(),
+            None,
+        )
+        remote = _Remote(row)
+        try:
+            await self._connect(remote)
+        except asyncssh.PermissionDenied:
+            raise NodeError(f"{user}@{host}:{port} refused the key {key_path}") from None
+        except (OSError, asyncssh.Error) as exc:
+            raise NodeError(f"Cannot use {user}@{host}:{port}: {exc}") from None
+        await self.db.write(
+            lambda db: node_store.add_node(
+                db,
+                name=name,
+                host=host,
+                port=port,
+                user=user,
+                key_path=key_path,
+                docker_socket=docker_socket,
+                host_key=host_key,
+                state=NodeState.READY,
+                inventory=remote.row.inventory,
+                error=None,
+            )
+        )
+        self._close(remote)
+        stored = await self.db.read(lambda db: node_store.get_node(db, name))
+        assert stored is not None
+        self._watch(stored)
+        await self.wait_ready(name, 30)
+        return stored
+
+    async def fetch_host_key(self, host: str, port: int) -> str:
+        try:
+            key = await asyncio.wait_for(asyncssh.get_server_host_key(host, port), 15)
+        except (OSError, asyncssh.Error, TimeoutError) as exc:
+            raise NodeError(f"Cannot reach {host}:{port} over SSH: {exc}") from None
+        if key is None:
+            raise NodeError(f"{host}:{port} offered no host key")
+        return key.export_public_key().decode().strip()
+
+    async def trust(self, name: str) -> node_store.NodeRow:
+        """Re-pin a node's current host key (after an admin checked it) and reconnect."""
+        row = await self._row(name)
+        host_key = await self.fetch_host_key(row.host, row.port)
+        await self.db.write(
+            lambda db: node_store.update_node(
+                db, name, host_key=host_key, state=NodeState.UNREACHABLE, error=None
+            )
+        )
+        await self._restart(name)
+        return await self._row(name)
+
+    async def set_flags(self, name: str, **flags: Any) -> node_store.NodeRow:
+        await self._row(name)
+        await self.db.write(lambda db: node_store.update_node(db, name, **flags))
+        await self._restart(name)
+        return await self._row(name)
+
+    async def remove(self, name: str) -> None:
+        await self._row(name)
+        remote = self.remotes.pop(name, None)
+        if remote and remote.task:
+            remote.task.cancel()
+            await asyncio.gather(remote.task, return_exceptions=True)
+        if remote:
+            self._close(remote)
+        await self.db.write(lambda db: node_store.remove_node(db, name))
+
+    async def _row(self, name: str) -> node_store.NodeRow:
+        row = await self.db.read(lambda db: node_store.get_node(db, name))
+        if row is None:
+            raise NodeError(f"No node named '{name}'")
+        return row
+
+    async def _restart(self, name: str) -> None:
+        remote = self.remotes.pop(name, None)
+        if remote and remote.task:
+            remote.task.cancel()
+            await asyncio.gather(remote.task, return_exceptions=True)
+        if remote:
+            self._close(remote)
+        row = await self._row(name)
+        self._watch(row)
+        if row.enabled and row.state != NodeState.UNTRUSTED:
+            await self.wait_ready(name, 15)
+
+    # The connection -------------------------------------------------------------------------
+    async def _maintain(self, remote: _Remote) -> None:
+        backoff = 1.0
+        name = remote.row.name
+        while True:
+            try:
+                await self._connect(remote)
+            except asyncssh.HostKeyNotVerifiable as exc:
+                remote.state = NodeState.UNTRUSTED
+                message = f"host key does not match the pinned one ({exc}); re-pin with `trainhub node trust {name}`"
+                log.error("node %s: %s", name, message)
+                await self._set_state(name, NodeState.UNTRUSTED, message)
+                return
+            except (OSError, asyncssh.Error, TimeoutError) as exc:
+                await self._mark_unreachable(remote, str(exc) or type(exc).__name__)
+                await asyncio.sleep(backoff)
+                backoff = min(backoff * 2, 30.0)
+                continue
+            backoff = 1.0
+            remote.state = NodeState.READY
+            remote.unreachable_since = None
+            remote.ready.set()
+            await self.db.write(
+                lambda db: node_store.update_node(
+                    db,
+                    name,
+                    state=NodeState.READY,
+                    error=None,
+                    inventory=remote.row.inventory,
+                    last_seen_at=time.time(),
+                )
+            )
+            log.info("node %s is Ready", name)
+            assert remote.conn is not None
+            await remote.conn.wait_closed()
+            self._close(remote)
+            await self._mark_unreachable(remote, "the SSH connection closed")
+
+    async def _set_state(self, name: str, state: NodeState, error: str | None) -> None:
+        await self.db.write(lambda db: node_store.update_node(db, name, state=state, error=error))
+
+    async def _mark_unreachable(self, remote: _Remote, why: str) -> None:
+        if remote.unreachable_since is None:
+            remote.unreachable_since = time.monotonic()
+        remote.ready.clear()
+        if remote.state != NodeState.UNREACHABLE:
+            log.warning("node %s is Unreachable: %s", remote.row.name, why)
+        remote.state = NodeState.UNREACHABLE
+        name = remote.row.name
+        with contextlib.suppress(Exception):
+            await self.db.write(
+                lambda db: node_store.update_node(db, name, state=NodeState.UNREACHABLE, error=why)
+            )
+
+    async def _connect(self, remote: _Remote) -> None:
+        row = remote.row
+        pinned = asyncssh.import_public_key(row.host_key)
+        conn = await asyncio.wait_for(
+            asyncssh.connect(
+                row.host,
+                port=row.port,
+                username=row.user,
+                client_keys=[row.key_path],
+                known_hosts=([pinned], [], []),
+                keepalive_interval=self.settings.ssh_keepalive_seconds,
+                keepalive_count_max=3,
+                agent_path=None,
+            ),
+            timeout=20,
+        )
+        socket_path = str(self._socket_dir / f"{row.name}.sock")
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(socket_path)
+        listener = await conn.forward_local_path(socket_path, row.docker_socket)
+        engine = await asyncio.to_thread(DockerEngine, f"unix://{socket_path}")
+        remote.conn, remote.listener, remote.engine = conn, listener, engine
+        facts = await self._probe_remote(conn, engine)
+        remote.row = node_store.NodeRow(**{**remote.row.__dict__, "inventory": facts})
+
+    async def _probe_remote(
+        self, conn: asyncssh.SSHClientConnection, engine: DockerEngine
+    ) -> dict[str, Any]:
+        smi = await conn.run(inv.NVIDIA_SMI, check=False)
+        cpus = await conn.run("nproc", check=False)
+        meminfo = await conn.run("cat /proc/meminfo", check=False)
+        info = await asyncio.to_thread(engine.client.info)
+        version = await asyncio.to_thread(engine.client.version)
+        return {
+            "gpus": inv.parse_gpus(str(smi.stdout)) if smi.exit_status == 0 else [],
+            "cpus": int(str(cpus.stdout).strip() or 0) if cpus.exit_status == 0 else None,
+            "memory_bytes": inv.parse_meminfo(str(meminfo.stdout)),
+            **inv.docker_facts(info, version),
+        }
+
+    def _probe_local(self) -> dict[str, Any]:
+        gpus: list[dict[str, Any]] = []
+        if shutil.which("nvidia-smi"):
+            proc = subprocess.run(inv.NVIDIA_SMI.split(), capture_output=True, text=True)
+            if proc.returncode == 0:
+                gpus = inv.parse_gpus(proc.stdout)
+        try:
+            memory = inv.parse_meminfo(Path("/proc/meminfo").read_text())
+        except OSError:
+            memory = None
+        facts = inv.docker_facts(
+            self.local_engine.client.info(), self.local_engine.client.version()
+        )
+        return {"gpus": gpus, "cpus": os.cpu_count(), "memory_bytes": memory, **facts}
+
+    def _close(self, remote: _Remote) -> None:
+        if remote.listener is not None:
+            remote.listener.close()
+        if remote.engine is not None:
+            remote.engine.close()
+        if remote.conn is not None:
+            remote.conn.close()
+        remote.conn = remote.listener = remote.engine = None
+
+    def describe(self, row: node_store.NodeRow) -> dict[str, Any]:
+        return {**row.public(), "state": self.state(row.name)}
+
+    def local_description(self) -> dict[str, Any]:
+        return {
+            "name": LOCAL,
+            "host": None,
+            "state": NodeState.READY,
+            "inventory": self.local_inventory,
+        }
