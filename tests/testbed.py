@@ -8,7 +8,6 @@ run; teardown removes what it made (daemons by their pid files, namespaces, the 
 from __future__ import annotations
 
 import os
-import shutil
 import signal
 import subprocess
 import time
@@ -80,9 +79,25 @@ def ensure_bridge() -> None:
 
 
 def stop_node(name: str, root: Path) -> None:
+    """Stop everything of node ``name``, including leftovers of earlier runs (matched by the paths
+    and addresses this test bed uses), then remove its namespace and link."""
     for what in ("sshd", "dockerd"):
         _kill_pidfile(root / f"{what}.pid")
-    _kill_pidfile(Path(f"/run/docker-th{name}.pid"))
+    marks = [f"/run/docker-th{name}".encode(), f"/var/lib/docker-th{name}".encode()]
+    pids = set(sh("ip", "netns", "pids", f"th{name}", check=False).stdout.split())
+    for proc in Path("/proc").iterdir():
+        if not proc.name.isdigit():
+            continue
+        try:
+            cmdline = (proc / "cmdline").read_bytes()
+        except OSError:
+            continue
+        if proc.name in pids or any(mark in cmdline for mark in marks):
+            try:
+                os.kill(int(proc.name), signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+    time.sleep(0.3)
     sh("ip", "netns", "del", f"th{name}", check=False)
     sh("ip", "link", "del", f"thv{name}", check=False)
 
@@ -202,8 +217,63 @@ def remove_bridge() -> None:
     sh("ip", "link", "del", BRIDGE, check=False)
 
 
+def namespace_pids(node: Node, command: str | None = None) -> list[int]:
+    out = sh("ip", "netns", "pids", node.netns, check=False).stdout.split()
+    pids = [int(p) for p in out if p.isdigit()]
+    if command is None:
+        return pids
+    found = []
+    for pid in pids:
+        try:
+            if Path(f"/proc/{pid}/comm").read_text().strip() == command:
+                found.append(pid)
+        except OSError:
+            pass
+    return found
+
+
 def kill_node_daemons(node: Node) -> None:
-    """Node loss: the node's sshd and dockerd die (containers die with dockerd's shim? no: we kill them too)."""
-    _kill_pidfile(node.pidfile("sshd"))
-    _kill_pidfile(node.pidfile("dockerd"))
-    shutil.rmtree(node.root / "never", ignore_errors=True)
+    """Node loss: every process of the node dies at once (sshd and its sessions, dockerd, containers)."""
+    for pid in namespace_pids(node):
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+
+
+def restart_sshd(node: Node) -> None:
+    """Restart a node's sshd and drop its sessions (with a new host key if the old one was deleted)."""
+    for pid in namespace_pids(node, "sshd"):
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+    if not node.host_key.exists():
+        sh("ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(node.host_key))
+    bin_dir = node.root / "bin"
+    path = f"{bin_dir}:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+    sh(
+        "ip",
+        "netns",
+        "exec",
+        node.netns,
+        "/usr/sbin/sshd",
+        "-h",
+        str(node.host_key),
+        "-o",
+        f"ListenAddress={node.address}",
+        "-o",
+        f"PidFile={node.pidfile('sshd')}",
+        "-o",
+        "PermitRootLogin=prohibit-password",
+        "-o",
+        f"AuthorizedKeysFile={node.root / 'authorized_keys'}",
+        "-o",
+        "StrictModes=no",
+        "-o",
+        "PasswordAuthentication=no",
+        "-o",
+        f"SetEnv=PATH={path}",
+        "-o",
+        "AllowStreamLocalForwarding=yes",
+    )

@@ -232,13 +232,15 @@ class Launcher:
     def _request(self, run: q.RunRow, targets: dict[str, list[str]]) -> Request:
         spec = run.spec
         per_node = int(spec.get("process_count_per_node", 1))
+        gpu = bool(spec.get("use_gpu"))
         return Request(
             run_id=run.id,
             target=run.target,
             nodes=tuple(targets.get(run.target, [])),
             node_count=int(spec.get("node_count", 1)),
-            gpus_per_node=per_node if spec.get("use_gpu") else 0,
-            slots_per_node=1,
+            gpus_per_node=per_node if gpu else 0,
+            # GPU runs are bounded by their GPUs, CPU-only runs by CPU slots.
+            slots_per_node=0 if gpu else 1,
             priority=run.priority,
             queued_at=run.created_at,
         )

@@ -53,6 +53,7 @@ async def submit(
     upload: Path | None = None,
     snapshot_id: str | None = None,
     tags: bytes | str | None = None,
+    priority: str | None = None,
 ) -> q.RunRow:
     """Validate the spec and the snapshot, store both, queue the run.
 
@@ -63,6 +64,7 @@ async def submit(
         check_experiment_name(experiment)
         spec = parse_estimator(estimator)
         run_tags = parse_tags(tags)
+        run_priority = parse_priority(priority)
         spec = await _resolve_definition(db, spec)
         if upload is not None:
             info = await asyncio.to_thread(
@@ -105,10 +107,23 @@ async def submit(
             target=spec.compute_target,
             tags=run_tags,
             snapshot_uploaded=upload is not None,
+            priority=run_priority,
         )
     )
     launcher.wake()
     return run
+
+
+def parse_priority(raw: str | None) -> int:
+    if raw is None or raw == "":
+        return 0
+    try:
+        value = int(raw)
+    except ValueError:
+        raise SpecError("priority", "priority must be an integer (higher runs first)") from None
+    if not -1000 <= value <= 1000:
+        raise SpecError("priority", "priority must be between -1000 and 1000")
+    return value
 
 
 def parse_tags(raw: bytes | str | None) -> dict[str, str]:
@@ -268,6 +283,8 @@ def details(run: q.RunRow, events: list[dict[str, Any]] | None = None) -> dict[s
             "node": run.node,
             "exitCode": run.exit_code,
             "reason": run.reason,
+            "priority": run.priority,
+            "waitReason": run.wait_reason if run.status is RunStatus.QUEUED else None,
         },
         "runDefinition": {
             "script": spec.get("entry_script"),

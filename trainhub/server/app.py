@@ -24,6 +24,7 @@ from trainhub.runtime.docker import DockerEngine
 from trainhub.server.api.environments import EnvironmentsController
 from trainhub.server.api.health import healthz
 from trainhub.server.api.images import ImagesController
+from trainhub.server.api.nodes import NodesController
 from trainhub.server.api.runs import RunsController
 from trainhub.server.auth import PUBLIC_PATHS, BearerTokenAuth
 from trainhub.server.errors import EXCEPTION_HANDLERS
@@ -79,7 +80,13 @@ def create_app(settings: Settings, db: Database | None = None) -> Litestar:
             database.close()
 
     return Litestar(
-        route_handlers=[healthz, RunsController, EnvironmentsController, ImagesController],
+        route_handlers=[
+            healthz,
+            RunsController,
+            EnvironmentsController,
+            ImagesController,
+            NodesController,
+        ],
         lifespan=[lifespan],
         state=State({"settings": settings, "db": database}),
         middleware=[DefineMiddleware(BearerTokenAuth, exclude=PUBLIC_PATHS)],

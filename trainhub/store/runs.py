@@ -67,6 +67,7 @@ def insert_run(
     target: str,
     tags: dict[str, Any] | None = None,
     snapshot_uploaded: bool = True,
+    priority: int = 0,
 ) -> RunRow:
     now = time.time()
     if not db.table("experiments").count_where("name = ?", [experiment]):
@@ -87,6 +88,7 @@ def insert_run(
             "created_at": now,
             "tags": json.dumps(tags or {}),
             "snapshot_uploaded": int(snapshot_uploaded),
+            "priority": priority,
         }
     )
     db.table("run_events").insert(
@@ -187,3 +189,13 @@ def run_events(db: sqlite_utils.Database, run_id: str) -> list[dict[str, Any]]:
 
 def instance_id(db: sqlite_utils.Database) -> str:
     return str(db.table("meta").get("instance_id")["value"])
+
+
+def queue_position(db: sqlite_utils.Database, run: RunRow) -> int:
+    """1 for the run the scheduler considers first (priority, then age)."""
+    ahead = db.execute(
+        "select count(*) from runs where status = 'Queued' and "
+        "(priority > ? or (priority = ? and seq < ?))",
+        [run.priority, run.priority, run.seq],
+    ).fetchone()[0]
+    return int(ahead) + 1

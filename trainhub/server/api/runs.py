@@ -20,6 +20,7 @@ from trainhub.runs.artifacts import CHUNK, list_artifacts, resolve_artifact
 from trainhub.runs.status import DRIVER_LOG, RunStatus
 from trainhub.spec import SpecError
 from trainhub.store import metrics, snapshots
+from trainhub.store import nodes as node_store
 from trainhub.store import runs as q
 
 FOLLOW_POLL_SECONDS = 0.25
@@ -38,12 +39,14 @@ class RunsController(Controller):
     ) -> dict[str, Any]:
         """Multipart: part ``estimator`` (the spec as JSON) and either part ``snapshot`` (the source
         folder as ``.tar.gz``) or part ``snapshot_id`` (the SHA-256 of one the server holds, see
-        ``GET /api/v1/snapshots/{sha256}``); optional part ``tags`` (a JSON object)."""
+        ``GET /api/v1/snapshots/{sha256}``); optional parts ``tags`` (a JSON object) and
+        ``priority`` (an integer, higher runs first; default 0)."""
         upload: Path | None = None
         try:
             estimator = await _text_part(data, "estimator")
             tags = await _text_part(data, "tags")
             snapshot_id = await _text_part(data, "snapshot_id")
+            priority = await _text_part(data, "priority")
             snapshot = data.get("snapshot")
             if estimator is None:
                 raise SpecError(
@@ -70,6 +73,7 @@ class RunsController(Controller):
             upload=upload,
             snapshot_id=None if upload else _as_str(snapshot_id),
             tags=tags,
+            priority=_as_str(priority),
         )
         return service.details(run)
 
@@ -125,7 +129,14 @@ class RunsController(Controller):
     async def get_run(self, state: State, run_id: str) -> dict[str, Any]:
         run = await service.get(state.db, run_id)
         events = await state.db.read(lambda db: q.run_events(db, run_id))
-        return service.details(run, events)
+        out = service.details(run, events)
+        held = await state.db.read(lambda db: node_store.allocation_of(db, run_id))
+        out["properties"]["allocation"] = [{"node": r["node"], "gpus": r["gpus"]} for r in held]
+        if run.status is RunStatus.QUEUED:
+            out["properties"]["queuePosition"] = await state.db.read(
+                lambda db: q.queue_position(db, run)
+            )
+        return out
 
     @post("/runs/{run_id:str}/cancel", status_code=200, summary="Cancel a run")
     async def cancel(self, state: State, run_id: str) -> dict[str, Any]:

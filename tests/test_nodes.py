@@ -1,0 +1,302 @@
+"""GPU nodes over real SSH: each node a network namespace with its own sshd and dockerd (TESTBED.md).
+The only stand-in is nvidia-smi on a node's PATH."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+from tests import testbed
+from tests.conftest import TOKEN, Server, start_server
+from tests.helpers import get_run, submit, wait_for_log, wait_for_status, wait_until
+
+
+@pytest.fixture(scope="module")
+def bed(
+    tmp_path_factory: pytest.TempPathFactory, docker_ready: None
+) -> Iterator[dict[str, testbed.Node]]:
+    root = Path("/tmp/trainhub-testbed")  # short paths: unix socket names are limited to 108 bytes
+    key = testbed.client_key(root)
+    nodes = {
+        "n1": testbed.start_node("n1", 1, root / "n1", key, gpus=4),
+        "n2": testbed.start_node("n2", 2, root / "n2", key, gpus=2),
+    }
+    yield nodes
+    for node in nodes.values():
+        testbed.stop_node(node.name, node.root)
+    testbed.remove_bridge()
+
+
+@pytest.fixture(scope="module")
+def cluster(
+    tmp_path_factory: pytest.TempPathFactory, bed: dict[str, testbed.Node]
+) -> Iterator[Server]:
+    srv = start_server(
+        tmp_path_factory,
+        "nodes-data",
+        ssh_keepalive_seconds="1",
+        # No CUDA image can be had here; the CPU image stands for it on the stand-in GPU nodes.
+        default_gpu_image="trainhub/base:cpu",
+        node_lost_grace_seconds="6",
+        sync_interval_seconds="0.5",
+    )
+    client = srv.client()
+    for node in bed.values():
+        body = {
+            "name": node.name,
+            "host": node.address,
+            "user": "root",
+            "key_path": str(node.client_key),
+            "docker_socket": node.docker_socket,
+        }
+        response = client.post("/api/v1/nodes", json=body)
+        assert response.status_code == 201, response.text
+    assert (
+        client.post(
+            "/api/v1/targets", json={"name": "gpu-cluster", "nodes": ["n1", "n2"]}
+        ).status_code
+        == 201
+    )
+    yield srv
+    srv.cleanup()
+    for node in bed.values():  # containers the server left on the nodes
+        subprocess.run(
+            f"docker -H unix://{node.docker_socket} ps -aq | xargs -r docker -H unix://{node.docker_socket} rm -f",
+            shell=True,
+            capture_output=True,
+        )
+
+
+@pytest.fixture
+def nclient(cluster: Server) -> httpx.Client:
+    return cluster.client()
+
+
+GPU_SCRIPT = (
+    "import os, time\nprint('gpus', os.environ.get('CUDA_VISIBLE_DEVICES'), flush=True)\ntime.sleep({sleep})\n"
+    "os.makedirs('outputs', exist_ok=True)\nopen('outputs/where.txt', 'w').write(os.uname().nodename)\n"
+)
+
+
+def test_registration_pins_the_host_key_and_probes_the_inventory(
+    nclient: httpx.Client, bed: dict[str, testbed.Node]
+) -> None:
+    n1 = nclient.get("/api/v1/nodes/n1").json()
+    assert n1["state"] == "Ready"
+    assert n1["hostKey"] == " ".join(Path(f"{bed['n1'].host_key}.pub").read_text().split()[:2])
+    facts = n1["inventory"]
+    assert [g["index"] for g in facts["gpus"]] == [0, 1, 2, 3]
+    assert facts["gpus"][0] == {
+        "index": 0,
+        "uuid": "GPU-n1-0000-0000-0000-000000000000",
+        "name": "NVIDIA A100-SXM4-40GB",
+        "memory_mib": 40960,
+    }
+    assert facts["cpus"] >= 1 and facts["memory_bytes"] > 0 and facts["docker_version"]
+    assert facts["nvidia_runtime"] is False
+    names = [n["name"] for n in nclient.get("/api/v1/nodes").json()["nodes"]]
+    assert names == ["local", "n1", "n2"]
+    again = nclient.post(
+        "/api/v1/nodes", json={"name": "n1", "host": "10.77.0.11", "user": "root", "key_path": "/x"}
+    )
+    assert again.status_code == 422 and "exists already" in again.json()["error"]
+    wrong = nclient.post(
+        "/api/v1/nodes",
+        json={
+            "name": "n9",
+            "host": "10.77.0.99",
+            "user": "root",
+            "key_path": str(bed["n1"].client_key),
+        },
+    )
+    assert wrong.status_code == 422 and "Cannot reach 10.77.0.99:22" in wrong.json()["error"]
+
+
+def test_a_gpu_run_lands_on_a_node_with_its_gpus_pinned_and_results_back(
+    nclient: httpx.Client,
+) -> None:
+    run = submit(nclient, GPU_SCRIPT.format(sleep=0), compute_target="gpu-cluster", use_gpu=True)
+    done = wait_for_status(nclient, run["runId"], timeout=60)
+    assert done["status"] == "Completed", done["error"]
+    node = done["properties"]["node"]
+    assert node in ("n1", "n2")
+    log = nclient.get(f"/api/v1/runs/{run['runId']}/logs").text
+    assert f"gpus GPU-{node}-" in log and "," not in log.split("gpus ")[1].split()[0]
+    assert nclient.get(f"/api/v1/runs/{run['runId']}/files/outputs/where.txt").status_code == 200
+    assert done["properties"]["allocation"] == []  # freed at the end
+    assert nclient.get(f"/api/v1/nodes/{node}").json()["allocatedGpus"] == []
+
+
+def test_gpus_are_never_shared_and_a_run_waits_with_a_reason(nclient: httpx.Client) -> None:
+    runs = [
+        submit(nclient, GPU_SCRIPT.format(sleep=12), compute_target="gpu-cluster", use_gpu=True)
+        for _ in range(6)
+    ]
+    for run in runs:
+        wait_for_log(nclient, run["runId"], "gpus ", timeout=60)
+    extra = submit(nclient, GPU_SCRIPT.format(sleep=0), compute_target="gpu-cluster", use_gpu=True)
+    wait_until(
+        lambda: get_run(nclient, extra["runId"])["properties"]["waitReason"] is not None,
+        f"a wait reason: {get_run(nclient, extra['runId'])}",
+    )
+    waiting = get_run(nclient, extra["runId"])
+    assert waiting["status"] == "Queued"
+    assert waiting["properties"]["waitReason"] == "needs 1 GPU on one node; largest free is 0"
+    assert waiting["properties"]["queuePosition"] == 1
+    seen = []
+    for run in runs:
+        log = nclient.get(f"/api/v1/runs/{run['runId']}/logs").text
+        seen.append(log.split("gpus ")[1].split()[0])
+    assert len(set(seen)) == 6  # six runs, six different devices
+    assert sorted(s.split("-")[1] for s in seen) == ["n1"] * 4 + ["n2"] * 2
+    for run in [*runs, extra]:
+        assert wait_for_status(nclient, run["runId"], timeout=90)["status"] == "Completed"
+    assert all(n["allocatedGpus"] == [] for n in nclient.get("/api/v1/nodes").json()["nodes"])
+
+
+def test_higher_priority_runs_first(nclient: httpx.Client) -> None:
+    from tests.helpers import make_snapshot
+
+    blockers = [
+        submit(nclient, GPU_SCRIPT.format(sleep=12), compute_target="gpu-cluster", use_gpu=True)
+        for _ in range(6)
+    ]
+    for run in blockers:
+        wait_for_log(nclient, run["runId"], "gpus ", timeout=60)
+    snap = make_snapshot({"train.py": GPU_SCRIPT.format(sleep=0)})
+    spec = json.dumps(
+        {"entry_script": "train.py", "compute_target": "gpu-cluster", "use_gpu": True}
+    )
+    low = nclient.post(
+        "/api/v1/experiments/prio/runs",
+        files={"estimator": (None, spec), "snapshot": ("s.tar.gz", snap)},
+    ).json()
+    high = nclient.post(
+        "/api/v1/experiments/prio/runs",
+        files={"estimator": (None, spec), "snapshot": ("s.tar.gz", snap), "priority": (None, "10")},
+    ).json()
+    assert get_run(nclient, high["runId"])["properties"]["queuePosition"] == 1
+    assert get_run(nclient, low["runId"])["properties"]["queuePosition"] == 2
+    done_high = wait_for_status(nclient, high["runId"], timeout=90)
+    done_low = wait_for_status(nclient, low["runId"], timeout=90)
+    assert done_high["startTimeUtc"] <= done_low["startTimeUtc"]
+    for run in blockers:
+        wait_for_status(nclient, run["runId"], timeout=60)
+
+
+def test_a_drained_node_takes_no_new_runs(nclient: httpx.Client) -> None:
+    assert nclient.post("/api/v1/nodes/n1/drain").json()["state"] == "Draining"
+    runs = [
+        submit(nclient, GPU_SCRIPT.format(sleep=0), compute_target="gpu-cluster", use_gpu=True)
+        for _ in range(3)
+    ]
+    done = [wait_for_status(nclient, r["runId"], timeout=90) for r in runs]
+    assert {d["properties"]["node"] for d in done} == {"n2"}
+    assert nclient.post("/api/v1/nodes/n1/enable").json()["state"] == "Ready"
+
+
+def test_unknown_target_and_too_many_gpus_are_422(nclient: httpx.Client) -> None:
+    from tests.helpers import make_snapshot, submit_raw
+
+    snap = make_snapshot({"train.py": "print()"})
+    unknown = submit_raw(nclient, {"entry_script": "train.py", "compute_target": "nope"}, snap)
+    assert unknown.status_code == 422 and "Unknown compute target 'nope'" in unknown.json()["error"]
+    local_gpu = submit_raw(nclient, {"entry_script": "train.py", "use_gpu": True}, snap)
+    assert (
+        local_gpu.status_code == 422
+        and "largest node of target 'local' has 0" in local_gpu.json()["error"]
+    )
+
+
+def test_a_changed_host_key_makes_the_node_untrusted_until_re_pinned(
+    nclient: httpx.Client, bed: dict[str, testbed.Node]
+) -> None:
+    n2 = bed["n2"]
+    n2.host_key.unlink()
+    Path(f"{n2.host_key}.pub").unlink()
+    testbed.restart_sshd(n2)  # a new host key: what a man in the middle would look like
+    wait_until(
+        lambda: nclient.get("/api/v1/nodes/n2").json()["state"] == "Untrusted",
+        "n2 is Untrusted",
+        timeout=30,
+    )
+    shown = nclient.get("/api/v1/nodes/n2").json()
+    assert (
+        "host key does not match" in shown["error"] and "trainhub node trust n2" in shown["error"]
+    )
+    assert nclient.post("/api/v1/nodes/n2/trust").json()["state"] == "Ready"
+    assert nclient.get("/api/v1/nodes/n2").json()["hostKey"] == " ".join(
+        Path(f"{n2.host_key}.pub").read_text().split()[:2]
+    )
+
+
+def test_cli_node_verbs(cluster: Server, tmp_path: Path) -> None:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("TRAINHUB_")}
+    env.update({"TRAINHUB_URL": cluster.url, "TRAINHUB_TOKEN": TOKEN})
+
+    def cli(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [sys.executable, "-m", "trainhub", *args],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+
+    listed = cli("node", "list")
+    assert listed.returncode == 0 and "n1" in listed.stdout and "4/4 free" in listed.stdout
+    shown = cli("node", "show", "n1")
+    assert "GPU 3:" in shown.stdout and "NVIDIA A100-SXM4-40GB" in shown.stdout
+    assert json.loads(cli("node", "list", "--json").stdout)[1]["name"] == "n1"
+    assert "Draining" in cli("node", "drain", "n2").stdout
+    assert "Ready" in cli("node", "enable", "n2").stdout
+    assert "gpu-cluster: n1, n2" in cli("target", "list").stdout
+    assert cli("target", "create", "only-n2", "--nodes", "n2").returncode == 0
+    missing = cli("node", "show", "nope")
+    assert missing.returncode == 1 and "No node named 'nope'" in missing.stderr
+
+
+def test_node_loss_fails_its_runs_frees_gpus_and_spares_other_nodes(
+    nclient: httpx.Client, bed: dict[str, testbed.Node]
+) -> None:
+    for name in ("n1", "n2"):
+        nclient.post("/api/v1/targets", json={"name": f"only-{name}", "nodes": [name]})
+    on_n1 = submit(
+        nclient,
+        GPU_SCRIPT.format(sleep=20),
+        compute_target="only-n1",
+        use_gpu=True,
+        experiment="loss",
+    )
+    wait_for_log(nclient, on_n1["runId"], "gpus GPU-n1", timeout=60)
+    # Fill the rest so the next run lands on n2.
+    others = [
+        submit(
+            nclient,
+            GPU_SCRIPT.format(sleep=12),
+            compute_target="only-n2",
+            use_gpu=True,
+            experiment="loss",
+        )
+    ]
+    wait_for_log(nclient, others[0]["runId"], "gpus GPU-n2", timeout=60)
+    started = time.monotonic()
+    testbed.kill_node_daemons(bed["n1"])
+    lost = wait_for_status(nclient, on_n1["runId"], timeout=60)
+    assert lost["status"] == "Failed"
+    assert lost["properties"]["reason"] == "node_lost"
+    assert "unreachable for more than 6 s" in lost["error"]["message"]
+    assert time.monotonic() - started < 6 + 15  # grace + keepalive detection
+    assert lost["properties"]["allocation"] == []
+    assert nclient.get("/api/v1/nodes/n1").json()["allocatedGpus"] == []
+    assert nclient.get("/api/v1/nodes/n1").json()["state"] == "Unreachable"
+    survivor = wait_for_status(nclient, others[0]["runId"], timeout=60)
+    assert survivor["status"] == "Completed"
