@@ -96,10 +96,10 @@ class Server:
     def containers(self) -> list[str]:
         client = docker.from_env()
         try:
-            found = client.containers.list(
+            found = client.api.containers(
                 all=True, filters={"label": f"org.trainhub.instance={self.instance_id()}"}
             )
-            return [str(c.id) for c in found]
+            return [str(c["Id"]) for c in found]
         finally:
             client.close()
 

@@ -264,39 +264,76 @@ def test_cli_node_verbs(cluster: Server, tmp_path: Path) -> None:
     assert missing.returncode == 1 and "No node named 'nope'" in missing.stderr
 
 
-def test_node_loss_fails_its_runs_frees_gpus_and_spares_other_nodes(
+def test_a_remote_run_survives_a_server_kill(cluster: Server) -> None:
+    client = cluster.client()
+    client.post("/api/v1/targets", json={"name": "only-n2", "nodes": ["n2"]})
+    script = (
+        "import time\nfor i in range(10):\n    print('tick', i, flush=True)\n    time.sleep(0.5)\n"
+    )
+    run = submit(client, script, compute_target="only-n2", experiment="remote-restart")
+    wait_for_log(client, run["runId"], "tick 2", timeout=60)
+    cluster.kill()
+    time.sleep(1)
+    cluster.start()
+    client = cluster.client()
+    done = wait_for_status(client, run["runId"], timeout=90)
+    assert done["status"] == "Completed", done["error"]
+    assert client.get(f"/api/v1/runs/{run['runId']}/logs").text.splitlines() == [
+        f"tick {i}" for i in range(10)
+    ]
+
+
+def _submit(client: httpx.Client, script: str, **parts: str) -> dict[str, object]:
+    from tests.helpers import make_snapshot
+
+    spec = {"entry_script": "train.py", "use_gpu": True, **json.loads(parts.pop("spec", "{}"))}
+    files = {
+        "estimator": (None, json.dumps(spec)),
+        "snapshot": ("s.tar.gz", make_snapshot({"train.py": script})),
+    }
+    files.update({k: (None, v) for k, v in parts.items()})
+    response = client.post("/api/v1/experiments/loss/runs", files=files)
+    assert response.status_code == 201, response.text
+    result: dict[str, object] = response.json()
+    return result
+
+
+def test_node_loss_fails_its_runs_frees_gpus_retries_and_spares_other_nodes(
     nclient: httpx.Client, bed: dict[str, testbed.Node]
 ) -> None:
     for name in ("n1", "n2"):
         nclient.post("/api/v1/targets", json={"name": f"only-{name}", "nodes": [name]})
-    on_n1 = submit(
-        nclient,
-        GPU_SCRIPT.format(sleep=20),
-        compute_target="only-n1",
-        use_gpu=True,
-        experiment="loss",
-    )
-    wait_for_log(nclient, on_n1["runId"], "gpus GPU-n1", timeout=60)
-    # Fill the rest so the next run lands on n2.
-    others = [
-        submit(
-            nclient,
-            GPU_SCRIPT.format(sleep=12),
-            compute_target="only-n2",
-            use_gpu=True,
-            experiment="loss",
-        )
+    on_n1 = _submit(nclient, GPU_SCRIPT.format(sleep=20), spec='{"compute_target": "only-n1"}')
+    fill_n2 = [
+        _submit(nclient, GPU_SCRIPT.format(sleep=10), spec='{"compute_target": "only-n2"}')
+        for _ in range(2)
     ]
-    wait_for_log(nclient, others[0]["runId"], "gpus GPU-n2", timeout=60)
+    for run in (on_n1, *fill_n2):
+        wait_for_log(nclient, str(run["runId"]), "gpus GPU-", timeout=60)
+    # n2 is full, so this one lands on n1 too; it may be retried once.
+    retried = _submit(
+        nclient,
+        GPU_SCRIPT.format(sleep=3),
+        spec='{"compute_target": "gpu-cluster"}',
+        max_retries="1",
+    )
+    wait_for_log(nclient, str(retried["runId"]), "gpus GPU-n1", timeout=60)
     started = time.monotonic()
     testbed.kill_node_daemons(bed["n1"])
-    lost = wait_for_status(nclient, on_n1["runId"], timeout=60)
+    lost = wait_for_status(nclient, str(on_n1["runId"]), timeout=60)
     assert lost["status"] == "Failed"
     assert lost["properties"]["reason"] == "node_lost"
     assert "unreachable for more than 6 s" in lost["error"]["message"]
     assert time.monotonic() - started < 6 + 15  # grace + keepalive detection
     assert lost["properties"]["allocation"] == []
-    assert nclient.get("/api/v1/nodes/n1").json()["allocatedGpus"] == []
-    assert nclient.get("/api/v1/nodes/n1").json()["state"] == "Unreachable"
-    survivor = wait_for_status(nclient, others[0]["runId"], timeout=60)
-    assert survivor["status"] == "Completed"
+    n1 = nclient.get("/api/v1/nodes/n1").json()
+    assert n1["state"] == "Unreachable" and n1["allocatedGpus"] == []
+    for run in fill_n2:  # the other node's runs are untouched
+        assert wait_for_status(nclient, str(run["runId"]), timeout=60)["status"] == "Completed"
+    again = wait_for_status(nclient, str(retried["runId"]), timeout=90)
+    assert again["status"] == "Completed", again["error"]
+    assert again["properties"]["node"] == "n2" and again["properties"]["retries"] == 1
+    assert [e["status"] for e in again["statusHistory"]].count("Queued") == 2
+    assert "node_lost" in next(
+        e["detail"] for e in again["statusHistory"][1:] if e["status"] == "Queued"
+    )

@@ -279,9 +279,9 @@ def _run_ids_of_containers(server: Server) -> set[str]:
 
     client = docker.from_env()
     try:
-        found = client.containers.list(
+        found = client.api.containers(
             all=True, filters={"label": f"org.trainhub.instance={server.instance_id()}"}
         )
-        return {c.labels["org.trainhub.run_id"] for c in found}
+        return {c["Labels"]["org.trainhub.run_id"] for c in found}
     finally:
         client.close()

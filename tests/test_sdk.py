@@ -264,7 +264,7 @@ def test_server_errors_surface_as_typed_exceptions(
     project = write_project(tmp_path, {"t.py": "print(1)\n"})
     with pytest.raises(ValidationError) as bad:
         Experiment(ws, "errors").submit(Estimator(str(project), entry_script="t.py", use_gpu=True))
-    assert bad.value.field == "use_gpu" and "not supported yet" in bad.value.message
+    assert bad.value.field == "use_gpu" and "has 0" in bad.value.message
     with pytest.raises(ValidationError) as missing:
         Experiment(ws, "errors").submit(Estimator(str(project), entry_script="missing.py"))
     assert "'missing.py' is not in the snapshot" in str(missing.value)

@@ -97,7 +97,11 @@ REJECTED: list[tuple[dict[str, Any], str, str]] = [
         "'missing.txt' is not in the snapshot",
     ),
     # Valid Azure ML fields whose capability has not landed: refused, never ignored.
-    ({"entry_script": "train.py", "use_gpu": True}, "use_gpu", "not supported yet"),
+    (
+        {"entry_script": "train.py", "use_gpu": True},
+        "use_gpu",
+        "largest node of target 'local' has 0",
+    ),
     ({"entry_script": "train.py", "inputs": [{"datastore": "d"}]}, "inputs", "not supported yet"),
     (
         {"entry_script": "train.py", "node_count": 2, "distributed_training": {"type": "mpi"}},

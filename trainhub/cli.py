@@ -238,6 +238,7 @@ def login(url: str, token: str, as_json: bool) -> None:
 @click.option(
     "--max-run-duration", type=int, default=None, help="Stop the run after this many seconds."
 )
+@click.option("--priority", type=int, default=0, help="Higher runs first (default 0).")
 @click.option(
     "--wait", is_flag=True, help="Stream the log and wait for the end; exit 1 unless Completed."
 )

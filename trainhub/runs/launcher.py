@@ -430,10 +430,30 @@ class Launcher:
                 f"Node {node} came back, but the run's container is gone",
             )
             return
+        grace_s = f"{self.settings.node_lost_grace_seconds:.0f} s"
+        run = await self.db.read(lambda db: q.get_run(db, run_id))
+        if (
+            run is not None
+            and run.retries < run.max_retries
+            and run.status is not RunStatus.CANCEL_REQUESTED
+        ):
+            retried = await self._apply(
+                run_id,
+                RunStatus.QUEUED,
+                detail=f"queued again: node {node} unreachable for more than {grace_s} (node_lost)",
+                retries=run.retries + 1,
+                node=None,
+                container_id=None,
+                started_at=None,
+            )
+            if retried:
+                log.warning(
+                    "run %s: node %s lost; queued again (retry %d)", run_id, node, run.retries + 1
+                )
+                self._wake.set()
+                return
         await self._end_failed(
-            run_id,
-            EndReason.NODE_LOST,
-            f"Node {node} has been unreachable for more than {self.settings.node_lost_grace_seconds:.0f} s",
+            run_id, EndReason.NODE_LOST, f"Node {node} has been unreachable for more than {grace_s}"
         )
 
     async def _gpu_uuids(self, run_id: str, node: str) -> list[str]:

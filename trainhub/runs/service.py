@@ -54,6 +54,7 @@ async def submit(
     snapshot_id: str | None = None,
     tags: bytes | str | None = None,
     priority: str | None = None,
+    max_retries: str | None = None,
 ) -> q.RunRow:
     """Validate the spec and the snapshot, store both, queue the run.
 
@@ -64,7 +65,8 @@ async def submit(
         check_experiment_name(experiment)
         spec = parse_estimator(estimator)
         run_tags = parse_tags(tags)
-        run_priority = parse_priority(priority)
+        run_priority = parse_int("priority", priority, -1000, 1000)
+        run_retries = parse_int("max_retries", max_retries, 0, 10)
         spec = await _resolve_definition(db, spec)
         if upload is not None:
             info = await asyncio.to_thread(
@@ -108,21 +110,23 @@ async def submit(
             tags=run_tags,
             snapshot_uploaded=upload is not None,
             priority=run_priority,
+            max_retries=run_retries,
         )
     )
     launcher.wake()
     return run
 
 
-def parse_priority(raw: str | None) -> int:
+def parse_int(field: str, raw: str | None, low: int, high: int) -> int:
+    """An integer multipart part (``priority``, ``max_retries``) within its limits."""
     if raw is None or raw == "":
         return 0
     try:
         value = int(raw)
     except ValueError:
-        raise SpecError("priority", "priority must be an integer (higher runs first)") from None
-    if not -1000 <= value <= 1000:
-        raise SpecError("priority", "priority must be between -1000 and 1000")
+        raise SpecError(field, f"{field} must be an integer") from None
+    if not low <= value <= high:
+        raise SpecError(field, f"{field} must be between {low} and {high}")
     return value
 
 
@@ -284,6 +288,8 @@ def details(run: q.RunRow, events: list[dict[str, Any]] | None = None) -> dict[s
             "exitCode": run.exit_code,
             "reason": run.reason,
             "priority": run.priority,
+            "retries": run.retries,
+            "maxRetries": run.max_retries,
             "waitReason": run.wait_reason if run.status is RunStatus.QUEUED else None,
         },
         "runDefinition": {

@@ -36,6 +36,7 @@ class Experiment:
         max_snapshot_files: int = snapshots.DEFAULT_MAX_FILES,
         max_snapshot_bytes: int = snapshots.DEFAULT_MAX_BYTES,
         priority: int = 0,
+        max_retries: int = 0,
         **kwargs: Any,
     ) -> Run:
         """Pack ``config.source_directory`` (uploading it only if the server lacks it) and queue a run."""
@@ -53,6 +54,8 @@ class Experiment:
                 data["tags"] = json.dumps(tags)
             if priority:
                 data["priority"] = str(priority)
+            if max_retries:
+                data["max_retries"] = str(max_retries)
             path = f"/api/v1/experiments/{self.name}/runs"
             if self._server_has(packed.sha256):
                 log.info("snapshot %s is already on the server: not uploaded", packed.sha256[:12])

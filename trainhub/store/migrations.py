@@ -138,3 +138,5 @@ def nodes_and_scheduling(db: sqlite_utils.Database) -> None:
     )
     db.table("runs").add_column("priority", int, not_null_default=0)
     db.table("runs").add_column("wait_reason", str)
+    db.table("runs").add_column("max_retries", int, not_null_default=0)
+    db.table("runs").add_column("retries", int, not_null_default=0)

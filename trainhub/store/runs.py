@@ -44,6 +44,8 @@ class RunRow:
     pid: int | None
     priority: int
     wait_reason: str | None
+    max_retries: int
+    retries: int
 
     @classmethod
     def from_row(cls, row: dict[str, Any]) -> RunRow:
@@ -68,6 +70,7 @@ def insert_run(
     tags: dict[str, Any] | None = None,
     snapshot_uploaded: bool = True,
     priority: int = 0,
+    max_retries: int = 0,
 ) -> RunRow:
     now = time.time()
     if not db.table("experiments").count_where("name = ?", [experiment]):
@@ -89,6 +92,7 @@ def insert_run(
             "tags": json.dumps(tags or {}),
             "snapshot_uploaded": int(snapshot_uploaded),
             "priority": priority,
+            "max_retries": max_retries,
         }
     )
     db.table("run_events").insert(

@@ -40,13 +40,15 @@ class RunsController(Controller):
         """Multipart: part ``estimator`` (the spec as JSON) and either part ``snapshot`` (the source
         folder as ``.tar.gz``) or part ``snapshot_id`` (the SHA-256 of one the server holds, see
         ``GET /api/v1/snapshots/{sha256}``); optional parts ``tags`` (a JSON object) and
-        ``priority`` (an integer, higher runs first; default 0)."""
+        ``priority`` (an integer, higher runs first; default 0) and ``max_retries`` (how often a
+        run lost with its node is queued again; default 0)."""
         upload: Path | None = None
         try:
             estimator = await _text_part(data, "estimator")
             tags = await _text_part(data, "tags")
             snapshot_id = await _text_part(data, "snapshot_id")
             priority = await _text_part(data, "priority")
+            max_retries = await _text_part(data, "max_retries")
             snapshot = data.get("snapshot")
             if estimator is None:
                 raise SpecError(
@@ -74,6 +76,7 @@ class RunsController(Controller):
             snapshot_id=None if upload else _as_str(snapshot_id),
             tags=tags,
             priority=_as_str(priority),
+            max_retries=_as_str(max_retries),
         )
         return service.details(run)
 
