@@ -45,9 +45,17 @@ def main() -> None:
     node = testbed.start_node("b1", 5, root / "b1", key, gpus=0)
     try:
         with tempfile.TemporaryDirectory() as tmp, running_server(Path(tmp)) as client:
-            body = {"name": "b1", "host": node.address, "user": "root", "key_path": str(key), "docker_socket": node.docker_socket}
+            body = {
+                "name": "b1",
+                "host": node.address,
+                "user": "root",
+                "key_path": str(key),
+                "docker_socket": node.docker_socket,
+            }
             client.post("/api/v1/nodes", json=body).raise_for_status()
-            client.post("/api/v1/targets", json={"name": "remote", "nodes": ["b1"]}).raise_for_status()
+            client.post(
+                "/api/v1/targets", json={"name": "remote", "nodes": ["b1"]}
+            ).raise_for_status()
             snap = snapshot()
             spec = json.dumps({"entry_script": "hello.py", "compute_target": "remote"})
 
@@ -55,7 +63,10 @@ def main() -> None:
                 start = time.perf_counter()
                 run = client.post(
                     "/api/v1/experiments/bench/runs",
-                    files={"estimator": (None, spec), "snapshot": ("s.tar.gz", snap, "application/gzip")},
+                    files={
+                        "estimator": (None, spec),
+                        "snapshot": ("s.tar.gz", snap, "application/gzip"),
+                    },
                 ).json()
                 while True:
                     status = client.get(f"/api/v1/runs/{run['runId']}").json()["status"]
@@ -69,8 +80,19 @@ def main() -> None:
             def bare_run() -> float:
                 start = time.perf_counter()
                 subprocess.run(
-                    ["docker", "-H", f"unix://{node.docker_socket}", "run", "--rm", testbed.BASE_IMAGE, "python3", "-c", SCRIPT],
-                    check=True, capture_output=True,
+                    [
+                        "docker",
+                        "-H",
+                        f"unix://{node.docker_socket}",
+                        "run",
+                        "--rm",
+                        testbed.BASE_IMAGE,
+                        "python3",
+                        "-c",
+                        SCRIPT,
+                    ],
+                    check=True,
+                    capture_output=True,
                 )
                 return time.perf_counter() - start
 
@@ -85,7 +107,9 @@ def main() -> None:
     med_ours, med_bare = statistics.median(ours), statistics.median(bare)
     print(f"remote node over SSH; repetitions: {args.reps} (medians)")
     print(f"docker -H <node socket> run --rm (baseline)  {med_bare:6.3f} s")
-    print(f"trainhub submit -> Completed on the node     {med_ours:6.3f} s   ratio {med_ours / med_bare:.2f}x (goal <= 1.5x)")
+    print(
+        f"trainhub submit -> Completed on the node     {med_ours:6.3f} s   ratio {med_ours / med_bare:.2f}x (goal <= 1.5x)"
+    )
 
 
 if __name__ == "__main__":

@@ -86,7 +86,11 @@ CONTAINER_WRAPPER = (
     "trap 'kill -TERM \"$child\" 2>/dev/null' TERM\n"
     'while :; do wait "$child"; code=$?; kill -0 "$child" 2>/dev/null || break; done\n'
     "trap - TERM\n"
-    "printf '\\036trainhub-exit:%s\\n' \"$code\"\n"
+    # Which results exist, so that the launcher copies only those out.
+    'found=""; [ -d outputs ] && found="${found}o"; [ -d logs ] && found="${found}l"\n'
+    '{ [ -s /trainhub/ctx/metrics.jsonl ] || [ -n "$(ls -A /trainhub/ctx/files 2>/dev/null)" ]; }'
+    ' && found="${found}c"\n'
+    'printf \'\\036trainhub-exit:%s:%s\\n\' "$code" "$found"\n'
     "exec sleep 2147483647\n"
 )
 
@@ -99,7 +103,7 @@ def command_for(spec: EstimatorSpec) -> list[str]:
 class LogSink:
     """Writes a container's output to the driver log, taking out the exit line of the wrapper."""
 
-    def __init__(self, raw: IO[bytes], on_exit: Callable[[int], None]) -> None:
+    def __init__(self, raw: IO[bytes], on_exit: Callable[[int, str | None], None]) -> None:
         self._raw = raw
         self._on_exit = on_exit
         self._pending = b""
@@ -114,9 +118,10 @@ class LogSink:
                 self._pending = data[start:]
                 data = data[:start]
             else:
-                code = data[start + len(EXIT_SENTINEL) : end].strip()
+                fields = data[start + len(EXIT_SENTINEL) : end].strip().split(b":")
                 data = data[:start] + data[end + 1 :]
-                self._on_exit(int(code) if code.lstrip(b"-").isdigit() else -1)
+                code = int(fields[0]) if fields[0].lstrip(b"-").isdigit() else -1
+                self._on_exit(code, fields[1].decode() if len(fields) > 1 else None)
         else:
             for k in range(min(len(EXIT_SENTINEL) - 1, len(data)), 0, -1):
                 if data.endswith(EXIT_SENTINEL[:k]):
@@ -525,10 +530,12 @@ class Launcher:
         await asyncio.to_thread(prepare_run_dir, run_dir)
         loop = asyncio.get_running_loop()
         script_done: asyncio.Future[int] = loop.create_future()
+        found: list[str | None] = [None]  # what the wrapper saw: o(utputs), l(ogs), c(ontext)
 
-        def on_exit(code: int) -> None:
+        def on_exit(code: int, present: str | None) -> None:
             def settle() -> None:
                 if not script_done.done():
+                    found[0] = present
                     script_done.set_result(code)
 
             try:
@@ -573,12 +580,17 @@ class Launcher:
             run.id, RunStatus.FINALIZING, expect=[RunStatus.RUNNING, RunStatus.FINALIZING]
         ):
             stopped_for = EndReason.CANCELED
-        # The three copies out of the container are independent: done side by side.
-        await asyncio.gather(
-            asyncio.to_thread(self._collect, engine, container_id, run_dir, ("outputs",)),
-            asyncio.to_thread(self._collect, engine, container_id, run_dir, ("logs",)),
-            self._sync_context(engine, run.id, container_id, run_dir),
-        )
+        # Copy out what exists (all three when the wrapper could not say), side by side.
+        present = found[0] if found[0] is not None else "olc"
+        copies: list[Any] = []
+        for flag, top in (("o", "outputs"), ("l", "logs")):
+            if flag in present:
+                copies.append(
+                    asyncio.to_thread(self._collect, engine, container_id, run_dir, (top,))
+                )
+        if "c" in present:
+            copies.append(self._sync_context(engine, run.id, container_id, run_dir))
+        await asyncio.gather(*copies)
         await self._finish(run, spec, exit_code, stopped_for)
         await asyncio.to_thread(engine.remove, container_id)
 
@@ -707,7 +719,11 @@ class Launcher:
         engine.put_snapshot(container_id, snapshot)
 
     def _copy_log(
-        self, engine: DockerEngine, container_id: str, path: Path, on_exit: Callable[[int], None]
+        self,
+        engine: DockerEngine,
+        container_id: str,
+        path: Path,
+        on_exit: Callable[[int, str | None], None],
     ) -> None:
         # From the first line every time: a re-attached run gets its whole log, never twice.
         with path.open("wb") as raw:
