@@ -11,17 +11,17 @@ from __future__ import annotations
 
 import gzip
 import hashlib
+import io
 import os
 import posixpath
 import shutil
 import tarfile
-import tempfile
 import zlib
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO
+from typing import IO, Any
 
 from trainhub.runs.status import BUILD_LOG, DRIVER_LOG
 
@@ -246,15 +246,34 @@ def read_single_file(chunks: Iterable[bytes], limit: int = 256 * 1024 * 1024) ->
     return b""
 
 
+class _ChunkReader(io.RawIOBase):
+    """A read-only stream over an iterator of byte chunks (a ``get_archive`` response)."""
+
+    def __init__(self, chunks: Iterable[bytes]) -> None:
+        self._chunks = iter(chunks)
+        self._buffer = b""
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, target: Any) -> int:
+        while not self._buffer:
+            try:
+                self._buffer = next(self._chunks)
+            except StopIteration:
+                return 0
+        size = min(len(target), len(self._buffer))
+        target[:size] = self._buffer[:size]
+        self._buffer = self._buffer[size:]
+        return size
+
+
 @contextmanager
 def _spooled_tar(chunks: Iterable[bytes]) -> Iterator[tarfile.TarFile]:
-    """A ``get_archive`` stream spooled to a temporary file and opened as a streaming tar."""
-    with tempfile.TemporaryFile() as spool:
-        for chunk in chunks:
-            spool.write(chunk)
-        spool.seek(0)
-        with tarfile.open(fileobj=spool, mode="r|") as tar:
-            yield tar
+    """A ``get_archive`` stream opened as a streaming tar, read as it arrives (no copy on disk)."""
+    reader = io.BufferedReader(_ChunkReader(chunks), buffer_size=1024 * 1024)
+    with tarfile.open(fileobj=reader, mode="r|") as tar:
+        yield tar
 
 
 def iter_file(path: Path, start: int = 0) -> Iterator[bytes]:

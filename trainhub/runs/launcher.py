@@ -15,7 +15,7 @@ import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import IO, Any, TypeVar
+from typing import Any, TypeVar
 
 import msgspec
 
@@ -30,7 +30,14 @@ from trainhub.runs.preparing import ImagePreparer, PrepareFailed
 from trainhub.runs.process import ProcessRuntime
 from trainhub.runs.status import ACTIVE, DRIVER_LOG, EndReason, RunStatus
 from trainhub.runtime.docker import WORKDIR, DockerEngine, RunContainer
-from trainhub.runtime.incontainer import CONTEXT_DIR, LIB_DIR, combined_archive, runtime_archive
+from trainhub.runtime.incontainer import (
+    CONTEXT_DIR,
+    LIB_DIR,
+    LogSink,
+    combined_archive,
+    command_for,
+    runtime_archive,
+)
 from trainhub.scheduler import Allocation, NodeCapacity, Request, plan
 from trainhub.settings import Settings
 from trainhub.spec import EstimatorSpec
@@ -73,70 +80,6 @@ def in_thread(fn: Callable[..., T], *args: Any) -> asyncio.Future[T]:
         target=target, name=f"trainhub-{getattr(fn, '__name__', 'job')}", daemon=True
     ).start()
     return future
-
-
-# After the script ends, the container prints this with the exit code and stays up until the launcher
-# has copied its results out: copies out of a running container are ~10x cheaper than out of a stopped
-# one. SIGTERM (cancel, timeout) is passed on to the script.
-EXIT_SENTINEL = b"\x1etrainhub-exit:"
-CONTAINER_WRAPPER = (
-    "py=$(command -v python3 || command -v python)\n"
-    '"$py" -u "$@" &\n'
-    "child=$!\n"
-    "trap 'kill -TERM \"$child\" 2>/dev/null' TERM\n"
-    'while :; do wait "$child"; code=$?; kill -0 "$child" 2>/dev/null || break; done\n'
-    "trap - TERM\n"
-    # Which results exist, so that the launcher copies only those out.
-    'found=""; [ -d outputs ] && found="${found}o"; [ -d logs ] && found="${found}l"\n'
-    '{ [ -s /trainhub/ctx/metrics.jsonl ] || [ -n "$(ls -A /trainhub/ctx/files 2>/dev/null)" ]; }'
-    ' && found="${found}c"\n'
-    'printf \'\\036trainhub-exit:%s:%s\\n\' "$code" "$found"\n'
-    "exec sleep 2147483647\n"
-)
-
-
-def command_for(spec: EstimatorSpec) -> list[str]:
-    # The image's own Python, whatever it is called there, unbuffered so lines arrive as printed.
-    return ["/bin/sh", "-c", CONTAINER_WRAPPER, "trainhub", spec.entry_script, *spec.arguments()]
-
-
-class LogSink:
-    """Writes a container's output to the driver log, taking out the exit line of the wrapper."""
-
-    def __init__(self, raw: IO[bytes], on_exit: Callable[[int, str | None], None]) -> None:
-        self._raw = raw
-        self._on_exit = on_exit
-        self._pending = b""
-
-    def write(self, chunk: bytes) -> None:
-        data = self._pending + chunk
-        self._pending = b""
-        start = data.find(EXIT_SENTINEL)
-        if start >= 0:
-            end = data.find(b"\n", start)
-            if end < 0:
-                self._pending = data[start:]
-                data = data[:start]
-            else:
-                fields = data[start + len(EXIT_SENTINEL) : end].strip().split(b":")
-                data = data[:start] + data[end + 1 :]
-                code = int(fields[0]) if fields[0].lstrip(b"-").isdigit() else -1
-                self._on_exit(code, fields[1].decode() if len(fields) > 1 else None)
-        else:
-            for k in range(min(len(EXIT_SENTINEL) - 1, len(data)), 0, -1):
-                if data.endswith(EXIT_SENTINEL[:k]):
-                    self._pending, data = data[-k:], data[:-k]
-                    break
-        self._raw.write(data)
-
-    def flush(self) -> None:
-        self._raw.flush()
-
-    def close(self) -> None:
-        if self._pending:
-            self._raw.write(self._pending)
-            self._pending = b""
-        self._raw.flush()
 
 
 def log_tail(path: Path, lines: int = LOG_TAIL_LINES) -> str:
@@ -508,7 +451,7 @@ class Launcher:
                 run_id=run.id,
                 instance=self.instance,
                 image=image,
-                command=command_for(spec),
+                command=command_for(spec.entry_script, spec.arguments()),
                 environment=environment,
                 shm_size=spec.shm_size,
                 gpu_uuids=gpu_uuids if nvidia else [],
