@@ -10,6 +10,7 @@ import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -187,7 +188,13 @@ def test_higher_priority_runs_first(nclient: httpx.Client) -> None:
     assert get_run(nclient, low["runId"])["properties"]["queuePosition"] == 2
     done_high = wait_for_status(nclient, high["runId"], timeout=90)
     done_low = wait_for_status(nclient, low["runId"], timeout=90)
-    assert done_high["startTimeUtc"] <= done_low["startTimeUtc"]
+
+    # Claimed first: when GPUs free up, the high-priority run is placed before the older one.
+    def placed(run: dict[str, Any]) -> str:
+        return next(e["timeUtc"] for e in run["statusHistory"] if e["status"] == "Preparing")
+
+    assert placed(done_high) <= placed(done_low)
+    assert done_high["status"] == done_low["status"] == "Completed"
     for run in blockers:
         wait_for_status(nclient, run["runId"], timeout=60)
 
