@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import io
 import json
+import os
+import subprocess
+import sys
 import tarfile
 import time
 from collections.abc import Callable
@@ -108,3 +111,20 @@ def wait_until(condition: Callable[[], bool], what: str, timeout: float = 15) ->
         if time.monotonic() > deadline:
             raise AssertionError(f"not true after {timeout} s: {what}")
         time.sleep(0.1)
+
+
+def cli_for(url: str, token: str) -> Callable[..., subprocess.CompletedProcess[str]]:
+    """Run ``trainhub ARGS`` as a person would, against the server at ``url``."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("TRAINHUB_")}
+    env.update({"TRAINHUB_URL": url, "TRAINHUB_TOKEN": token})
+
+    def cli(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [sys.executable, "-m", "trainhub", *args],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+
+    return cli

@@ -17,7 +17,7 @@ import httpx
 import pytest
 
 from tests.conftest import Server, start_server
-from tests.helpers import make_snapshot, submit, submit_raw, wait_for_status
+from tests.helpers import cli_for, make_snapshot, submit, submit_raw, wait_for_status
 
 HOST_CA = "/etc/ssl/certs/ca-certificates.crt"
 
@@ -277,23 +277,15 @@ def test_a_registered_environment_is_used_by_name(env_server: Server, tmp_path: 
 
 def test_images_list_and_prune_from_the_cli(env_server: Server, tmp_path: Path) -> None:
     import json
-    import os
-    import subprocess
-    import sys
 
     from tests.conftest import TOKEN
 
-    env = {k: v for k, v in os.environ.items() if not k.startswith("TRAINHUB_")}
-    env.update({"TRAINHUB_URL": env_server.url, "TRAINHUB_TOKEN": TOKEN})
-
-    def cli(*args: str) -> subprocess.CompletedProcess[str]:
-        return subprocess.run(
-            [sys.executable, "-m", "trainhub", *args],
-            env=env,
-            capture_output=True,
-            text=True,
-            timeout=120,
-        )
+    cli = cli_for(env_server.url, TOKEN)
+    client = env_server.client()
+    built = submit(
+        client, "import thlocal\n", pip_packages=["thlocal==1.0", "six; python_version < '3'"]
+    )
+    assert wait_for_status(client, built["runId"], timeout=240)["status"] == "Completed"
 
     listed = json.loads(cli("images", "list", "--json").stdout)
     images = {img["image"]: img for img in listed}
@@ -310,7 +302,6 @@ def test_images_list_and_prune_from_the_cli(env_server: Server, tmp_path: Path) 
             engine.images.get(image)
     engine.close()
     assert json.loads(cli("images", "list", "--json").stdout) == []
-    client = env_server.client()
     rebuilt = wait_for_status(
         client, submit(client, "import thlocal\n", pip_packages=["thlocal"])["runId"], timeout=240
     )

@@ -4,9 +4,7 @@ The only stand-in is nvidia-smi on a node's PATH."""
 from __future__ import annotations
 
 import json
-import os
 import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -17,7 +15,7 @@ import pytest
 
 from tests import testbed
 from tests.conftest import TOKEN, Server, start_server
-from tests.helpers import get_run, submit, wait_for_log, wait_for_status, wait_until
+from tests.helpers import cli_for, get_run, submit, wait_for_log, wait_for_status, wait_until
 
 
 @pytest.fixture(scope="module")
@@ -246,17 +244,7 @@ def test_a_changed_host_key_makes_the_node_untrusted_until_re_pinned(
 
 
 def test_cli_node_verbs(cluster: Server, tmp_path: Path) -> None:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("TRAINHUB_")}
-    env.update({"TRAINHUB_URL": cluster.url, "TRAINHUB_TOKEN": TOKEN})
-
-    def cli(*args: str) -> subprocess.CompletedProcess[str]:
-        return subprocess.run(
-            [sys.executable, "-m", "trainhub", *args],
-            env=env,
-            capture_output=True,
-            text=True,
-            timeout=60,
-        )
+    cli = cli_for(cluster.url, TOKEN)
 
     listed = cli("node", "list")
     assert listed.returncode == 0 and "n1" in listed.stdout and "4/4 free" in listed.stdout

@@ -134,32 +134,8 @@ def start_node(name: str, index: int, root: Path, client_key: Path, gpus: int) -
             )
         )
     Path("/run/sshd").mkdir(exist_ok=True)
-    path = f"{bin_dir}:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
-    sh(
-        "ip",
-        "netns",
-        "exec",
-        netns,
-        "/usr/sbin/sshd",
-        "-h",
-        str(host_key),
-        "-o",
-        f"ListenAddress={address}",
-        "-o",
-        f"PidFile={root / 'sshd.pid'}",
-        "-o",
-        "PermitRootLogin=prohibit-password",
-        "-o",
-        f"AuthorizedKeysFile={root / 'authorized_keys'}",
-        "-o",
-        "StrictModes=no",
-        "-o",
-        "PasswordAuthentication=no",
-        "-o",
-        f"SetEnv=PATH={path}",
-        "-o",
-        "AllowStreamLocalForwarding=yes",
-    )
+    node = Node(name, address, root, host_key, client_key, f"/run/docker-{netns}.sock", gpus)
+    _start_sshd(node)
     socket = f"/run/docker-{netns}.sock"
     log = (root / "dockerd.log").open("ab")
     subprocess.Popen(
@@ -202,7 +178,7 @@ def start_node(name: str, index: int, root: Path, client_key: Path, gpus: int) -
             check=True,
             capture_output=True,
         )
-    return Node(name, address, root, host_key, client_key, socket, gpus)
+    return node
 
 
 def client_key(root: Path) -> Path:
@@ -250,6 +226,10 @@ def restart_sshd(node: Node) -> None:
             pass
     if not node.host_key.exists():
         sh("ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(node.host_key))
+    _start_sshd(node)
+
+
+def _start_sshd(node: Node) -> None:
     bin_dir = node.root / "bin"
     path = f"{bin_dir}:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
     sh(
