@@ -4,6 +4,7 @@ The only stand-in is nvidia-smi on a node's PATH."""
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import time
 from collections.abc import Iterator
@@ -276,6 +277,44 @@ def test_a_remote_run_survives_a_server_kill(cluster: Server) -> None:
     assert client.get(f"/api/v1/runs/{run['runId']}/logs").text.splitlines() == [
         f"tick {i}" for i in range(10)
     ]
+
+
+def test_a_cut_off_node_fails_its_run_and_is_tidied_when_it_returns(
+    nclient: httpx.Client, bed: dict[str, testbed.Node]
+) -> None:
+    nclient.post("/api/v1/targets", json={"name": "only-n2", "nodes": ["n2"]})
+    run = submit(
+        nclient,
+        GPU_SCRIPT.format(sleep=60),
+        compute_target="only-n2",
+        use_gpu=True,
+        experiment="cut",
+    )
+    wait_for_log(nclient, run["runId"], "gpus GPU-n2", timeout=60)
+    n2 = bed["n2"]
+    # Only SSH goes away: dockerd and the run's container live on (a network partition).
+    for pid in testbed.namespace_pids(n2, "sshd"):
+        os.kill(pid, 9)
+    lost = wait_for_status(nclient, run["runId"], timeout=60)
+    assert (lost["status"], lost["properties"]["reason"]) == ("Failed", "node_lost")
+
+    def leftovers() -> str:
+        return testbed.sh(
+            "docker",
+            "-H",
+            f"unix://{n2.docker_socket}",
+            "ps",
+            "-aq",
+            "--filter",
+            f"label=org.trainhub.run_id={run['runId']}",
+        ).stdout.strip()
+
+    assert leftovers()  # still running on the node while it is cut off
+    testbed.restart_sshd(n2)
+    wait_until(
+        lambda: nclient.get("/api/v1/nodes/n2").json()["state"] == "Ready", "n2 is back", timeout=40
+    )
+    wait_until(lambda: leftovers() == "", "the leftover container is removed", timeout=20)
 
 
 def _submit(client: httpx.Client, script: str, **parts: str) -> dict[str, object]:

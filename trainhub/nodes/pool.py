@@ -15,6 +15,7 @@ import shutil
 import subprocess
 import tempfile
 import time
+from collections.abc import Awaitable, Callable
 from enum import StrEnum
 from pathlib import Path
 from typing import Any
@@ -67,6 +68,8 @@ class NodePool:
         self.local_inventory: dict[str, Any] = {}
         self.remotes: dict[str, _Remote] = {}
         self._socket_dir = Path(tempfile.mkdtemp(prefix="trainhub-sock-"))
+        # Called with a node's name each time it becomes Ready (the launcher tidies up there).
+        self.on_ready: Callable[[str], Awaitable[None]] | None = None
 
     # Lifecycle ------------------------------------------------------------------------------
     async def start(self) -> None:
@@ -292,6 +295,11 @@ class NodePool:
                 )
             )
             log.info("node %s is Ready", name)
+            if self.on_ready is not None:
+                try:
+                    await self.on_ready(name)
+                except Exception:
+                    log.exception("tidying node %s after it came back failed", name)
             assert remote.conn is not None
             await remote.conn.wait_closed()
             self._close(remote)

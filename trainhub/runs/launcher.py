@@ -108,6 +108,7 @@ class Launcher:
         self.preparer = ImagePreparer(settings, db, pool.local_engine)
         self._preparers: dict[str, ImagePreparer] = {LOCAL: self.preparer}
         self.processes = ProcessRuntime(settings, db)
+        pool.on_ready = self._node_ready
 
     def preparer_for(self, node: str) -> ImagePreparer:
         engine = self.pool.engine(node)
@@ -346,6 +347,19 @@ class Launcher:
             )
             if container_id:
                 await asyncio.to_thread(self.engine.remove, container_id)
+
+    async def _node_ready(self, node: str) -> None:
+        """A node is (back) up: remove containers of ours whose run no longer belongs there (it failed
+        with node_lost or was queued again while the node was away), and look for queued work."""
+        engine = self.pool.engine(node)
+        found = await asyncio.to_thread(engine.find_run_containers, self.instance)
+        active = await self.db.read(lambda db: q.runs_with_status(db, ACTIVE))
+        here = {run.id for run in active if run.node == node}
+        for run_id, container in found.items():
+            if run_id not in here:
+                log.info("node %s: removing the leftover container of run %s", node, run_id)
+                await asyncio.to_thread(engine.remove, container.id)
+        self._wake.set()
 
     async def _node_of(self, run_id: str) -> str:
         run = await self.db.read(lambda db: q.get_run(db, run_id))
