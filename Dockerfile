@@ -9,7 +9,7 @@ FROM ${BASE}
 # debootstrap lets `trainhub images build-base` run from inside the container too.
 RUN apt-get update \
  && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends \
-      debootstrap ca-certificates python3-venv \
+      debootstrap ca-certificates python3-venv openssh-client \
  && rm -rf /var/lib/apt/lists/*
 
 COPY deploy/ /tmp/trainhub-deploy/

@@ -91,6 +91,7 @@ def test_registration_pins_the_host_key_and_probes_the_inventory(
 ) -> None:
     n1 = nclient.get("/api/v1/nodes/n1").json()
     assert n1["state"] == "Ready"
+    assert n1["bulkTransfer"] == "openssh"  # results come back through OpenSSH, with the pinned key
     assert n1["hostKey"] == " ".join(Path(f"{bed['n1'].host_key}.pub").read_text().split()[:2])
     facts = n1["inventory"]
     assert [g["index"] for g in facts["gpus"]] == [0, 1, 2, 3]

@@ -540,11 +540,10 @@ class Launcher:
         # Copy out what exists (all three when the wrapper could not say), side by side.
         present = found[0] if found[0] is not None else "olc"
         copies: list[Any] = []
+        bulk = self.pool.bulk_engine(run.node or LOCAL)
         for flag, top in (("o", "outputs"), ("l", "logs")):
             if flag in present:
-                copies.append(
-                    asyncio.to_thread(self._collect, engine, container_id, run_dir, (top,))
-                )
+                copies.append(asyncio.to_thread(self._collect, bulk, container_id, run_dir, (top,)))
         if "c" in present:
             copies.append(self._sync_context(engine, run.id, container_id, run_dir))
         await asyncio.gather(*copies)
