@@ -20,6 +20,7 @@ from typing import Any, TypeVar
 import msgspec
 
 from trainhub.nodes.pool import LOCAL, NodePool
+from trainhub.runs import dispatch
 from trainhub.runs import environment as envs
 from trainhub.runs.artifacts import (
     SERVER_WRITTEN,
@@ -38,7 +39,7 @@ from trainhub.runtime.incontainer import (
     command_for,
     runtime_archive,
 )
-from trainhub.scheduler import Allocation, NodeCapacity, Request, plan
+from trainhub.scheduler import Allocation, plan
 from trainhub.settings import Settings
 from trainhub.spec import EstimatorSpec
 from trainhub.store import Database, metrics
@@ -157,10 +158,10 @@ class Launcher:
             return
         held = await self.db.read(node_store.allocations)
         targets = await self.db.read(node_store.list_targets)
-        requests = [self._request(run, targets) for run in queued]
+        requests = [dispatch.request_for(run, targets) for run in queued]
         result = plan(
             requests,
-            self._capacities(held),
+            dispatch.capacities(self.pool, self.settings.max_concurrent_runs, held),
             now=time.time(),
             starve_after=self.settings.starvation_seconds,
         )
@@ -173,54 +174,10 @@ class Launcher:
             if run.id in result.waiting and run.wait_reason != result.waiting[run.id]
         }
         if changed:
-            await self.db.write(lambda db: _set_wait_reasons(db, changed))
+            await self.db.write(lambda db: dispatch.set_wait_reasons(db, changed))
 
     async def _claim_one(self, allocation: Allocation) -> bool:
-        return await self.db.write(lambda db: _claim_run(db, allocation))
-
-    def _request(self, run: q.RunRow, targets: dict[str, list[str]]) -> Request:
-        spec = run.spec
-        per_node = int(spec.get("process_count_per_node", 1))
-        gpu = bool(spec.get("use_gpu"))
-        return Request(
-            run_id=run.id,
-            target=run.target,
-            nodes=tuple(targets.get(run.target, [])),
-            node_count=int(spec.get("node_count", 1)),
-            gpus_per_node=per_node if gpu else 0,
-            # GPU runs are bounded by their GPUs, CPU-only runs by CPU slots.
-            slots_per_node=0 if gpu else 1,
-            priority=run.priority,
-            queued_at=run.created_at,
-        )
-
-    def _capacities(self, held: list[dict[str, Any]]) -> list[NodeCapacity]:
-        used_gpus: dict[str, set[int]] = {}
-        used_slots: dict[str, int] = {}
-        for row in held:
-            used_gpus.setdefault(row["node"], set()).update(row["gpus"])
-            used_slots[row["node"]] = used_slots.get(row["node"], 0) + int(row["slots"])
-        capacities = []
-        for name in [LOCAL, *self.pool.remotes]:
-            facts = self.pool.inventory(name)
-            gpus = [
-                g["index"]
-                for g in facts.get("gpus", [])
-                if g["index"] not in used_gpus.get(name, set())
-            ]
-            slots = (
-                self.settings.max_concurrent_runs if name == LOCAL else int(facts.get("cpus") or 1)
-            )
-            capacities.append(
-                NodeCapacity(
-                    name,
-                    gpus,
-                    slots - used_slots.get(name, 0),
-                    self.pool.schedulable(name),
-                    self.pool.state(name),
-                )
-            )
-        return capacities
+        return await self.db.write(lambda db: dispatch.claim_run(db, allocation))
 
     def _spawn(self, run_id: str, container: RunContainer | None) -> None:
         self._track(
@@ -767,29 +724,3 @@ _USER_REASONS = {
     EndReason.IMAGE_MISSING,
     EndReason.BUILD_FAILED,
 }
-
-
-def _claim_run(db: Any, allocation: Allocation) -> bool:
-    """Queued -> Preparing on the allocated node(s), with what it holds, in one transaction."""
-    first = allocation.placements[0].node
-    if not q.transition(
-        db,
-        allocation.run_id,
-        RunStatus.PREPARING,
-        expect=[RunStatus.QUEUED],
-        node=first,
-        wait_reason=None,
-    ):
-        return False
-    for placement in allocation.placements:
-        node_store.allocate(
-            db, allocation.run_id, placement.node, list(placement.gpus), placement.slots
-        )
-    return True
-
-
-def _set_wait_reasons(db: Any, reasons: dict[str, str]) -> None:
-    for run_id, reason in reasons.items():
-        db.execute(
-            "update runs set wait_reason = ? where id = ? and status = 'Queued'", [reason, run_id]
-        )

@@ -1,0 +1,83 @@
+"""Between the queue and the scheduler: what each queued run asks for, what each node has free, and
+the transaction that claims a run with what it was given."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from trainhub.nodes.pool import LOCAL, NodePool
+from trainhub.runs.status import RunStatus
+from trainhub.scheduler import Allocation, NodeCapacity, Request
+from trainhub.store import nodes as node_store
+from trainhub.store import runs as q
+
+
+def request_for(run: q.RunRow, targets: dict[str, list[str]]) -> Request:
+    spec = run.spec
+    per_node = int(spec.get("process_count_per_node", 1))
+    gpu = bool(spec.get("use_gpu"))
+    return Request(
+        run_id=run.id,
+        target=run.target,
+        nodes=tuple(targets.get(run.target, [])),
+        node_count=int(spec.get("node_count", 1)),
+        gpus_per_node=per_node if gpu else 0,
+        # GPU runs are bounded by their GPUs, CPU-only runs by CPU slots.
+        slots_per_node=0 if gpu else 1,
+        priority=run.priority,
+        queued_at=run.created_at,
+    )
+
+
+def capacities(pool: NodePool, local_slots: int, held: list[dict[str, Any]]) -> list[NodeCapacity]:
+    """Free GPUs (by device index) and run slots of every node, after what runs hold now."""
+    used_gpus: dict[str, set[int]] = {}
+    used_slots: dict[str, int] = {}
+    for row in held:
+        used_gpus.setdefault(row["node"], set()).update(row["gpus"])
+        used_slots[row["node"]] = used_slots.get(row["node"], 0) + int(row["slots"])
+    found = []
+    for name in [LOCAL, *pool.remotes]:
+        facts = pool.inventory(name)
+        gpus = [
+            g["index"]
+            for g in facts.get("gpus", [])
+            if g["index"] not in used_gpus.get(name, set())
+        ]
+        slots = local_slots if name == LOCAL else int(facts.get("cpus") or 1)
+        found.append(
+            NodeCapacity(
+                name,
+                gpus,
+                slots - used_slots.get(name, 0),
+                pool.schedulable(name),
+                pool.state(name),
+            )
+        )
+    return found
+
+
+def claim_run(db: Any, allocation: Allocation) -> bool:
+    """Queued -> Preparing on the allocated node(s), with what it holds, in one transaction."""
+    first = allocation.placements[0].node
+    if not q.transition(
+        db,
+        allocation.run_id,
+        RunStatus.PREPARING,
+        expect=[RunStatus.QUEUED],
+        node=first,
+        wait_reason=None,
+    ):
+        return False
+    for placement in allocation.placements:
+        node_store.allocate(
+            db, allocation.run_id, placement.node, list(placement.gpus), placement.slots
+        )
+    return True
+
+
+def set_wait_reasons(db: Any, reasons: dict[str, str]) -> None:
+    for run_id, reason in reasons.items():
+        db.execute(
+            "update runs set wait_reason = ? where id = ? and status = 'Queued'", [reason, run_id]
+        )
