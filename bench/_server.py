@@ -62,3 +62,18 @@ def running_server(data: Path, **settings: str) -> Iterator[httpx.Client]:
             client.close()
             server.terminate()
             server.wait(10)
+
+
+def add_remote_target(
+    client: httpx.Client, name: str, address: str, key: Path, docker_socket: str
+) -> None:
+    """Register a test-bed node (real SSH) and a compute target ``remote`` holding just it."""
+    body = {
+        "name": name,
+        "host": address,
+        "user": "root",
+        "key_path": str(key),
+        "docker_socket": docker_socket,
+    }
+    client.post("/api/v1/nodes", json=body).raise_for_status()
+    client.post("/api/v1/targets", json={"name": "remote", "nodes": [name]}).raise_for_status()

@@ -20,7 +20,7 @@ import time
 from datetime import datetime
 from pathlib import Path
 
-from _server import running_server  # bench/ is this script's folder
+from _server import add_remote_target, running_server  # bench/ is this script's folder
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from tests import testbed  # noqa: E402
@@ -59,17 +59,7 @@ def main() -> None:
     ours, theirs = [], []
     try:
         with tempfile.TemporaryDirectory() as tmp, running_server(Path(tmp)) as client:
-            body = {
-                "name": "b2",
-                "host": node.address,
-                "user": "root",
-                "key_path": str(key),
-                "docker_socket": node.docker_socket,
-            }
-            client.post("/api/v1/nodes", json=body).raise_for_status()
-            client.post(
-                "/api/v1/targets", json={"name": "remote", "nodes": ["b2"]}
-            ).raise_for_status()
+            add_remote_target(client, "b2", node.address, key, node.docker_socket)
             snap = snapshot(args.mb)
             spec = json.dumps({"entry_script": "write.py", "compute_target": "remote"})
             for rep in range(args.reps):

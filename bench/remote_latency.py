@@ -18,7 +18,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from _server import running_server  # bench/ is this script's folder
+from _server import add_remote_target, running_server  # bench/ is this script's folder
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from tests import testbed  # noqa: E402
@@ -45,17 +45,7 @@ def main() -> None:
     node = testbed.start_node("b1", 5, root / "b1", key, gpus=0)
     try:
         with tempfile.TemporaryDirectory() as tmp, running_server(Path(tmp)) as client:
-            body = {
-                "name": "b1",
-                "host": node.address,
-                "user": "root",
-                "key_path": str(key),
-                "docker_socket": node.docker_socket,
-            }
-            client.post("/api/v1/nodes", json=body).raise_for_status()
-            client.post(
-                "/api/v1/targets", json={"name": "remote", "nodes": ["b1"]}
-            ).raise_for_status()
+            add_remote_target(client, "b1", node.address, key, node.docker_socket)
             snap = snapshot()
             spec = json.dumps({"entry_script": "hello.py", "compute_target": "remote"})
 

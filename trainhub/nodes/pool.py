@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import logging
 import os
 import shutil
@@ -353,7 +354,7 @@ class NodePool:
         engine = await asyncio.to_thread(DockerEngine, f"unix://{socket_path}")
         remote.conn, remote.listener, remote.engine = conn, listener, engine
         facts = await self._probe_remote(conn, engine)
-        remote.row = node_store.NodeRow(**{**remote.row.__dict__, "inventory": facts})
+        remote.row = dataclasses.replace(remote.row, inventory=facts)
 
     async def _probe_remote(
         self, conn: asyncssh.SSHClientConnection, engine: DockerEngine

@@ -204,7 +204,7 @@ def extract_container_archive(
     """
     skipped = {_normalize(s) for s in skip}
     written = 0
-    with _spooled_tar(chunks) as tar:
+    with _streamed_tar(chunks) as tar:
         for member in tar:
             name = _normalize(member.name)
             if capture is not None and name in capture and member.isfile():
@@ -236,16 +236,6 @@ def extract_container_archive(
     return written
 
 
-def read_single_file(chunks: Iterable[bytes], limit: int = 256 * 1024 * 1024) -> bytes:
-    """The content of the one regular file in a ``get_archive`` stream."""
-    with _spooled_tar(chunks) as tar:
-        for member in tar:
-            if member.isfile() and member.size <= limit:
-                handle = tar.extractfile(member)
-                return handle.read() if handle else b""
-    return b""
-
-
 class _ChunkReader(io.RawIOBase):
     """A read-only stream over an iterator of byte chunks (a ``get_archive`` response)."""
 
@@ -269,17 +259,11 @@ class _ChunkReader(io.RawIOBase):
 
 
 @contextmanager
-def _spooled_tar(chunks: Iterable[bytes]) -> Iterator[tarfile.TarFile]:
+def _streamed_tar(chunks: Iterable[bytes]) -> Iterator[tarfile.TarFile]:
     """A ``get_archive`` stream opened as a streaming tar, read as it arrives (no copy on disk)."""
     reader = io.BufferedReader(_ChunkReader(chunks), buffer_size=1024 * 1024)
     with tarfile.open(fileobj=reader, mode="r|") as tar:
         yield tar
-
-
-def iter_file(path: Path, start: int = 0) -> Iterator[bytes]:
-    with path.open("rb") as fh:
-        fh.seek(start)
-        yield from iter(lambda: fh.read(CHUNK), b"")
 
 
 SERVER_WRITTEN = (DRIVER_LOG, BUILD_LOG)

@@ -16,6 +16,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+import msgspec
+
 from trainhub.settings import Settings
 from trainhub.spec import EstimatorSpec
 from trainhub.store.runs import RunRow
@@ -82,32 +84,25 @@ def image_tag(key: str) -> str:
 
 
 def from_spec(spec: EstimatorSpec, settings: Settings, files: dict[str, str]) -> Environment:
-    """``files`` holds the contents of the dependency files named by the spec, read from the snapshot."""
+    """``files`` holds the contents of the dependency files named by the spec, read from the snapshot
+    (keyed by their path in it, without a leading ``./``)."""
     if spec.image:
         base = spec.image
     elif spec.use_gpu:
         base = settings.default_gpu_image
     else:
         base = settings.default_image
-    registry = msgspec_to_dict(spec.image_registry_details)
+    details = spec.image_registry_details
+    registry: dict[str, Any] | None = msgspec.to_builtins(details) if details is not None else None
     return Environment(
         base_image=base,
         user_managed=spec.user_managed,
         pip_packages=tuple(spec.pip_packages),
-        pip_requirements=files.get(spec.pip_requirements_file or ""),
+        pip_requirements=files.get((spec.pip_requirements_file or "").removeprefix("./")),
         conda_packages=tuple(spec.conda_packages),
-        conda_dependencies=files.get(spec.conda_dependencies_file or ""),
+        conda_dependencies=files.get((spec.conda_dependencies_file or "").removeprefix("./")),
         registry=registry,
     )
-
-
-def msgspec_to_dict(value: Any) -> dict[str, Any] | None:
-    if value is None:
-        return None
-    import msgspec
-
-    result: dict[str, Any] = msgspec.to_builtins(value)
-    return result
 
 
 def build_fingerprint(settings: Settings) -> str:

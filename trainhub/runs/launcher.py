@@ -9,6 +9,7 @@ this server's instance id, so a restarted server finds and re-attaches the runs 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import shutil
 import threading
@@ -19,7 +20,7 @@ from typing import Any, TypeVar
 
 import msgspec
 
-from trainhub.nodes.pool import LOCAL, NodePool
+from trainhub.nodes.pool import LOCAL, NodePool, NodeUnavailable
 from trainhub.runs import dispatch
 from trainhub.runs import environment as envs
 from trainhub.runs.artifacts import (
@@ -112,10 +113,12 @@ class Launcher:
         pool.on_ready = self._node_ready
 
     def preparer_for(self, node: str) -> ImagePreparer:
+        """One preparer per node (its build locks live there); its engine follows reconnections."""
         engine = self.pool.engine(node)
         preparer = self._preparers.get(node)
-        if preparer is None or preparer.engine is not engine:
+        if preparer is None:
             preparer = self._preparers[node] = ImagePreparer(self.settings, self.db, engine, node)
+        preparer.engine = engine
         return preparer
 
     # Lifecycle of the launcher itself ------------------------------------------------------
@@ -303,7 +306,8 @@ class Launcher:
                 run_id, EndReason.LAUNCH_ERROR, f"trainhub could not run this: {exc}"
             )
             if container_id:
-                await asyncio.to_thread(self.engine.remove, container_id)
+                with contextlib.suppress(NodeUnavailable):
+                    await asyncio.to_thread(self.pool.engine(node).remove, container_id)
 
     async def _node_ready(self, node: str) -> None:
         """A node is (back) up: remove containers of ours whose run no longer belongs there (it failed
@@ -674,9 +678,7 @@ class Launcher:
         extract_container_archive(
             chunks, run_dir, "ctx/files", skip=SERVER_WRITTEN, strip_top=True, capture=captured
         )
-        data = captured[metrics_name]
-        complete = data[: data.rfind(b"\n") + 1] if b"\n" in data else b""
-        return complete.decode("utf-8", errors="replace").splitlines()
+        return metrics.complete_lines(captured[metrics_name])
 
     def _collect(
         self, engine: DockerEngine, container_id: str, run_dir: Path, tops: tuple[str, ...]

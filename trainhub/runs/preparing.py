@@ -52,10 +52,6 @@ class ImagePreparer:
         assert run.snapshot is not None
         names = [n for n in (spec.pip_requirements_file, spec.conda_dependencies_file) if n]
         files = envs.read_dependency_files(self.settings.snapshot_path(run.snapshot), names)
-        files = {k: v for k, v in files.items()}
-        for name in names:
-            if name.removeprefix("./") in files:
-                files[name] = files[name.removeprefix("./")]
         return envs.from_spec(spec, self.settings, files)
 
     async def image_for(self, run: q.RunRow, spec: EstimatorSpec) -> str:

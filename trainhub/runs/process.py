@@ -26,7 +26,7 @@ from trainhub.runs.status import BUILD_LOG, DRIVER_LOG, EndReason
 from trainhub.runtime.incontainer import runtime_archive
 from trainhub.settings import Settings
 from trainhub.spec import EstimatorSpec
-from trainhub.store import Database
+from trainhub.store import Database, metrics
 from trainhub.store import runs as q
 
 PASSED_THROUGH = (
@@ -201,11 +201,9 @@ class ProcessRuntime:
         ctx = work / "sys" / "trainhub" / "ctx"
         _copy_tree(ctx / "files", run_dir, run_dir)
         try:
-            data = (ctx / "metrics.jsonl").read_bytes()
+            return metrics.complete_lines((ctx / "metrics.jsonl").read_bytes())
         except OSError:
             return []
-        complete = data[: data.rfind(b"\n") + 1] if b"\n" in data else b""
-        return complete.decode("utf-8", errors="replace").splitlines()
 
 
 def _copy_tree(src: Path, dest: Path, run_dir: Path) -> None:

@@ -22,6 +22,7 @@ from trainhub.spec import (
     apply_definition,
     check_experiment_name,
     definition_reference,
+    flatten_script_params,
     parse_estimator,
     redact,
 )
@@ -331,8 +332,6 @@ def details(run: q.RunRow, events: list[dict[str, Any]] | None = None) -> dict[s
 
 
 def _arguments(spec: dict[str, Any]) -> list[str]:
-    from trainhub.spec import flatten_script_params
-
     return flatten_script_params(spec.get("script_params", {}))
 
 

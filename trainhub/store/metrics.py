@@ -11,6 +11,12 @@ import sqlite_utils
 KINDS = ("scalar", "list", "row", "table", "image")
 
 
+def complete_lines(data: bytes) -> list[str]:
+    """The finished lines of a records file that a script may be writing right now."""
+    complete = data[: data.rfind(b"\n") + 1]
+    return complete.decode("utf-8", errors="replace").splitlines()
+
+
 def ingest(db: sqlite_utils.Database, run_id: str, lines: list[str], upto: int) -> int:
     """Store context records ``lines`` (they are records ``upto - len(lines)`` .. ``upto``) and
     remember how many were taken, so a re-sent file is never counted twice. Returns the count kept."""
