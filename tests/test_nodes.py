@@ -47,6 +47,7 @@ def cluster(
         default_gpu_image="trainhub/base:cpu",
         node_lost_grace_seconds="6",
         sync_interval_seconds="0.5",
+        starvation_seconds="10",
     )
     client = srv.client()
     for node in bed.values():
@@ -221,6 +222,167 @@ def test_unknown_target_and_too_many_gpus_are_422(nclient: httpx.Client) -> None
         local_gpu.status_code == 422
         and "largest node of target 'local' has 0" in local_gpu.json()["error"]
     )
+
+
+MPI_WORLD = """
+import json, os, time
+from mpi4py import MPI
+
+comm = MPI.COMM_WORLD
+me = {"rank": comm.Get_rank(), "node": os.environ["TRAINHUB_NODE"],
+      "gpus": os.environ.get("CUDA_VISIBLE_DEVICES", "")}
+print("rank", me["rank"], "of", comm.Get_size(), "on", me["node"], "gpus", me["gpus"], flush=True)
+world = comm.gather(me, root=0)
+time.sleep({sleep})
+if comm.Get_rank() == 0:
+    os.makedirs("outputs", exist_ok=True)
+    json.dump(world, open("outputs/world.json", "w"))
+"""
+
+
+def _containers_of(bed: dict[str, testbed.Node], run_id: str) -> dict[str, str]:
+    found = {}
+    for name, node in bed.items():
+        found[name] = testbed.sh(
+            "docker",
+            "-H",
+            f"unix://{node.docker_socket}",
+            "ps",
+            "-aq",
+            "--filter",
+            f"label=org.trainhub.run_id={run_id}",
+        ).stdout.strip()
+    return found
+
+
+def _started(run: dict[str, Any]) -> str:
+    return next(e["timeUtc"] for e in run["statusHistory"] if e["status"] == "Preparing")
+
+
+def test_a_multi_node_mpi_run_spans_its_nodes_and_leaves_nothing_behind(
+    nclient: httpx.Client, bed: dict[str, testbed.Node]
+) -> None:
+    run = submit(
+        nclient,
+        MPI_WORLD.replace("{sleep}", "0"),
+        compute_target="gpu-cluster",
+        node_count=2,
+        distributed_training={"type": "mpi", "process_count_per_node": 2},
+        experiment="mpi",
+    )
+    done = wait_for_status(nclient, run["runId"], timeout=120)
+    log = nclient.get(f"/api/v1/runs/{run['runId']}/logs").text
+    assert done["status"] == "Completed", (done["error"], log)
+    world = json.loads(nclient.get(f"/api/v1/runs/{run['runId']}/files/outputs/world.json").content)
+    assert [w["rank"] for w in world] == [0, 1, 2, 3]
+    head = done["properties"]["node"]
+    assert world[0]["node"] == head
+    assert sorted(w["node"] for w in world) == ["n1", "n1", "n2", "n2"]
+    for rank in range(4):
+        assert f"rank {rank} of 4 on n" in log
+    assert done["properties"]["allocation"] == []
+    wait_until(
+        lambda: _containers_of(bed, run["runId"]) == {"n1": "", "n2": ""},
+        "the run's containers are gone from both nodes",
+    )
+
+
+def test_a_multi_node_run_gets_all_its_gpus_at_once_or_waits(
+    nclient: httpx.Client, bed: dict[str, testbed.Node]
+) -> None:
+    nclient.post("/api/v1/targets", json={"name": "only-n2", "nodes": ["n2"]})
+    blocker = submit(nclient, GPU_SCRIPT.format(sleep=120), compute_target="only-n2", use_gpu=True)
+    wait_for_log(nclient, blocker["runId"], "gpus GPU-n2", timeout=60)
+    gang = submit(
+        nclient,
+        MPI_WORLD.replace("{sleep}", "0"),
+        compute_target="gpu-cluster",
+        node_count=2,
+        use_gpu=True,
+        distributed_training={"type": "mpi", "process_count_per_node": 2},
+        experiment="gang",
+    )
+    wait_until(
+        lambda: get_run(nclient, gang["runId"])["properties"]["waitReason"] is not None,
+        "the gang run says why it waits",
+    )
+    waiting = get_run(nclient, gang["runId"])
+    assert waiting["status"] == "Queued"
+    assert (
+        waiting["properties"]["waitReason"]
+        == "needs 2 GPUs on each of 2 nodes of target 'gpu-cluster'; 1 node(s) have room"
+    )
+    # All or nothing: while it waits it holds no GPU, so a small run still gets n1's.
+    assert nclient.get("/api/v1/nodes/n1").json()["allocatedGpus"] == []
+    small = submit(nclient, GPU_SCRIPT.format(sleep=0), compute_target="gpu-cluster", use_gpu=True)
+    assert wait_for_status(nclient, small["runId"], timeout=60)["status"] == "Completed"
+    assert get_run(nclient, gang["runId"])["status"] == "Queued"
+    nclient.post(f"/api/v1/runs/{blocker['runId']}/cancel")
+    done = wait_for_status(nclient, gang["runId"], timeout=120)
+    log = nclient.get(f"/api/v1/runs/{gang['runId']}/logs").text
+    assert done["status"] == "Completed", (done["error"], log)
+    world = json.loads(
+        nclient.get(f"/api/v1/runs/{gang['runId']}/files/outputs/world.json").content
+    )
+    by_node: dict[str, set[str]] = {}
+    for rank in world:  # every container sees its node's two GPUs, and no other
+        by_node.setdefault(rank["node"], set()).add(rank["gpus"])
+    assert set(by_node) == {"n1", "n2"}
+    for node, seen in by_node.items():
+        (gpus,) = seen
+        assert len(gpus.split(",")) == 2 and all(
+            g.startswith(f"GPU-{node}-") for g in gpus.split(",")
+        )
+    assert all(n["allocatedGpus"] == [] for n in nclient.get("/api/v1/nodes").json()["nodes"])
+    wait_until(
+        lambda: _containers_of(bed, gang["runId"]) == {"n1": "", "n2": ""},
+        "the run's containers are gone from both nodes",
+    )
+
+
+def test_a_big_run_that_waited_past_the_bound_is_not_starved_by_small_ones(
+    nclient: httpx.Client,
+) -> None:
+    nclient.post("/api/v1/targets", json={"name": "only-n2", "nodes": ["n2"]})
+    blocker = submit(nclient, GPU_SCRIPT.format(sleep=120), compute_target="only-n2", use_gpu=True)
+    wait_for_log(nclient, blocker["runId"], "gpus GPU-n2", timeout=60)
+    big = submit(
+        nclient,
+        MPI_WORLD.replace("{sleep}", "0"),
+        compute_target="only-n2",
+        use_gpu=True,
+        distributed_backend="mpi",
+        process_count_per_node=2,
+        experiment="starve",
+    )
+    big_submitted = time.time()
+    # Before the bound (10 s here), a small run takes the free GPU: the big one cannot use it yet.
+    early = submit(nclient, GPU_SCRIPT.format(sleep=0), compute_target="only-n2", use_gpu=True)
+    assert wait_for_status(nclient, early["runId"], timeout=60)["status"] == "Completed"
+    assert get_run(nclient, big["runId"])["properties"]["waitReason"] == (
+        "needs 2 GPUs on one node; largest free is 1"
+    )
+    wait_until(
+        lambda: time.time() - big_submitted > 11,
+        "the big run has waited past the bound",
+        timeout=30,
+    )
+    late = submit(nclient, GPU_SCRIPT.format(sleep=0), compute_target="only-n2", use_gpu=True)
+    wait_until(
+        lambda: get_run(nclient, late["runId"])["properties"]["waitReason"] is not None,
+        "the late small run says why it waits",
+    )
+    time.sleep(2)  # a GPU is free all along, and still the small run is not placed
+    held = get_run(nclient, late["runId"])
+    assert held["status"] == "Queued"
+    assert held["properties"]["waitReason"] == (
+        "the nodes of target 'only-n2' are reserved for a run that has waited longer"
+    )
+    nclient.post(f"/api/v1/runs/{blocker['runId']}/cancel")
+    done_big = wait_for_status(nclient, big["runId"], timeout=120)
+    done_late = wait_for_status(nclient, late["runId"], timeout=120)
+    assert done_big["status"] == done_late["status"] == "Completed", done_big["error"]
+    assert _started(done_big) < _started(done_late)
 
 
 def test_a_changed_host_key_makes_the_node_untrusted_until_re_pinned(

@@ -106,7 +106,20 @@ REJECTED: list[tuple[dict[str, Any], str, str]] = [
     (
         {"entry_script": "train.py", "node_count": 2, "distributed_training": {"type": "mpi"}},
         "node_count",
+        "node_count=2 needs 2 SSH nodes in compute target 'local'; it has 0",
+    ),
+    (
+        {"entry_script": "train.py", "node_count": 2, "distributed_training": {"type": "nccl"}},
+        "distributed_training.type",
         "not supported yet",
+    ),
+    (
+        {
+            "entry_script": "train.py",
+            "distributed_training": {"type": "mpi", "process_count_per_node": 0},
+        },
+        "distributed_training.process_count_per_node",
+        "must be at least 1",
     ),
     ({"entry_script": "train.py", "framework": "PyTorch"}, "framework", "not supported yet"),
 ]

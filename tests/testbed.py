@@ -17,6 +17,7 @@ from pathlib import Path
 BRIDGE = "thbr0"
 SUBNET = "10.77.0"
 BASE_IMAGE = "trainhub/base:cpu"
+FORWARD_RULE = ("FORWARD", "-i", BRIDGE, "-o", BRIDGE, "-j", "ACCEPT")
 
 FAKE_NVIDIA_SMI = """#!/bin/sh
 # Stand-in for nvidia-smi on a test node: the CSV the real one prints for
@@ -76,6 +77,10 @@ def ensure_bridge() -> None:
         sh("ip", "link", "add", BRIDGE, "type", "bridge")
         sh("ip", "addr", "add", f"{SUBNET}.1/24", "dev", BRIDGE)
     sh("ip", "link", "set", BRIDGE, "up")
+    # The nodes talk to each other over the bridge, like servers on one switch (multi-node MPI).
+    # Docker's FORWARD DROP policy in this namespace would drop bridged traffic otherwise.
+    if sh("iptables", "-C", *FORWARD_RULE, check=False).returncode != 0:
+        sh("iptables", "-I", "FORWARD", "1", *FORWARD_RULE[1:])
 
 
 def stop_node(name: str, root: Path) -> None:
@@ -191,6 +196,7 @@ def client_key(root: Path) -> Path:
 
 def remove_bridge() -> None:
     sh("ip", "link", "del", BRIDGE, check=False)
+    sh("iptables", "-D", *FORWARD_RULE, check=False)
 
 
 def namespace_pids(node: Node, command: str | None = None) -> list[int]:

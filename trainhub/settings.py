@@ -62,6 +62,11 @@ class Settings:
     starvation_seconds: float = _setting(
         600.0, "after this long in the queue a run reserves the capacity it needs"
     )
+    mpi_network: str | None = _setting(
+        None,
+        "network (CIDR, e.g. 10.0.0.0/24) that the containers of a multi-node MPI run talk over; "
+        "by default Open MPI picks",
+    )
     azureml_compat: bool = _setting(
         False, "make `from azureml.core.run import Run` work in runs (a small azureml.core shim)"
     )

@@ -255,6 +255,11 @@ def validate(spec: EstimatorSpec) -> None:
         raise SpecError(
             "process_count_per_node", "process_count_per_node > 1 needs a distributed backend"
         )
+    if dt is not None and dt.process_count_per_node is not None and dt.process_count_per_node < 1:
+        raise SpecError(
+            "distributed_training.process_count_per_node",
+            "distributed_training.process_count_per_node must be at least 1",
+        )
     if spec.custom_docker_image and spec.custom_docker_base_image:
         raise SpecError(
             "custom_docker_base_image",
@@ -302,10 +307,16 @@ def validate(spec: EstimatorSpec) -> None:
     # Valid, but not on this server yet.
     later: list[tuple[str, bool, str]] = [
         ("inputs", bool(spec.inputs), "datastores"),
-        ("node_count", spec.node_count > 1, "distributed runs"),
-        ("process_count_per_node", spec.process_count_per_node > 1, "several processes per node"),
-        ("distributed_backend", spec.distributed_backend is not None, "distributed runs"),
-        ("distributed_training", dt is not None, "distributed runs"),
+        (
+            "distributed_backend",
+            spec.distributed_backend not in (None, "mpi"),
+            "backends other than MPI (torchrun, parameter servers)",
+        ),
+        (
+            "distributed_training.type",
+            dt is not None and dt.type != "mpi",
+            "backends other than MPI (torchrun, parameter servers)",
+        ),
     ]
     for field, used, capability in later:
         if used:
@@ -332,3 +343,18 @@ def check_experiment_name(name: str) -> None:
             "experiment",
             "Experiment names are 1-255 letters, digits, '-' or '_', starting with a letter or digit",
         )
+
+
+def processes_per_node(spec: EstimatorSpec) -> int:
+    """``Mpi(process_count_per_node=N)`` wins over the Estimator's own ``process_count_per_node``
+    (as in Azure ML v1)."""
+    dt = spec.distributed_training
+    if dt is not None and dt.process_count_per_node is not None:
+        return dt.process_count_per_node
+    return spec.process_count_per_node
+
+
+def is_mpi(spec: EstimatorSpec) -> bool:
+    """The run is launched with ``mpirun``: an MPI backend was asked for."""
+    dt = spec.distributed_training
+    return spec.distributed_backend == "mpi" or (dt is not None and dt.type == "mpi")

@@ -136,6 +136,13 @@ class NodePool:
         remote = self.remotes.get(name)
         return remote.row.inventory if remote else {}
 
+    def address(self, name: str) -> str:
+        """Where the node is reached (its SSH host): the containers of a multi-node run meet there."""
+        remote = self.remotes.get(name)
+        if remote is None:
+            raise NodeUnavailable(f"node {name} has no SSH address")
+        return remote.row.host
+
     def unreachable_for(self, name: str) -> float:
         remote = self.remotes.get(name)
         if remote is None or remote.unreachable_since is None:

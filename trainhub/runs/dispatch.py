@@ -13,17 +13,23 @@ from trainhub.store import runs as q
 
 
 def request_for(run: q.RunRow, targets: dict[str, list[str]]) -> Request:
-    spec = run.spec
-    per_node = int(spec.get("process_count_per_node", 1))
-    gpu = bool(spec.get("use_gpu"))
+    spec = run.spec  # stored as validated: plain dict reads keep a pass over 10,000 runs cheap
+    dt = spec.get("distributed_training") or {}
+    per_node = int(dt.get("process_count_per_node") or spec.get("process_count_per_node", 1))
+    node_count = int(spec.get("node_count", 1))
+    use_gpu = bool(spec.get("use_gpu"))
+    nodes = targets.get(run.target, [])
+    if node_count > 1:
+        # The containers of a multi-node run reach each other at the nodes' SSH addresses.
+        nodes = [n for n in nodes if n != LOCAL]
     return Request(
         run_id=run.id,
         target=run.target,
-        nodes=tuple(targets.get(run.target, [])),
-        node_count=int(spec.get("node_count", 1)),
-        gpus_per_node=per_node if gpu else 0,
-        # GPU runs are bounded by their GPUs, CPU-only runs by CPU slots.
-        slots_per_node=0 if gpu else 1,
+        nodes=tuple(nodes),
+        node_count=node_count,
+        # GPU runs are bounded by their GPUs (one per process), CPU-only runs by CPU slots.
+        gpus_per_node=per_node if use_gpu else 0,
+        slots_per_node=0 if use_gpu else per_node,
         priority=run.priority,
         queued_at=run.created_at,
     )

@@ -40,9 +40,11 @@ from trainhub.runtime.incontainer import (
     command_for,
     runtime_archive,
 )
+from trainhub.runtime.mpi import MpiLayout, port_for, ssh_material, worker_command
+from trainhub.runtime.mpi import head_environment as mpi_env
 from trainhub.scheduler import Allocation, plan
 from trainhub.settings import Settings
-from trainhub.spec import EstimatorSpec
+from trainhub.spec import EstimatorSpec, is_mpi, processes_per_node
 from trainhub.store import Database, metrics
 from trainhub.store import nodes as node_store
 from trainhub.store import runs as q
@@ -94,6 +96,10 @@ def log_tail(path: Path, lines: int = LOG_TAIL_LINES) -> str:
     except FileNotFoundError:
         return ""
     return "\n".join(text.splitlines()[-lines:])
+
+
+class _Canceled(Exception):
+    """A cancel came in while the run's containers were being started."""
 
 
 class Launcher:
@@ -302,12 +308,14 @@ class Launcher:
                 await self._node_trouble(run_id, node)
                 return
             log.exception("run %s failed inside trainhub", run_id)
+            workers = await self._worker_nodes(run_id, node)
             await self._end_failed(
                 run_id, EndReason.LAUNCH_ERROR, f"trainhub could not run this: {exc}"
             )
             if container_id:
                 with contextlib.suppress(NodeUnavailable):
                     await asyncio.to_thread(self.pool.engine(node).remove, container_id)
+            await self._remove_containers(run_id, workers)
 
     async def _node_ready(self, node: str) -> None:
         """A node is (back) up: remove containers of ours whose run no longer belongs there (it failed
@@ -315,7 +323,9 @@ class Launcher:
         engine = self.pool.engine(node)
         found = await asyncio.to_thread(engine.find_run_containers, self.instance)
         active = await self.db.read(lambda db: q.runs_with_status(db, ACTIVE))
+        held = await self.db.read(node_store.allocations)
         here = {run.id for run in active if run.node == node}
+        here |= {row["run_id"] for row in held if row["node"] == node}  # multi-node runs
         for run_id, container in found.items():
             if run_id not in here:
                 log.info("node %s: removing the leftover container of run %s", node, run_id)
@@ -354,6 +364,8 @@ class Launcher:
             )
             return
         grace_s = f"{self.settings.node_lost_grace_seconds:.0f} s"
+        # A multi-node run's containers on its other nodes go with it (retried or failed).
+        await self._remove_containers(run_id, await self._worker_nodes(run_id, node))
         run = await self.db.read(lambda db: q.get_run(db, run_id))
         if (
             run is not None
@@ -390,14 +402,17 @@ class Launcher:
 
     async def _prepare_and_start(self, run: q.RunRow, spec: EstimatorSpec) -> str | None:
         node = run.node or LOCAL
-        engine = self.pool.engine(node)
         run_dir = self.settings.run_dir(run.id)
         await asyncio.to_thread(prepare_run_dir, run_dir)
-        try:
-            image = await self.preparer_for(node).image_for(run, spec)
+        workers = await self._worker_nodes(run.id, node)
+        try:  # the image on every node of the run, side by side
+            images = await asyncio.gather(
+                *(self.preparer_for(n).image_for(run, spec) for n in [node, *workers])
+            )
         except PrepareFailed as exc:
             await self._end_failed(run.id, exc.reason, exc.message)
             return None
+        image = images[0]
         await self.db.write(lambda db: q.update_run(db, run.id, image=image))
         if self._cancel_event(run.id).is_set():
             await self._end_canceled(run.id)
@@ -405,6 +420,46 @@ class Launcher:
         if not await self._apply(run.id, RunStatus.STARTING, expect=[RunStatus.PREPARING]):
             await self._end_canceled(run.id)
             return None
+        layout = None
+        if is_mpi(spec):
+            per_node = processes_per_node(spec)
+            hosts = [(self.pool.address(n) if workers else "", per_node) for n in [node, *workers]]
+            layout = MpiLayout(tuple(hosts), port_for(run.id), self.settings.mpi_network)
+        material = await asyncio.to_thread(ssh_material, layout) if workers and layout else None
+        try:
+            for worker in workers:
+                assert material is not None and layout is not None
+                await self._start_container(
+                    run, spec, worker, image, worker_command(layout.port), material.worker, {}
+                )
+            command = command_for(spec.entry_script, spec.arguments(), mpi=layout is not None)
+            extra = mpi_env(layout) if layout else {}
+            container_id = await self._start_container(
+                run, spec, node, image, command, material.head if material else None, extra
+            )
+        except _Canceled:
+            await self._remove_containers(run.id, [node, *workers])
+            await self._end_canceled(run.id)
+            return None
+        except Exception:
+            await self._remove_containers(run.id, workers)
+            raise
+        await self._apply(run.id, RunStatus.RUNNING, expect=[RunStatus.STARTING])
+        return container_id
+
+    async def _start_container(
+        self,
+        run: q.RunRow,
+        spec: EstimatorSpec,
+        node: str,
+        image: str,
+        command: list[str],
+        ssh: bytes | None,
+        extra_env: dict[str, str],
+    ) -> str:
+        """One container of the run on ``node``: created with the node's GPUs, the runtime and the
+        snapshot copied in (and the run's SSH keys for multi-node MPI), then started."""
+        engine = self.pool.engine(node)
         assert run.snapshot is not None
         snapshot = self.settings.snapshot_path(run.snapshot)
         image_env = await asyncio.to_thread(engine.image_env, image)
@@ -416,6 +471,8 @@ class Launcher:
             context_dir=CONTEXT_DIR,
             inherited_pythonpath=image_env.get("PYTHONPATH"),
         )
+        environment.update(extra_env)
+        environment["TRAINHUB_NODE"] = node
         if spec.use_gpu:
             # UUIDs name the same devices inside and outside the container.
             environment["CUDA_VISIBLE_DEVICES"] = ",".join(gpu_uuids)
@@ -426,24 +483,44 @@ class Launcher:
                 run_id=run.id,
                 instance=self.instance,
                 image=image,
-                command=command_for(spec.entry_script, spec.arguments()),
+                command=command,
                 environment=environment,
                 shm_size=spec.shm_size,
                 gpu_uuids=gpu_uuids if nvidia else [],
+                host_network=ssh is not None,
             )
         )
-        await self.db.write(lambda db: q.update_run(db, run.id, container_id=container_id))
+        if node == (run.node or LOCAL):
+            await self.db.write(lambda db: q.update_run(db, run.id, container_id=container_id))
         await asyncio.to_thread(self._copy_in, engine, container_id, snapshot)
+        if ssh is not None:
+            await asyncio.to_thread(engine.put_archive, container_id, "/", ssh)
         if self._cancel_event(run.id).is_set():
             await asyncio.to_thread(engine.remove, container_id)
-            await self._end_canceled(run.id)
-            return None
+            raise _Canceled
         await asyncio.to_thread(engine.start, container_id)
-        await self._apply(run.id, RunStatus.RUNNING, expect=[RunStatus.STARTING])
         return container_id
+
+    async def _worker_nodes(self, run_id: str, head: str) -> list[str]:
+        """The other nodes of a multi-node run, in the order they were allocated."""
+        held = await self.db.read(lambda db: node_store.allocation_of(db, run_id))
+        return [row["node"] for row in held if row["node"] != head]
+
+    async def _remove_containers(self, run_id: str, nodes: list[str]) -> None:
+        """Remove the run's containers on ``nodes`` (found by their labels); an unreachable node's
+        leftovers are removed when it is back (see ``_node_ready``)."""
+        for node in nodes:
+            try:
+                engine = self.pool.engine(node)
+                found = await asyncio.to_thread(engine.find_run_containers, self.instance)
+                if run_id in found:
+                    await asyncio.to_thread(engine.remove, found[run_id].id)
+            except Exception as exc:  # noqa: BLE001 - best effort; the node tidies up when back
+                log.warning("run %s: could not remove its container on %s: %s", run_id, node, exc)
 
     async def _supervise(self, run: q.RunRow, spec: EstimatorSpec, container_id: str) -> None:
         engine = self.pool.engine(run.node or LOCAL)
+        workers = await self._worker_nodes(run.id, run.node or LOCAL)
         run_dir = self.settings.run_dir(run.id)
         await asyncio.to_thread(prepare_run_dir, run_dir)
         loop = asyncio.get_running_loop()
@@ -510,6 +587,7 @@ class Launcher:
         await asyncio.gather(*copies)
         await self._finish(run, spec, exit_code, stopped_for)
         await asyncio.to_thread(engine.remove, container_id)
+        await self._remove_containers(run.id, workers)
 
     async def _stop(
         self,

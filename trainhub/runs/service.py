@@ -24,6 +24,7 @@ from trainhub.spec import (
     definition_reference,
     flatten_script_params,
     parse_estimator,
+    processes_per_node,
     redact,
 )
 from trainhub.store import Database, environments, snapshots
@@ -188,15 +189,47 @@ async def _check_target(db: Database, launcher: Launcher, spec: EstimatorSpec) -
             "use_docker",
             "use_docker=False runs on the server's own machine only: compute_target='local'",
         )
-    if spec.use_gpu:
-        need = spec.process_count_per_node
-        largest = max((len(launcher.pool.inventory(n).get("gpus", [])) for n in members), default=0)
-        if largest < need:
+    if spec.node_count > 1:
+        # Multi-node runs reach each node at its SSH address: the server's own machine has none.
+        remotes = [n for n in members if n != node_store.LOCAL]
+        if len(remotes) < spec.node_count:
             raise SpecError(
-                "use_gpu",
-                f"use_gpu needs {need} GPU(s) per node, and the largest node of target "
-                f"'{spec.compute_target}' has {largest}",
+                "node_count",
+                f"node_count={spec.node_count} needs {spec.node_count} SSH nodes in compute target "
+                f"'{spec.compute_target}'; it has {len(remotes)}",
             )
+        members = remotes
+    need = processes_per_node(spec)
+    if spec.use_gpu:
+        sizes = sorted(
+            (len(launcher.pool.inventory(n).get("gpus", [])) for n in members), reverse=True
+        )
+        what, field = "GPU(s)", "use_gpu"
+    else:
+        # CPU-only runs take one run slot per process: CPUs on SSH nodes, the run limit locally.
+        sizes = sorted(
+            (
+                launcher.settings.max_concurrent_runs
+                if n == node_store.LOCAL
+                else int(launcher.pool.inventory(n).get("cpus") or 1)
+                for n in members
+            ),
+            reverse=True,
+        )
+        what = "CPU slots"
+        field = (
+            "distributed_training.process_count_per_node"
+            if spec.distributed_training and spec.distributed_training.process_count_per_node
+            else "process_count_per_node"
+        )
+    fitting = sizes[spec.node_count - 1] if len(sizes) >= spec.node_count else 0
+    if fitting < need:
+        nodes = "the largest node" if spec.node_count == 1 else f"node {spec.node_count} by size"
+        raise SpecError(
+            field,
+            f"{need} process(es) per node need {need} {what} per node, and {nodes} of target "
+            f"'{spec.compute_target}' has {fitting}",
+        )
 
 
 async def _check_conda(

@@ -157,6 +157,7 @@ class DockerEngine:
         environment: dict[str, str],
         shm_size: str | None,
         gpu_uuids: list[str] | None = None,
+        host_network: bool = False,
     ) -> str:
         device_requests = None
         if gpu_uuids:
@@ -171,6 +172,7 @@ class DockerEngine:
             labels={LABEL_RUN: run_id, LABEL_INSTANCE: instance},
             shm_size=shm_size,
             device_requests=device_requests,
+            network_mode="host" if host_network else None,
             detach=True,
             tty=False,
             stdin_open=False,

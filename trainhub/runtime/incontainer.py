@@ -13,6 +13,7 @@ from typing import IO
 
 LIB_DIR = "/trainhub/lib"
 CONTEXT_DIR = "/trainhub/ctx"
+MPI_LAUNCHER = f"{LIB_DIR}/trainhub/_mpi.py"
 
 _TRAINHUB_INIT = '''"""trainhub's in-run runtime (standard library only), put here by the launcher."""
 
@@ -52,10 +53,11 @@ __all__ = ["Run"]
 @functools.lru_cache(maxsize=2)
 def runtime_archive(azureml_compat: bool) -> bytes:
     """A tar to extract at ``/``: the runtime package and an empty, writable context folder."""
-    context_source = (Path(__file__).resolve().parent.parent / "context.py").read_bytes()
+    here = Path(__file__).resolve().parent
     files: dict[str, bytes] = {
         "trainhub/lib/trainhub/__init__.py": _TRAINHUB_INIT.encode(),
-        "trainhub/lib/trainhub/context.py": context_source,
+        "trainhub/lib/trainhub/context.py": (here.parent / "context.py").read_bytes(),
+        MPI_LAUNCHER.lstrip("/"): (here / "mpi_launch.py").read_bytes(),
     }
     if azureml_compat:
         files.update(
@@ -113,10 +115,11 @@ def combined_archive(snapshot: Path, workdir: str, azureml_compat: bool) -> byte
 # has copied its results out: copies out of a running container are ~10x cheaper than out of a stopped
 # one. SIGTERM (cancel, timeout) is passed on to the script.
 EXIT_SENTINEL = b"\x1etrainhub-exit:"
+_LAUNCH = '"$py" -u "$@" &\n'
+# MPI runs: mpirun over the script (trainhub/runtime/mpi_launch.py), in the same wrapper.
+_LAUNCH_MPI = f'"$py" {MPI_LAUNCHER} launch "$py" "$@" &\n'
 CONTAINER_WRAPPER = (
-    "py=$(command -v python3 || command -v python)\n"
-    '"$py" -u "$@" &\n'
-    "child=$!\n"
+    "py=$(command -v python3 || command -v python)\n" + _LAUNCH + "child=$!\n"
     "trap 'kill -TERM \"$child\" 2>/dev/null' TERM\n"
     'while :; do wait "$child"; code=$?; kill -0 "$child" 2>/dev/null || break; done\n'
     "trap - TERM\n"
@@ -129,9 +132,10 @@ CONTAINER_WRAPPER = (
 )
 
 
-def command_for(entry_script: str, arguments: list[str]) -> list[str]:
+def command_for(entry_script: str, arguments: list[str], *, mpi: bool = False) -> list[str]:
     # The image's own Python, whatever it is called there, unbuffered so lines arrive as printed.
-    return ["/bin/sh", "-c", CONTAINER_WRAPPER, "trainhub", entry_script, *arguments]
+    wrapper = CONTAINER_WRAPPER.replace(_LAUNCH, _LAUNCH_MPI, 1) if mpi else CONTAINER_WRAPPER
+    return ["/bin/sh", "-c", wrapper, "trainhub", entry_script, *arguments]
 
 
 class LogSink:

@@ -1,0 +1,141 @@
+"""Inside an MPI run's containers (standard library only; shipped as ``trainhub/_mpi.py``).
+
+``launch``: on the first node, wait until the other nodes' containers accept SSH, then become
+``mpirun`` over them (a per-run key, their host keys pinned in a per-run known_hosts file).
+``rank``: how every rank starts, on any node: the container's own environment (which an SSH session
+does not carry: saved by the worker at its start, or read from PID 1) plus what Open MPI set for the rank, then the user's script
+(through ``python -m mpi4py`` where mpi4py is installed, so that one failing rank ends the job).
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import sys
+import time
+
+SSH_DIR = "/trainhub/ssh"
+ENVIRON_FILE = "/trainhub/environ"
+WAIT_SECONDS = 60.0
+MPI_PREFIXES = ("OMPI_", "PMIX_", "OPAL_", "ORTE_")
+
+
+def _say(text: str) -> None:
+    print(f"trainhub: {text}", file=sys.stderr, flush=True)
+
+
+def _wait_for(hosts: list[str], port: int) -> bool:
+    deadline = time.monotonic() + WAIT_SECONDS
+    waiting = list(hosts)
+    while waiting:
+        host = waiting[0]
+        try:
+            with socket.create_connection((host, port), timeout=2):
+                waiting.pop(0)
+                continue
+        except OSError:
+            if time.monotonic() > deadline:
+                _say(f"the container on {host} does not accept SSH on port {port}")
+                return False
+            time.sleep(0.1)
+    return True
+
+
+def launch(python: str, script: str, args: list[str]) -> int:
+    total = os.environ["TRAINHUB_MPI_NP"]
+    hosts = [h for h in os.environ.get("TRAINHUB_MPI_HOSTS", "").split(",") if h]
+    network = os.environ.get("TRAINHUB_MPI_NETWORK", "")
+    argv = [
+        "mpirun",
+        "--allow-run-as-root",
+        "--bind-to",
+        "none",
+        "-np",
+        total,
+        "--wdir",
+        os.getcwd(),
+        # Containers may not ptrace each other: shared memory without single-copy.
+        "--mca",
+        "btl_vader_single_copy_mechanism",
+        "none",
+    ]
+    if len(hosts) > 1:
+        port = int(os.environ["TRAINHUB_MPI_PORT"])
+        if not _wait_for([h.rsplit(":", 1)[0] for h in hosts[1:]], port):
+            return 1
+        ssh_args = (
+            f"-p {port} -i {SSH_DIR}/id -o UserKnownHostsFile={SSH_DIR}/known_hosts "
+            "-o StrictHostKeyChecking=yes -o BatchMode=yes -o LogLevel=ERROR"
+        )
+        argv += [
+            "--host",
+            ",".join(hosts),
+            "--mca",
+            "plm_rsh_agent",
+            "ssh",
+            "--mca",
+            "plm_rsh_args",
+            ssh_args,
+        ]
+    else:
+        argv += ["--oversubscribe"]
+    if network:
+        argv += ["--mca", "btl_tcp_if_include", network, "--mca", "oob_tcp_if_include", network]
+    argv += [python, "-u", os.path.abspath(__file__), "rank", script, *args]
+    try:
+        os.execvp("mpirun", argv)
+    except FileNotFoundError:
+        _say(
+            "mpirun is not in this image: MPI runs need Open MPI in the image "
+            "(trainhub's base images have it)"
+        )
+        return 127
+
+
+# Each rank writes whole lines (so ranks' lines never mix mid-line in the log) and, with mpi4py
+# there, runs as ``python -m mpi4py``: a rank that dies of an exception or sys.exit() aborts the
+# whole job instead of leaving the others waiting for it forever.
+_RANK_BOOT = """
+import importlib.util, os, runpy, sys
+for stream in (sys.stdout, sys.stderr):
+    stream.reconfigure(line_buffering=True, write_through=False)
+script = sys.argv[1]
+sys.path[0] = os.path.dirname(os.path.abspath(script))
+if importlib.util.find_spec("mpi4py"):
+    sys.argv = ["mpi4py", *sys.argv[1:]]
+    runpy.run_module("mpi4py", run_name="__main__", alter_sys=True)
+else:
+    sys.argv = sys.argv[1:]
+    runpy.run_path(script, run_name="__main__")
+"""
+
+
+def rank(script: str, args: list[str]) -> int:
+    env = dict(os.environ)
+    container: list[bytes] = []
+    for source in (ENVIRON_FILE, "/proc/1/environ"):  # a worker node's, else the wrapper's
+        try:
+            with open(source, "rb") as fh:
+                container = fh.read().split(b"\0")
+            break
+        except OSError:
+            continue
+    for item in container:
+        key, sep, value = item.decode("utf-8", "replace").partition("=")
+        if sep and not key.startswith(MPI_PREFIXES):
+            env[key] = value
+    os.execve(sys.executable, [sys.executable, "-c", _RANK_BOOT, script, *args], env)
+    return 127  # not reached
+
+
+def main(argv: list[str]) -> int:
+    if len(argv) >= 3 and argv[0] == "launch":
+        return launch(argv[1], argv[2], argv[3:])
+    if len(argv) >= 2 and argv[0] == "rank":
+        return rank(argv[1], argv[2:])
+    _say("usage: _mpi.py launch PYTHON SCRIPT [ARGS...] | rank SCRIPT [ARGS...]")
+    return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
