@@ -240,9 +240,12 @@ if comm.Get_rank() == 0:
 """
 
 
-def _containers_of(bed: dict[str, testbed.Node], run_id: str) -> dict[str, str]:
+def _containers_of(
+    bed: dict[str, testbed.Node], run_id: str, nodes: tuple[str, ...] = ("n1", "n2")
+) -> dict[str, str]:
     found = {}
-    for name, node in bed.items():
+    for name in nodes:
+        node = bed[name]
         found[name] = testbed.sh(
             "docker",
             "-H",
@@ -383,6 +386,78 @@ def test_a_big_run_that_waited_past_the_bound_is_not_starved_by_small_ones(
     done_late = wait_for_status(nclient, late["runId"], timeout=120)
     assert done_big["status"] == done_late["status"] == "Completed", done_big["error"]
     assert _started(done_big) < _started(done_late)
+
+
+def _two_node_run(client: httpx.Client, sleep: int, **extra: Any) -> tuple[str, str, str]:
+    """A sleeping 2 x 2 MPI run over n1 and n2, once every rank has said hello: (run id, head node,
+    the other node)."""
+    run = submit(
+        client,
+        MPI_WORLD.replace("{sleep}", str(sleep)),
+        compute_target="gpu-cluster",
+        node_count=2,
+        distributed_training={"type": "mpi", "process_count_per_node": 2},
+        experiment="mpi",
+        **extra,
+    )
+    wait_until(
+        lambda: all(
+            f"rank {rank} of 4" in client.get(f"/api/v1/runs/{run['runId']}/logs").text
+            for rank in range(4)
+        ),
+        "every rank has said hello",
+        timeout=90,
+    )
+    head = get_run(client, run["runId"])["properties"]["node"]
+    return run["runId"], head, "n2" if head == "n1" else "n1"
+
+
+def test_cancel_stops_every_container_of_a_two_node_run(
+    nclient: httpx.Client, bed: dict[str, testbed.Node]
+) -> None:
+    run_id, _, _ = _two_node_run(nclient, sleep=300)
+    assert all(_containers_of(bed, run_id).values())  # one container on each node
+    nclient.post(f"/api/v1/runs/{run_id}/cancel")
+    done = wait_for_status(nclient, run_id, timeout=60)
+    assert done["status"] == "Canceled" and done["properties"]["allocation"] == []
+    wait_until(
+        lambda: _containers_of(bed, run_id) == {"n1": "", "n2": ""},
+        "the run's containers are gone from both nodes",
+    )
+
+
+def test_losing_one_node_of_a_two_node_run_ends_it_with_node_lost(
+    nclient: httpx.Client, bed: dict[str, testbed.Node]
+) -> None:
+    nclient.post("/api/v1/targets", json={"name": "only-n2", "nodes": ["n2"]})
+    run_id, head, other = _two_node_run(nclient, sleep=300)
+    # Best fit puts the head on n2 (fewer GPUs left over); n1 runs the other ranks and is lost.
+    assert (head, other) == ("n2", "n1")
+    bystander = submit(nclient, GPU_SCRIPT.format(sleep=8), compute_target="only-n2", use_gpu=True)
+    wait_for_log(nclient, bystander["runId"], "gpus GPU-n2", timeout=60)
+    lost_node = "n1"
+    testbed.kill_node_daemons(bed[lost_node])
+    try:
+        done = wait_for_status(nclient, run_id, timeout=60)
+        assert done["status"] == "Failed", done
+        assert done["properties"]["reason"] == "node_lost"
+        assert "n1" in done["error"]["message"]
+        assert done["properties"]["allocation"] == []
+        assert nclient.get("/api/v1/nodes/n2").json()["allocatedGpus"] != []  # the bystander's
+        finished = wait_for_status(nclient, bystander["runId"], timeout=60)
+        assert finished["status"] == "Completed", finished["error"]
+        wait_until(
+            lambda: _containers_of(bed, run_id, ("n2",)) == {"n2": ""},
+            "the run's container on the node that is left is removed",
+        )
+    finally:
+        node = bed[lost_node]
+        testbed.start_node(node.name, 1, node.root, node.client_key, node.gpus)
+        wait_until(
+            lambda: nclient.get(f"/api/v1/nodes/{lost_node}").json()["state"] == "Ready",
+            f"{lost_node} is back",
+            timeout=60,
+        )
 
 
 def test_a_changed_host_key_makes_the_node_untrusted_until_re_pinned(

@@ -7,6 +7,7 @@ result is passed to whatever needs it. Paths under the data folder are derived b
 from __future__ import annotations
 
 import dataclasses
+import ipaddress
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -85,6 +86,14 @@ class Settings:
         values.update({k: v for k, v in overrides.items() if v is not None})
         if "data" in values:
             values["data"] = Path(values["data"])
+        if values.get("mpi_network"):
+            try:
+                ipaddress.ip_network(values["mpi_network"], strict=False)
+            except ValueError:
+                raise ValueError(
+                    "TRAINHUB_MPI_NETWORK must be a network such as 10.0.0.0/24, "
+                    f"got {values['mpi_network']!r}"
+                ) from None
         return cls(**values)
 
     @classmethod

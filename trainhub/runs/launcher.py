@@ -366,6 +366,15 @@ class Launcher:
         grace_s = f"{self.settings.node_lost_grace_seconds:.0f} s"
         # A multi-node run's containers on its other nodes go with it (retried or failed).
         await self._remove_containers(run_id, await self._worker_nodes(run_id, node))
+        await self._lost(
+            run_id,
+            f"node {node} unreachable for more than {grace_s}",
+            f"Node {node} has been unreachable for more than {grace_s}",
+        )
+
+    async def _lost(self, run_id: str, why: str, message: str) -> None:
+        """A node of the run is gone: queued again when the run allows retries, otherwise Failed
+        with node_lost (its allocation is freed with either)."""
         run = await self.db.read(lambda db: q.get_run(db, run_id))
         if (
             run is not None
@@ -375,21 +384,30 @@ class Launcher:
             retried = await self._apply(
                 run_id,
                 RunStatus.QUEUED,
-                detail=f"queued again: node {node} unreachable for more than {grace_s} (node_lost)",
+                detail=f"queued again: {why} (node_lost)",
                 retries=run.retries + 1,
                 node=None,
                 container_id=None,
                 started_at=None,
             )
             if retried:
-                log.warning(
-                    "run %s: node %s lost; queued again (retry %d)", run_id, node, run.retries + 1
-                )
+                log.warning("run %s: %s; queued again (retry %d)", run_id, why, run.retries + 1)
                 self._wake.set()
                 return
-        await self._end_failed(
-            run_id, EndReason.NODE_LOST, f"Node {node} has been unreachable for more than {grace_s}"
-        )
+        await self._end_failed(run_id, EndReason.NODE_LOST, message)
+
+    async def _lost_worker(self, run_id: str, workers: list[str]) -> str | None:
+        """After a multi-node run failed: the first of its other nodes that cannot be reached now
+        (its MPI daemons went down with it), if any."""
+        for node in workers:
+            try:
+                engine = self.pool.engine(node)
+                await asyncio.wait_for(
+                    asyncio.to_thread(engine.find_run_containers, self.instance), timeout=15
+                )
+            except Exception:  # noqa: BLE001 - unreachable, whatever the way it fails
+                return node
+        return None
 
     async def _gpu_uuids(self, run_id: str, node: str) -> list[str]:
         held = await self.db.read(lambda db: node_store.allocation_of(db, run_id))
@@ -575,6 +593,9 @@ class Launcher:
             run.id, RunStatus.FINALIZING, expect=[RunStatus.RUNNING, RunStatus.FINALIZING]
         ):
             stopped_for = EndReason.CANCELED
+        lost = None
+        if workers and stopped_for is None and exit_code != 0:
+            lost = await self._lost_worker(run.id, workers)
         # Copy out what exists (all three when the wrapper could not say), side by side.
         present = found[0] if found[0] is not None else "olc"
         copies: list[Any] = []
@@ -585,7 +606,16 @@ class Launcher:
         if "c" in present:
             copies.append(self._sync_context(engine, run.id, container_id, run_dir))
         await asyncio.gather(*copies)
-        await self._finish(run, spec, exit_code, stopped_for)
+        if lost is not None:
+            await self.db.write(lambda db: q.update_run(db, run.id, exit_code=exit_code))
+            await self._lost(
+                run.id,
+                f"node {lost} was lost while the run used it",
+                f"Node {lost}, one of this run's nodes, was lost while the run used it "
+                f"(mpirun exited with code {exit_code})",
+            )
+        else:
+            await self._finish(run, spec, exit_code, stopped_for)
         await asyncio.to_thread(engine.remove, container_id)
         await self._remove_containers(run.id, workers)
 
