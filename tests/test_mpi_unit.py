@@ -1,0 +1,125 @@
+"""How MPI runs are laid out: counts, ports, the per-run keys, the in-container launcher's pieces."""
+
+from __future__ import annotations
+
+import io
+import os
+import subprocess
+import sys
+import tarfile
+from pathlib import Path
+
+import msgspec
+import pytest
+
+from trainhub.runtime import mpi_launch
+from trainhub.runtime.mpi import (
+    PORT_BASE,
+    PORT_SPAN,
+    MpiLayout,
+    head_environment,
+    port_for,
+    ssh_material,
+    worker_command,
+)
+from trainhub.settings import Settings
+from trainhub.spec import EstimatorSpec, is_mpi, processes_per_node
+
+
+def _members(data: bytes) -> dict[str, tarfile.TarInfo]:
+    with tarfile.open(fileobj=io.BytesIO(data)) as tar:
+        return {m.name: m for m in tar.getmembers()}
+
+
+def test_mpi_process_count_wins_over_the_estimators_own() -> None:
+    assert processes_per_node(EstimatorSpec("a.py", process_count_per_node=3)) == 3
+    spec = msgspec.convert(
+        {
+            "entry_script": "a.py",
+            "process_count_per_node": 3,
+            "distributed_training": {"type": "mpi", "process_count_per_node": 2},
+        },
+        EstimatorSpec,
+    )
+    assert processes_per_node(spec) == 2 and is_mpi(spec)
+    assert is_mpi(EstimatorSpec("a.py", distributed_backend="mpi"))
+    assert not is_mpi(EstimatorSpec("a.py"))
+
+
+def test_ports_are_spread_by_run_and_stay_in_their_range() -> None:
+    ports = {port_for(f"exp_1_{i:08x}") for i in range(200)}
+    assert all(PORT_BASE <= p < PORT_BASE + PORT_SPAN for p in ports)
+    assert len(ports) > 150
+    assert port_for("exp_1_00000001") == port_for("exp_1_00000001")
+
+
+def test_the_head_is_told_the_hosts_only_when_there_are_several() -> None:
+    one = head_environment(MpiLayout((("", 4),), 41001))
+    assert one["TRAINHUB_MPI_NP"] == "4" and "TRAINHUB_MPI_HOSTS" not in one
+    two = head_environment(MpiLayout((("10.0.0.1", 2), ("10.0.0.2", 2)), 41001, "10.0.0.0/24"))
+    assert two["TRAINHUB_MPI_NP"] == "4"
+    assert two["TRAINHUB_MPI_HOSTS"] == "10.0.0.1:2,10.0.0.2:2"
+    assert two["TRAINHUB_MPI_PORT"] == "41001"
+    assert two["TRAINHUB_MPI_NETWORK"] == "10.0.0.0/24"
+
+
+def test_the_run_keys_are_private_and_the_workers_host_key_is_pinned() -> None:
+    layout = MpiLayout((("10.0.0.1", 1), ("10.0.0.2", 1), ("10.0.0.3", 1)), 41234)
+    material = ssh_material(layout)
+    head, worker = _members(material.head), _members(material.worker)
+    assert head["trainhub/ssh"].mode == worker["trainhub/ssh"].mode == 0o700
+    assert head["trainhub/ssh/id"].mode == 0o600
+    assert worker["trainhub/ssh/host_key"].mode == 0o600
+    assert "trainhub/ssh/host_key" not in head and "trainhub/ssh/id" not in worker
+    with tarfile.open(fileobj=io.BytesIO(material.head)) as tar:
+        member = tar.extractfile("trainhub/ssh/known_hosts")
+        assert member is not None
+        known = member.read().decode().splitlines()
+    # Every node but the first, at the run's port, with the one host key made for this run.
+    assert [line.split()[0] for line in known] == ["[10.0.0.2]:41234", "[10.0.0.3]:41234"]
+    assert len({line.split(maxsplit=1)[1] for line in known}) == 1
+    again = ssh_material(layout)
+    assert again.head != material.head  # new keys for every run
+
+
+def test_the_worker_runs_only_an_sshd_for_the_run_key() -> None:
+    command = worker_command(41999)
+    script = command[2]
+    assert "exec /usr/sbin/sshd -D" in script and "PasswordAuthentication=no" in script
+    assert command[-1] == "41999"
+
+
+def test_a_bad_mpi_network_setting_names_the_variable(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("TRAINHUB_MPI_NETWORK", "not-a-network")
+    with pytest.raises(ValueError, match="TRAINHUB_MPI_NETWORK must be a network"):
+        Settings.load()
+    monkeypatch.setenv("TRAINHUB_MPI_NETWORK", "10.77.0.0/24")
+    assert Settings.load().mpi_network == "10.77.0.0/24"
+
+
+def test_a_rank_gets_the_containers_environment_and_keeps_open_mpis(tmp_path: Path) -> None:
+    """``rank`` as an SSH session would start it: a bare environment plus Open MPI's variables;
+    the container's environment comes from the file the worker saved."""
+    environ = tmp_path / "environ"
+    environ.write_bytes(b"TRAINHUB_NODE=n7\0OMPI_COMM_WORLD_RANK=99\0PATH=/usr/bin:/bin\0")
+    script = tmp_path / "show.py"
+    script.write_text(
+        "import os, sys\n"
+        "print(os.environ['TRAINHUB_NODE'], os.environ['OMPI_COMM_WORLD_RANK'], sys.argv[1:])\n"
+    )
+    code = (
+        "import sys; from trainhub.runtime import mpi_launch as m\n"
+        f"m.ENVIRON_FILE = {str(environ)!r}\n"
+        "m.rank(sys.argv[1], sys.argv[2:])\n"
+    )
+    env = {"OMPI_COMM_WORLD_RANK": "3", "PYTHONPATH": str(Path.cwd())}
+    out = subprocess.run(
+        [sys.executable, "-c", code, str(script), "--lr", "0.1"],
+        env=env,
+        capture_output=True,
+        text=True,
+        check=True,
+        cwd=os.getcwd(),
+    )
+    assert out.stdout.strip() == "n7 3 ['--lr', '0.1']"
+    assert mpi_launch.main(["bogus"]) == 2
