@@ -4,9 +4,11 @@ of the base image."""
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import httpx
 
+from tests.conftest import TOKEN, Server
 from tests.helpers import submit, wait_for_status
 
 MPI_SCRIPT = """
@@ -68,3 +70,22 @@ def test_cpu_processes_beyond_any_node_are_422(client: httpx.Client) -> None:
     body = response.json()
     assert body["field"] == "process_count_per_node"
     assert "64 process(es) per node need 64 CPU slots per node" in body["error"]
+
+
+def test_the_sdks_mpi_estimator_runs_as_azure_ml_ran_it(server: Server, tmp_path: Path) -> None:
+    from trainhub import Estimator, Experiment, Mpi, Workspace
+
+    (tmp_path / "proj").mkdir()
+    (tmp_path / "proj" / "train.py").write_text(MPI_SCRIPT)
+    ws = Workspace(server.url, token=TOKEN)
+    est = Estimator(
+        source_directory=str(tmp_path / "proj"),
+        entry_script="train.py",
+        script_params={"--lr": 0.5},
+        distributed_training=Mpi(process_count_per_node=2),
+    )
+    run = Experiment(ws, "sdk-mpi").submit(est)
+    run.wait_for_completion(raise_on_error=True)
+    assert run.get_metrics()["world_size"] == 2
+    run.download_file("outputs/world.json", str(tmp_path / "world.json"))
+    assert json.loads((tmp_path / "world.json").read_text())["total"] == 3

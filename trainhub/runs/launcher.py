@@ -11,34 +11,23 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import shutil
-import threading
 import time
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TypeVar
 
 import msgspec
 
 from trainhub.nodes.pool import LOCAL, NodePool, NodeUnavailable
-from trainhub.runs import dispatch
-from trainhub.runs import environment as envs
+from trainhub.runs import containers, dispatch
 from trainhub.runs.artifacts import (
-    SERVER_WRITTEN,
-    extract_container_archive,
     prepare_run_dir,
 )
 from trainhub.runs.preparing import ImagePreparer, PrepareFailed
 from trainhub.runs.process import ProcessRuntime
 from trainhub.runs.status import ACTIVE, DRIVER_LOG, EndReason, RunStatus
-from trainhub.runtime.docker import WORKDIR, DockerEngine, RunContainer
+from trainhub.runtime.docker import DockerEngine, RunContainer
 from trainhub.runtime.incontainer import (
-    CONTEXT_DIR,
-    LIB_DIR,
-    LogSink,
-    combined_archive,
     command_for,
-    runtime_archive,
 )
 from trainhub.runtime.mpi import MpiLayout, port_for, ssh_material, worker_command
 from trainhub.runtime.mpi import head_environment as mpi_env
@@ -52,50 +41,6 @@ from trainhub.store import runs as q
 log = logging.getLogger("trainhub.launcher")
 T = TypeVar("T")
 LOG_TAIL_LINES = 20
-
-
-def in_thread(fn: Callable[..., T], *args: Any) -> asyncio.Future[T]:
-    """Run a long blocking call (a followed log stream, a container wait) on a thread of its own,
-    so it never starves the shared pool that database reads use."""
-    loop = asyncio.get_running_loop()
-    future: asyncio.Future[T] = loop.create_future()
-
-    def settle(result: Any, exc: BaseException | None) -> None:
-        if future.done():
-            return
-        if exc is not None:
-            future.set_exception(exc)
-        else:
-            future.set_result(result)
-
-    def target() -> None:
-        try:
-            result = fn(*args)
-        except BaseException as exc:  # noqa: BLE001 - handed to the awaiting task
-            outcome: tuple[Any, BaseException | None] = (None, exc)
-        else:
-            outcome = (result, None)
-        try:
-            loop.call_soon_threadsafe(settle, *outcome)
-        except RuntimeError:  # the loop closed: the server is shutting down
-            pass
-
-    threading.Thread(
-        target=target, name=f"trainhub-{getattr(fn, '__name__', 'job')}", daemon=True
-    ).start()
-    return future
-
-
-def log_tail(path: Path, lines: int = LOG_TAIL_LINES) -> str:
-    try:
-        with path.open("rb") as fh:
-            fh.seek(0, 2)
-            size = fh.tell()
-            fh.seek(max(0, size - 64 * 1024))
-            text = fh.read().decode("utf-8", errors="replace")
-    except FileNotFoundError:
-        return ""
-    return "\n".join(text.splitlines()[-lines:])
 
 
 class _Canceled(Exception):
@@ -143,9 +88,9 @@ class Launcher:
         self._wake.set()
 
     def request_cancel(self, run_id: str) -> None:
-        self._cancel_event(run_id).set()
+        self.cancel_event(run_id).set()
 
-    def _cancel_event(self, run_id: str) -> asyncio.Event:
+    def cancel_event(self, run_id: str) -> asyncio.Event:
         return self._cancel.setdefault(run_id, asyncio.Event())
 
     # Claiming queued runs ------------------------------------------------------------------
@@ -176,7 +121,7 @@ class Launcher:
         )
         for allocation in result.allocations:
             if await self._claim_one(allocation):
-                self._spawn(allocation.run_id, None)
+                self.spawn(allocation.run_id, None)
         changed = {
             run.id: result.waiting[run.id]
             for run in queued
@@ -188,7 +133,7 @@ class Launcher:
     async def _claim_one(self, allocation: Allocation) -> bool:
         return await self.db.write(lambda db: dispatch.claim_run(db, allocation))
 
-    def _spawn(self, run_id: str, container: RunContainer | None) -> None:
+    def spawn(self, run_id: str, container: RunContainer | None) -> None:
         self._track(
             run_id, asyncio.create_task(self._drive(run_id, container), name=f"run-{run_id}")
         )
@@ -209,7 +154,7 @@ class Launcher:
         containers = await asyncio.to_thread(self.engine.find_run_containers, self.instance)
         for run in active:
             if not run.spec.get("use_docker", True):
-                await self._recover_process(run)
+                await self.processes.recover(self, run)
                 continue
             if run.node not in (None, LOCAL):
                 await self._recover_remote(run)
@@ -219,22 +164,22 @@ class Launcher:
             if container is not None and container.status != "created":
                 log.info("re-attaching run %s (container %s)", run.id, container.id[:12])
                 if run.status in (RunStatus.PREPARING, RunStatus.STARTING):
-                    await self._apply(run.id, RunStatus.RUNNING, container_id=container.id)
+                    await self.apply(run.id, RunStatus.RUNNING, container_id=container.id)
                 if canceling:
                     self.request_cancel(run.id)
-                self._spawn(run.id, container)
+                self.spawn(run.id, container)
                 continue
             if container is not None:
                 await asyncio.to_thread(self.engine.remove, container.id)
             if canceling:
-                await self._apply(run.id, RunStatus.CANCELED, reason=EndReason.CANCELED.value)
+                await self.apply(run.id, RunStatus.CANCELED, reason=EndReason.CANCELED.value)
             elif run.status in (RunStatus.PREPARING, RunStatus.STARTING):
                 # The script never started: start over from the queue.
-                await self._apply(
+                await self.apply(
                     run.id, RunStatus.QUEUED, detail="queued again after a server restart"
                 )
             else:
-                await self._end_failed(
+                await self.end_failed(
                     run.id,
                     EndReason.CONTAINER_GONE,
                     "The run's container is gone (it was removed while the server was down); "
@@ -249,37 +194,11 @@ class Launcher:
         """A run on a remote node: re-attach once its node is back (within the grace period)."""
         assert run.node is not None
         if run.status in (RunStatus.PREPARING, RunStatus.STARTING):
-            await self._apply(
-                run.id, RunStatus.QUEUED, detail="queued again after a server restart"
-            )
+            await self.apply(run.id, RunStatus.QUEUED, detail="queued again after a server restart")
             return
         if run.status is RunStatus.CANCEL_REQUESTED:
             self.request_cancel(run.id)
         self._track(run.id, asyncio.create_task(self._node_trouble(run.id, run.node)))
-
-    async def _recover_process(self, run: q.RunRow) -> None:
-        canceling = run.status is RunStatus.CANCEL_REQUESTED
-        if run.pid is not None and (
-            self.processes.alive(run.pid, run.id) or self.processes.exit_code(run.id) is not None
-        ):
-            log.info("re-attaching run %s (process %d)", run.id, run.pid)
-            if run.status in (RunStatus.PREPARING, RunStatus.STARTING):
-                await self._apply(run.id, RunStatus.RUNNING)
-            if canceling:
-                self.request_cancel(run.id)
-            self._spawn(run.id, None)
-        elif canceling:
-            await self._apply(run.id, RunStatus.CANCELED, reason=EndReason.CANCELED.value)
-        elif run.status in (RunStatus.PREPARING, RunStatus.STARTING):
-            await self._apply(
-                run.id, RunStatus.QUEUED, detail="queued again after a server restart", pid=None
-            )
-        else:
-            await self._end_failed(
-                run.id,
-                EndReason.PROCESS_GONE,
-                "The run's process is gone (it ended while the server was down, without an exit code)",
-            )
 
     # One run -------------------------------------------------------------------------------
     async def _drive(self, run_id: str, container: RunContainer | None) -> None:
@@ -289,7 +208,7 @@ class Launcher:
             assert run is not None
             spec = msgspec.convert(run.spec, EstimatorSpec)
             if not spec.use_docker:
-                await self._drive_process(run, spec)
+                await self.processes.drive(self, run, spec)
                 return
             if container_id is None:
                 container_id = await self._prepare_and_start(run, spec)
@@ -309,7 +228,7 @@ class Launcher:
                 return
             log.exception("run %s failed inside trainhub", run_id)
             workers = await self._worker_nodes(run_id, node)
-            await self._end_failed(
+            await self.end_failed(
                 run_id, EndReason.LAUNCH_ERROR, f"trainhub could not run this: {exc}"
             )
             if container_id:
@@ -357,7 +276,7 @@ class Launcher:
                 assert run is not None
                 await self._supervise(run, msgspec.convert(run.spec, EstimatorSpec), container.id)
                 return
-            await self._end_failed(
+            await self.end_failed(
                 run_id,
                 EndReason.CONTAINER_GONE,
                 f"Node {node} came back, but the run's container is gone",
@@ -381,7 +300,7 @@ class Launcher:
             and run.retries < run.max_retries
             and run.status is not RunStatus.CANCEL_REQUESTED
         ):
-            retried = await self._apply(
+            retried = await self.apply(
                 run_id,
                 RunStatus.QUEUED,
                 detail=f"queued again: {why} (node_lost)",
@@ -394,20 +313,7 @@ class Launcher:
                 log.warning("run %s: %s; queued again (retry %d)", run_id, why, run.retries + 1)
                 self._wake.set()
                 return
-        await self._end_failed(run_id, EndReason.NODE_LOST, message)
-
-    async def _lost_worker(self, run_id: str, workers: list[str]) -> str | None:
-        """After a multi-node run failed: the first of its other nodes that cannot be reached now
-        (its MPI daemons went down with it), if any."""
-        for node in workers:
-            try:
-                engine = self.pool.engine(node)
-                await asyncio.wait_for(
-                    asyncio.to_thread(engine.find_run_containers, self.instance), timeout=15
-                )
-            except Exception:  # noqa: BLE001 - unreachable, whatever the way it fails
-                return node
-        return None
+        await self.end_failed(run_id, EndReason.NODE_LOST, message)
 
     async def _gpu_uuids(self, run_id: str, node: str) -> list[str]:
         held = await self.db.read(lambda db: node_store.allocation_of(db, run_id))
@@ -428,15 +334,15 @@ class Launcher:
                 *(self.preparer_for(n).image_for(run, spec) for n in [node, *workers])
             )
         except PrepareFailed as exc:
-            await self._end_failed(run.id, exc.reason, exc.message)
+            await self.end_failed(run.id, exc.reason, exc.message)
             return None
         image = images[0]
         await self.db.write(lambda db: q.update_run(db, run.id, image=image))
-        if self._cancel_event(run.id).is_set():
-            await self._end_canceled(run.id)
+        if self.cancel_event(run.id).is_set():
+            await self.end_canceled(run.id)
             return None
-        if not await self._apply(run.id, RunStatus.STARTING, expect=[RunStatus.PREPARING]):
-            await self._end_canceled(run.id)
+        if not await self.apply(run.id, RunStatus.STARTING, expect=[RunStatus.PREPARING]):
+            await self.end_canceled(run.id)
             return None
         layout = None
         if is_mpi(spec):
@@ -457,12 +363,12 @@ class Launcher:
             )
         except _Canceled:
             await self._remove_containers(run.id, [node, *workers])
-            await self._end_canceled(run.id)
+            await self.end_canceled(run.id)
             return None
         except Exception:
             await self._remove_containers(run.id, workers)
             raise
-        await self._apply(run.id, RunStatus.RUNNING, expect=[RunStatus.STARTING])
+        await self.apply(run.id, RunStatus.RUNNING, expect=[RunStatus.STARTING])
         return container_id
 
     async def _start_container(
@@ -482,19 +388,7 @@ class Launcher:
         snapshot = self.settings.snapshot_path(run.snapshot)
         image_env = await asyncio.to_thread(engine.image_env, image)
         gpu_uuids = await self._gpu_uuids(run.id, node)
-        environment = envs.environment_for(
-            spec,
-            run,
-            lib_dir=LIB_DIR,
-            context_dir=CONTEXT_DIR,
-            inherited_pythonpath=image_env.get("PYTHONPATH"),
-        )
-        environment.update(extra_env)
-        environment["TRAINHUB_NODE"] = node
-        if spec.use_gpu:
-            # UUIDs name the same devices inside and outside the container.
-            environment["CUDA_VISIBLE_DEVICES"] = ",".join(gpu_uuids)
-            environment["NVIDIA_VISIBLE_DEVICES"] = ",".join(gpu_uuids) or "none"
+        environment = containers.run_environment(spec, run, node, image_env, gpu_uuids, extra_env)
         nvidia = bool(self.pool.inventory(node).get("nvidia_runtime"))
         container_id = await asyncio.to_thread(
             lambda: engine.create_run_container(
@@ -510,10 +404,12 @@ class Launcher:
         )
         if node == (run.node or LOCAL):
             await self.db.write(lambda db: q.update_run(db, run.id, container_id=container_id))
-        await asyncio.to_thread(self._copy_in, engine, container_id, snapshot)
+        await asyncio.to_thread(
+            containers.copy_in, engine, container_id, snapshot, self.settings.azureml_compat
+        )
         if ssh is not None:
             await asyncio.to_thread(engine.put_archive, container_id, "/", ssh)
-        if self._cancel_event(run.id).is_set():
+        if self.cancel_event(run.id).is_set():
             await asyncio.to_thread(engine.remove, container_id)
             raise _Canceled
         await asyncio.to_thread(engine.start, container_id)
@@ -525,16 +421,7 @@ class Launcher:
         return [row["node"] for row in held if row["node"] != head]
 
     async def _remove_containers(self, run_id: str, nodes: list[str]) -> None:
-        """Remove the run's containers on ``nodes`` (found by their labels); an unreachable node's
-        leftovers are removed when it is back (see ``_node_ready``)."""
-        for node in nodes:
-            try:
-                engine = self.pool.engine(node)
-                found = await asyncio.to_thread(engine.find_run_containers, self.instance)
-                if run_id in found:
-                    await asyncio.to_thread(engine.remove, found[run_id].id)
-            except Exception as exc:  # noqa: BLE001 - best effort; the node tidies up when back
-                log.warning("run %s: could not remove its container on %s: %s", run_id, node, exc)
+        await containers.remove_run_containers(self.pool, self.instance, run_id, nodes)
 
     async def _supervise(self, run: q.RunRow, spec: EstimatorSpec, container_id: str) -> None:
         engine = self.pool.engine(run.node or LOCAL)
@@ -556,10 +443,12 @@ class Launcher:
             except RuntimeError:  # the loop closed: the server is shutting down
                 pass
 
-        log_done = in_thread(self._copy_log, engine, container_id, run_dir / DRIVER_LOG, on_exit)
+        log_done = containers.in_thread(
+            containers.copy_log, engine, container_id, run_dir / DRIVER_LOG, on_exit
+        )
         syncer = asyncio.create_task(self._sync_loop(engine, run.id, container_id, run_dir))
-        exited = in_thread(engine.wait, container_id)
-        cancel = self._cancel_event(run.id)
+        exited = containers.in_thread(engine.wait, container_id)
+        cancel = self.cancel_event(run.id)
         started = run.started_at or time.time()
         if run.started_at is None:
             fresh = await self.db.read(lambda db: q.get_run(db, run.id))
@@ -589,20 +478,23 @@ class Launcher:
                 log.warning("log stream of run %s did not end cleanly", run.id)
         syncer.cancel()
         await asyncio.gather(syncer, return_exceptions=True)
-        if stopped_for is None and not await self._apply(
+        if stopped_for is None and not await self.apply(
             run.id, RunStatus.FINALIZING, expect=[RunStatus.RUNNING, RunStatus.FINALIZING]
         ):
             stopped_for = EndReason.CANCELED
         lost = None
         if workers and stopped_for is None and exit_code != 0:
-            lost = await self._lost_worker(run.id, workers)
+            # Its MPI daemons on a node that went down: the run is lost with that node.
+            lost = await containers.first_unreachable(self.pool, self.instance, workers)
         # Copy out what exists (all three when the wrapper could not say), side by side.
         present = found[0] if found[0] is not None else "olc"
         copies: list[Any] = []
         bulk = self.pool.bulk_engine(run.node or LOCAL)
         for flag, top in (("o", "outputs"), ("l", "logs")):
             if flag in present:
-                copies.append(asyncio.to_thread(self._collect, bulk, container_id, run_dir, (top,)))
+                copies.append(
+                    asyncio.to_thread(containers.collect, bulk, container_id, run_dir, (top,))
+                )
         if "c" in present:
             copies.append(self._sync_context(engine, run.id, container_id, run_dir))
         await asyncio.gather(*copies)
@@ -615,7 +507,7 @@ class Launcher:
                 f"(mpirun exited with code {exit_code})",
             )
         else:
-            await self._finish(run, spec, exit_code, stopped_for)
+            await self.finish(run, spec, exit_code, stopped_for)
         await asyncio.to_thread(engine.remove, container_id)
         await self._remove_containers(run.id, workers)
 
@@ -636,7 +528,7 @@ class Launcher:
             await asyncio.to_thread(engine.signal, container_id, "SIGKILL")
             await asyncio.wait(ended, timeout=30, return_when=asyncio.FIRST_COMPLETED)
 
-    async def _finish(
+    async def finish(
         self,
         run: q.RunRow,
         spec: EstimatorSpec,
@@ -645,118 +537,34 @@ class Launcher:
     ) -> None:
         """The end status: Canceled, Failed (timeout, exit code) or Completed."""
         await self.db.write(lambda db: q.update_run(db, run.id, exit_code=exit_code))
-        if stopped_for is EndReason.CANCELED or self._cancel_event(run.id).is_set():
-            await self._end_canceled(run.id)
+        if stopped_for is EndReason.CANCELED or self.cancel_event(run.id).is_set():
+            await self.end_canceled(run.id)
         elif stopped_for is EndReason.TIMEOUT:
-            await self._end_failed(
+            await self.end_failed(
                 run.id,
                 EndReason.TIMEOUT,
                 f"The run exceeded max_run_duration_seconds ({spec.max_run_duration_seconds} s) "
                 "and was stopped",
             )
         elif exit_code == 0:
-            await self._apply(run.id, RunStatus.COMPLETED)
+            await self.apply(run.id, RunStatus.COMPLETED)
         elif exit_code is None:
-            await self._end_failed(
+            await self.end_failed(
                 run.id,
                 EndReason.PROCESS_GONE,
                 "The run's process ended without an exit code (killed from outside?)",
             )
         else:
-            tail = log_tail(self.settings.run_dir(run.id) / DRIVER_LOG)
-            await self._end_failed(
+            tail = containers.log_tail(self.settings.run_dir(run.id) / DRIVER_LOG)
+            await self.end_failed(
                 run.id,
                 EndReason.EXIT_CODE,
                 f"The script exited with code {exit_code}.\n{tail}".rstrip(),
             )
 
-    # Runs without a container ------------------------------------------------------------
-    async def _drive_process(self, run: q.RunRow, spec: EstimatorSpec) -> None:
-        pid = run.pid
-        if pid is None:
-            await asyncio.to_thread(prepare_run_dir, self.settings.run_dir(run.id))
-            env = await asyncio.to_thread(self.preparer.environment, run, spec)
-            try:
-                python = await self.processes.python_for(run, env)
-            except PrepareFailed as exc:
-                await self._end_failed(run.id, exc.reason, exc.message)
-                return
-            if self._cancel_event(run.id).is_set() or not await self._apply(
-                run.id, RunStatus.STARTING, expect=[RunStatus.PREPARING]
-            ):
-                await self._end_canceled(run.id)
-                return
-            assert run.snapshot is not None
-            snapshot = self.settings.snapshot_path(run.snapshot)
-            pid = await asyncio.to_thread(self.processes.start, run, spec, python, snapshot)
-            started_pid = pid
-            await self.db.write(
-                lambda db: q.update_run(db, run.id, pid=started_pid, image=f"process:{python}")
-            )
-            await self._apply(run.id, RunStatus.RUNNING, expect=[RunStatus.STARTING])
-        fresh = await self.db.read(lambda db: q.get_run(db, run.id))
-        started = (fresh.started_at if fresh else None) or time.time()
-        limit = spec.max_run_duration_seconds
-        deadline = started + limit if limit else None
-        cancel = self._cancel_event(run.id)
-        stopped_for: EndReason | None = None
-        next_sync = time.monotonic() + self.settings.sync_interval_seconds
-        while await asyncio.to_thread(self.processes.alive, pid, run.id):
-            if cancel.is_set() or (deadline is not None and time.time() > deadline):
-                stopped_for = EndReason.CANCELED if cancel.is_set() else EndReason.TIMEOUT
-                await asyncio.to_thread(
-                    self.processes.stop, pid, run.id, self.settings.cancel_grace_seconds
-                )
-                break
-            if time.monotonic() > next_sync:
-                await self._ingest(
-                    run.id, await asyncio.to_thread(self.processes.collect, run.id, ("logs",))
-                )
-                next_sync = time.monotonic() + self.settings.sync_interval_seconds
-            try:
-                await asyncio.wait_for(cancel.wait(), timeout=0.25)
-            except TimeoutError:
-                pass
-        await asyncio.to_thread(self.processes.forget, pid)
-        if stopped_for is None and not await self._apply(
-            run.id, RunStatus.FINALIZING, expect=[RunStatus.RUNNING, RunStatus.FINALIZING]
-        ):
-            stopped_for = EndReason.CANCELED
-        lines = await asyncio.to_thread(self.processes.collect, run.id, ("outputs", "logs"))
-        await self._ingest(run.id, lines)
-        exit_code = await asyncio.to_thread(self.processes.exit_code, run.id)
-        await self._finish(run, spec, exit_code, stopped_for)
-        await asyncio.to_thread(shutil.rmtree, self.settings.work_dir(run.id), True)
-
-    async def _ingest(self, run_id: str, lines: list[str]) -> None:
+    async def ingest(self, run_id: str, lines: list[str]) -> None:
         if lines:
             await self.db.write(lambda db: metrics.ingest(db, run_id, lines, len(lines)))
-
-    # Artifacts -----------------------------------------------------------------------------
-    def _copy_in(self, engine: DockerEngine, container_id: str, snapshot: Path) -> None:
-        """The runtime and the snapshot into the container: one copy when the snapshot is small."""
-        compat = self.settings.azureml_compat
-        combined = combined_archive(snapshot, WORKDIR, compat)
-        if combined is not None:
-            engine.put_archive(container_id, "/", combined)
-            return
-        engine.put_archive(container_id, "/", runtime_archive(compat))
-        engine.put_snapshot(container_id, snapshot)
-
-    def _copy_log(
-        self,
-        engine: DockerEngine,
-        container_id: str,
-        path: Path,
-        on_exit: Callable[[int, str | None], None],
-    ) -> None:
-        # From the first line every time: a re-attached run gets its whole log, never twice.
-        with path.open("wb") as raw:
-            sink = LogSink(raw, on_exit)
-            try:
-                engine.stream_logs(container_id, sink)  # type: ignore[arg-type]
-            finally:
-                sink.close()
 
     async def _sync_loop(
         self, engine: DockerEngine, run_id: str, container_id: str, run_dir: Path
@@ -764,7 +572,9 @@ class Launcher:
         while True:
             await asyncio.sleep(self.settings.sync_interval_seconds)
             try:
-                await asyncio.to_thread(self._collect, engine, container_id, run_dir, ("logs",))
+                await asyncio.to_thread(
+                    containers.collect, engine, container_id, run_dir, ("logs",)
+                )
                 await self._sync_context(engine, run_id, container_id, run_dir)
             except Exception as exc:  # noqa: BLE001 - a failed sync is retried next time
                 log.warning("syncing %s failed: %s", run_id, exc)
@@ -774,30 +584,11 @@ class Launcher:
     ) -> None:
         """Metrics, tags and uploaded files from ``Run.get_context()`` in the container (one copy
         of its context folder)."""
-        lines = await asyncio.to_thread(self._copy_context, engine, container_id, run_dir)
-        await self._ingest(run_id, lines)
-
-    def _copy_context(self, engine: DockerEngine, container_id: str, run_dir: Path) -> list[str]:
-        chunks = engine.get_archive(container_id, CONTEXT_DIR)
-        if chunks is None:
-            return []
-        metrics_name = "ctx/metrics.jsonl"
-        captured: dict[str, bytes] = {metrics_name: b""}
-        extract_container_archive(
-            chunks, run_dir, "ctx/files", skip=SERVER_WRITTEN, strip_top=True, capture=captured
-        )
-        return metrics.complete_lines(captured[metrics_name])
-
-    def _collect(
-        self, engine: DockerEngine, container_id: str, run_dir: Path, tops: tuple[str, ...]
-    ) -> None:
-        for top in tops:
-            chunks = engine.get_archive(container_id, f"{WORKDIR}/{top}")
-            if chunks is not None:
-                extract_container_archive(chunks, run_dir, top, skip=SERVER_WRITTEN)
+        lines = await asyncio.to_thread(containers.copy_context, engine, container_id, run_dir)
+        await self.ingest(run_id, lines)
 
     # Status changes ------------------------------------------------------------------------
-    async def _apply(
+    async def apply(
         self,
         run_id: str,
         to: RunStatus,
@@ -810,7 +601,7 @@ class Launcher:
             lambda db: q.transition(db, run_id, to, expect=expect, detail=detail, **fields)
         )
 
-    async def _end_failed(self, run_id: str, reason: EndReason, message: str) -> None:
+    async def end_failed(self, run_id: str, reason: EndReason, message: str) -> None:
         error = msgspec.json.encode(
             {
                 "code": "UserError" if reason in _USER_REASONS else "SystemError",
@@ -818,12 +609,12 @@ class Launcher:
                 "message": message,
             }
         ).decode()
-        await self._apply(
+        await self.apply(
             run_id, RunStatus.FAILED, detail=reason.value, reason=reason.value, error=error
         )
 
-    async def _end_canceled(self, run_id: str) -> None:
-        await self._apply(
+    async def end_canceled(self, run_id: str) -> None:
+        await self.apply(
             run_id, RunStatus.CANCELED, detail="canceled", reason=EndReason.CANCELED.value
         )
 

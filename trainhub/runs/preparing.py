@@ -49,10 +49,7 @@ class ImagePreparer:
         return self._conda[image_id]
 
     def environment(self, run: q.RunRow, spec: EstimatorSpec) -> envs.Environment:
-        assert run.snapshot is not None
-        names = [n for n in (spec.pip_requirements_file, spec.conda_dependencies_file) if n]
-        files = envs.read_dependency_files(self.settings.snapshot_path(run.snapshot), names)
-        return envs.from_spec(spec, self.settings, files)
+        return environment_of(self.settings, run, spec)
 
     async def image_for(self, run: q.RunRow, spec: EstimatorSpec) -> str:
         """The image to run ``run`` in, pulled or built as needed; raises :class:`PrepareFailed`."""
@@ -131,6 +128,14 @@ class ImagePreparer:
                 EndReason.IMAGE_MISSING, f"The image {image} is not on node {self.node} and {exc}"
             ) from None
         append_log(log_path, f"Pulled {image}\n")
+
+
+def environment_of(settings: Settings, run: q.RunRow, spec: EstimatorSpec) -> envs.Environment:
+    """The environment a run asks for, with its pip/conda files read from the snapshot."""
+    assert run.snapshot is not None
+    names = [n for n in (spec.pip_requirements_file, spec.conda_dependencies_file) if n]
+    files = envs.read_dependency_files(settings.snapshot_path(run.snapshot), names)
+    return envs.from_spec(spec, settings, files)
 
 
 def append_log(path: Path, text: str) -> None:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import io
+import logging
 import os
 import shutil
 import signal
@@ -18,17 +19,19 @@ import subprocess
 import tarfile
 import time
 from pathlib import Path
+from typing import Any, Protocol
 
 from trainhub.runs import environment as envs
 from trainhub.runs.artifacts import SERVER_WRITTEN, prepare_run_dir
-from trainhub.runs.preparing import PrepareFailed, append_log
-from trainhub.runs.status import BUILD_LOG, DRIVER_LOG, EndReason
+from trainhub.runs.preparing import PrepareFailed, append_log, environment_of
+from trainhub.runs.status import BUILD_LOG, DRIVER_LOG, EndReason, RunStatus
 from trainhub.runtime.incontainer import runtime_archive
 from trainhub.settings import Settings
 from trainhub.spec import EstimatorSpec
 from trainhub.store import Database, metrics
 from trainhub.store import runs as q
 
+log = logging.getLogger("trainhub.process")
 PASSED_THROUGH = (
     "PATH",
     "HOME",
@@ -39,6 +42,33 @@ PASSED_THROUGH = (
     "CUDA_VISIBLE_DEVICES",
     "LD_LIBRARY_PATH",
 )
+
+
+class RunControl(Protocol):
+    """What the launcher offers the runtimes: cancel signals, status changes and the run's end."""
+
+    def cancel_event(self, run_id: str) -> asyncio.Event: ...
+    def request_cancel(self, run_id: str) -> None: ...
+    def spawn(self, run_id: str, container: Any) -> None: ...
+    async def apply(
+        self,
+        run_id: str,
+        to: RunStatus,
+        *,
+        expect: list[RunStatus] | None = None,
+        detail: str | None = None,
+        **fields: Any,
+    ) -> bool: ...
+    async def end_failed(self, run_id: str, reason: EndReason, message: str) -> None: ...
+    async def end_canceled(self, run_id: str) -> None: ...
+    async def finish(
+        self,
+        run: q.RunRow,
+        spec: EstimatorSpec,
+        exit_code: int | None,
+        stopped_for: EndReason | None,
+    ) -> None: ...
+    async def ingest(self, run_id: str, lines: list[str]) -> None: ...
 
 
 class ProcessRuntime:
@@ -156,6 +186,89 @@ class ProcessRuntime:
             )
         self.children[proc.pid] = proc
         return proc.pid
+
+    # Driving a run ----------------------------------------------------------------------------
+    async def drive(self, control: RunControl, run: q.RunRow, spec: EstimatorSpec) -> None:
+        """Preparing (the virtual environment), Starting, Running (polled; ./logs and metrics synced),
+        Finalizing, and the end, as the launcher does for containers."""
+        pid = run.pid
+        if pid is None:
+            await asyncio.to_thread(prepare_run_dir, self.settings.run_dir(run.id))
+            env = await asyncio.to_thread(environment_of, self.settings, run, spec)
+            try:
+                python = await self.python_for(run, env)
+            except PrepareFailed as exc:
+                await control.end_failed(run.id, exc.reason, exc.message)
+                return
+            if control.cancel_event(run.id).is_set() or not await control.apply(
+                run.id, RunStatus.STARTING, expect=[RunStatus.PREPARING]
+            ):
+                await control.end_canceled(run.id)
+                return
+            assert run.snapshot is not None
+            snapshot = self.settings.snapshot_path(run.snapshot)
+            pid = await asyncio.to_thread(self.start, run, spec, python, snapshot)
+            started_pid = pid
+            await self.db.write(
+                lambda db: q.update_run(db, run.id, pid=started_pid, image=f"process:{python}")
+            )
+            await control.apply(run.id, RunStatus.RUNNING, expect=[RunStatus.STARTING])
+        fresh = await self.db.read(lambda db: q.get_run(db, run.id))
+        started = (fresh.started_at if fresh else None) or time.time()
+        limit = spec.max_run_duration_seconds
+        deadline = started + limit if limit else None
+        cancel = control.cancel_event(run.id)
+        stopped_for: EndReason | None = None
+        next_sync = time.monotonic() + self.settings.sync_interval_seconds
+        while await asyncio.to_thread(self.alive, pid, run.id):
+            if cancel.is_set() or (deadline is not None and time.time() > deadline):
+                stopped_for = EndReason.CANCELED if cancel.is_set() else EndReason.TIMEOUT
+                await asyncio.to_thread(self.stop, pid, run.id, self.settings.cancel_grace_seconds)
+                break
+            if time.monotonic() > next_sync:
+                await control.ingest(
+                    run.id, await asyncio.to_thread(self.collect, run.id, ("logs",))
+                )
+                next_sync = time.monotonic() + self.settings.sync_interval_seconds
+            try:
+                await asyncio.wait_for(cancel.wait(), timeout=0.25)
+            except TimeoutError:
+                pass
+        await asyncio.to_thread(self.forget, pid)
+        if stopped_for is None and not await control.apply(
+            run.id, RunStatus.FINALIZING, expect=[RunStatus.RUNNING, RunStatus.FINALIZING]
+        ):
+            stopped_for = EndReason.CANCELED
+        lines = await asyncio.to_thread(self.collect, run.id, ("outputs", "logs"))
+        await control.ingest(run.id, lines)
+        exit_code = await asyncio.to_thread(self.exit_code, run.id)
+        await control.finish(run, spec, exit_code, stopped_for)
+        await asyncio.to_thread(shutil.rmtree, self.settings.work_dir(run.id), True)
+
+    async def recover(self, control: RunControl, run: q.RunRow) -> None:
+        """After a server restart: re-attach a run whose process lives on (or left its exit code)."""
+        canceling = run.status is RunStatus.CANCEL_REQUESTED
+        if run.pid is not None and (
+            self.alive(run.pid, run.id) or self.exit_code(run.id) is not None
+        ):
+            log.info("re-attaching run %s (process %d)", run.id, run.pid)
+            if run.status in (RunStatus.PREPARING, RunStatus.STARTING):
+                await control.apply(run.id, RunStatus.RUNNING)
+            if canceling:
+                control.request_cancel(run.id)
+            control.spawn(run.id, None)
+        elif canceling:
+            await control.apply(run.id, RunStatus.CANCELED, reason=EndReason.CANCELED.value)
+        elif run.status in (RunStatus.PREPARING, RunStatus.STARTING):
+            await control.apply(
+                run.id, RunStatus.QUEUED, detail="queued again after a server restart", pid=None
+            )
+        else:
+            await control.end_failed(
+                run.id,
+                EndReason.PROCESS_GONE,
+                "The run's process is gone (it ended while the server was down, without an exit code)",
+            )
 
     # Running ----------------------------------------------------------------------------------
     def alive(self, pid: int, run_id: str) -> bool:
