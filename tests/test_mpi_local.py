@@ -46,6 +46,10 @@ def test_a_single_node_mpi_run_starts_every_process(client: httpx.Client) -> Non
     assert {s["cwd"] for s in world["seen"]} == {"/trainhub/wd"}
     metrics = client.get(f"/api/v1/runs/{run['runId']}/metrics").json()
     assert metrics["metrics"]["world_size"] == 3
+    for rank in range(3):  # and each process's output in its own file, as Open MPI lays them out
+        own = client.get(f"/api/v1/runs/{run['runId']}/files/logs/mpi/1/rank.{rank}/stdout")
+        assert own.status_code == 200
+        assert own.text == f"rank {rank} of 3 says hello, args ['--lr', '0.5']\n"
 
 
 def test_a_failing_rank_fails_the_run_with_its_error(client: httpx.Client) -> None:

@@ -283,6 +283,9 @@ def test_a_multi_node_mpi_run_spans_its_nodes_and_leaves_nothing_behind(
     assert sorted(w["node"] for w in world) == ["n1", "n1", "n2", "n2"]
     for rank in range(4):
         assert f"rank {rank} of 4 on n" in log
+        # Each rank's own log, written on its node and brought back from there.
+        own = nclient.get(f"/api/v1/runs/{run['runId']}/files/logs/mpi/1/rank.{rank}/stdout")
+        assert own.status_code == 200 and own.text.startswith(f"rank {rank} of 4 on n")
     assert done["properties"]["allocation"] == []
     wait_until(
         lambda: _containers_of(bed, run["runId"]) == {"n1": "", "n2": ""},

@@ -162,6 +162,26 @@ async def remove_run_containers(
             log.warning("run %s: could not remove its container on %s: %s", run_id, node, exc)
 
 
+async def collect_from(
+    pool: NodePool,
+    instance: str,
+    run_id: str,
+    nodes: list[str],
+    run_dir: Path,
+    tops: tuple[str, ...],
+) -> None:
+    """``collect`` from the run's containers on other ``nodes`` (a multi-node run's), as far as they
+    can be reached."""
+    for node in nodes:
+        try:
+            found = await asyncio.to_thread(pool.engine(node).find_run_containers, instance)
+            if run_id in found:
+                bulk = pool.bulk_engine(node)
+                await asyncio.to_thread(collect, bulk, found[run_id].id, run_dir, tops)
+        except Exception as exc:  # noqa: BLE001 - what can be had is kept; the run goes on ending
+            log.warning("run %s: could not collect %s from %s: %s", run_id, tops, node, exc)
+
+
 async def first_unreachable(pool: NodePool, instance: str, nodes: list[str]) -> str | None:
     """The first of ``nodes`` whose Docker engine does not answer now, if any."""
     for node in nodes:

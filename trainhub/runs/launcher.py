@@ -497,6 +497,13 @@ class Launcher:
                 )
         if "c" in present:
             copies.append(self._sync_context(engine, run.id, container_id, run_dir))
+        reachable = [w for w in workers if w != lost]  # a lost node's leftovers go when it is back
+        if reachable:  # the other nodes' ranks wrote their logs there
+            copies.append(
+                containers.collect_from(
+                    self.pool, self.instance, run.id, reachable, run_dir, ("logs",)
+                )
+            )
         await asyncio.gather(*copies)
         if lost is not None:
             await self.db.write(lambda db: q.update_run(db, run.id, exit_code=exit_code))
@@ -509,7 +516,7 @@ class Launcher:
         else:
             await self.finish(run, spec, exit_code, stopped_for)
         await asyncio.to_thread(engine.remove, container_id)
-        await self._remove_containers(run.id, workers)
+        await self._remove_containers(run.id, reachable)
 
     async def _stop(
         self,

@@ -16,6 +16,7 @@ import time
 
 SSH_DIR = "/trainhub/ssh"
 ENVIRON_FILE = "/trainhub/environ"
+RANK_LOGS = "logs/mpi"
 WAIT_SECONDS = 60.0
 MPI_PREFIXES = ("OMPI_", "PMIX_", "OPAL_", "ORTE_")
 
@@ -54,6 +55,9 @@ def launch(python: str, script: str, args: list[str]) -> int:
         total,
         "--wdir",
         os.getcwd(),
+        # Each rank's output also goes to its own files, on its node: logs/mpi/1/rank.N/stdout|stderr.
+        "--output-filename",
+        os.path.join(os.getcwd(), RANK_LOGS),
         # Containers may not ptrace each other: shared memory without single-copy.
         "--mca",
         "btl_vader_single_copy_mechanism",
