@@ -391,28 +391,33 @@ def test_a_big_run_that_waited_past_the_bound_is_not_starved_by_small_ones(
     assert _started(done_big) < _started(done_late)
 
 
-def _two_node_run(client: httpx.Client, sleep: int, **extra: Any) -> tuple[str, str, str]:
-    """A sleeping 2 x 2 MPI run over n1 and n2, once every rank has said hello: (run id, head node,
-    the other node)."""
-    run = submit(
-        client,
-        MPI_WORLD.replace("{sleep}", str(sleep)),
-        compute_target="gpu-cluster",
-        node_count=2,
-        distributed_training={"type": "mpi", "process_count_per_node": 2},
-        experiment="mpi",
-        **extra,
+def _two_node_run(
+    client: httpx.Client, sleep: int, per_node: int = 2, **parts: str
+) -> tuple[str, str, str]:
+    """A sleeping MPI run over n1 and n2, once every rank has said hello: (run id, head node, the
+    other node). ``parts``: submit fields such as max_retries."""
+    spec = {
+        "use_gpu": False,
+        "compute_target": "gpu-cluster",
+        "node_count": 2,
+        "distributed_training": {"type": "mpi", "process_count_per_node": per_node},
+    }
+    run_id = str(
+        _submit(client, MPI_WORLD.replace("{sleep}", str(sleep)), spec=json.dumps(spec), **parts)[
+            "runId"
+        ]
     )
+    size = 2 * per_node
     wait_until(
         lambda: all(
-            f"rank {rank} of 4" in client.get(f"/api/v1/runs/{run['runId']}/logs").text
-            for rank in range(4)
+            f"rank {rank} of {size}" in client.get(f"/api/v1/runs/{run_id}/logs").text
+            for rank in range(size)
         ),
         "every rank has said hello",
         timeout=90,
     )
-    head = get_run(client, run["runId"])["properties"]["node"]
-    return run["runId"], head, "n2" if head == "n1" else "n1"
+    head = get_run(client, run_id)["properties"]["node"]
+    return run_id, head, "n2" if head == "n1" else "n1"
 
 
 def test_cancel_stops_every_container_of_a_two_node_run(
@@ -429,38 +434,56 @@ def test_cancel_stops_every_container_of_a_two_node_run(
     )
 
 
-def test_losing_one_node_of_a_two_node_run_ends_it_with_node_lost(
+def test_losing_one_node_of_two_node_runs_fails_them_or_queues_them_again(
     nclient: httpx.Client, bed: dict[str, testbed.Node]
 ) -> None:
     nclient.post("/api/v1/targets", json={"name": "only-n2", "nodes": ["n2"]})
-    run_id, head, other = _two_node_run(nclient, sleep=300)
+    failing, head, other = _two_node_run(nclient, sleep=300, per_node=1)
     # Best fit puts the head on n2 (fewer GPUs left over); n1 runs the other ranks and is lost.
     assert (head, other) == ("n2", "n1")
+    retried, _, _ = _two_node_run(nclient, sleep=15, per_node=1, max_retries="1")
     bystander = submit(nclient, GPU_SCRIPT.format(sleep=8), compute_target="only-n2", use_gpu=True)
     wait_for_log(nclient, bystander["runId"], "gpus GPU-n2", timeout=60)
-    lost_node = "n1"
-    testbed.kill_node_daemons(bed[lost_node])
+    n1 = bed["n1"]
+    testbed.kill_node_daemons(n1)
     try:
-        done = wait_for_status(nclient, run_id, timeout=60)
+        done = wait_for_status(nclient, failing, timeout=60)
         assert done["status"] == "Failed", done
         assert done["properties"]["reason"] == "node_lost"
-        assert "n1" in done["error"]["message"]
+        assert "Node n1, one of this run's nodes, was lost" in done["error"]["message"]
         assert done["properties"]["allocation"] == []
-        assert nclient.get("/api/v1/nodes/n2").json()["allocatedGpus"] != []  # the bystander's
+        # The retried run waits for two nodes again, holding nothing.
+        wait_until(
+            lambda: get_run(nclient, retried)["properties"]["retries"] == 1,
+            "the run with a retry left is queued again",
+            timeout=60,
+        )
+        waiting = get_run(nclient, retried)
+        assert waiting["status"] == "Queued" and waiting["properties"]["allocation"] == []
+        assert "node_lost" in waiting["statusHistory"][-1]["detail"]
+        wait_until(
+            lambda: (get_run(nclient, retried)["properties"]["waitReason"] or "").startswith(
+                "needs a free slot on each of 2 nodes"
+            ),
+            "it says it waits for two nodes",
+        )
+        # The other node's runs are untouched; the lost runs' containers there are removed.
         finished = wait_for_status(nclient, bystander["runId"], timeout=60)
         assert finished["status"] == "Completed", finished["error"]
         wait_until(
-            lambda: _containers_of(bed, run_id, ("n2",)) == {"n2": ""},
-            "the run's container on the node that is left is removed",
+            lambda: _containers_of(bed, failing, ("n2",)) == {"n2": ""},
+            "the failed run's container on the node that is left is removed",
         )
     finally:
-        node = bed[lost_node]
-        testbed.start_node(node.name, 1, node.root, node.client_key, node.gpus)
+        testbed.start_node(n1.name, 1, n1.root, n1.client_key, n1.gpus)
         wait_until(
-            lambda: nclient.get(f"/api/v1/nodes/{lost_node}").json()["state"] == "Ready",
-            f"{lost_node} is back",
+            lambda: nclient.get("/api/v1/nodes/n1").json()["state"] == "Ready",
+            "n1 is back",
             timeout=60,
         )
+    again = wait_for_status(nclient, retried, timeout=120)
+    assert again["status"] == "Completed", again["error"]
+    assert again["properties"]["retries"] == 1
 
 
 def test_a_changed_host_key_makes_the_node_untrusted_until_re_pinned(

@@ -142,8 +142,9 @@ class Launcher:
         self._tasks[run_id] = task
 
         def done(_: asyncio.Task[None]) -> None:
-            self._tasks.pop(run_id, None)
-            self._cancel.pop(run_id, None)
+            if self._tasks.get(run_id) is task:  # not a later attempt of the same run (a retry)
+                del self._tasks[run_id]
+                self._cancel.pop(run_id, None)
             self._wake.set()
 
         task.add_done_callback(done)
@@ -505,7 +506,11 @@ class Launcher:
                 )
             )
         await asyncio.gather(*copies)
-        if lost is not None:
+        if lost is None:
+            await self.finish(run, spec, exit_code, stopped_for)
+        await asyncio.to_thread(engine.remove, container_id)
+        await self._remove_containers(run.id, reachable)
+        if lost is not None:  # only now: a retry may be placed on the same nodes at once
             await self.db.write(lambda db: q.update_run(db, run.id, exit_code=exit_code))
             await self._lost(
                 run.id,
@@ -513,10 +518,6 @@ class Launcher:
                 f"Node {lost}, one of this run's nodes, was lost while the run used it "
                 f"(mpirun exited with code {exit_code})",
             )
-        else:
-            await self.finish(run, spec, exit_code, stopped_for)
-        await asyncio.to_thread(engine.remove, container_id)
-        await self._remove_containers(run.id, reachable)
 
     async def _stop(
         self,
