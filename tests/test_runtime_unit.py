@@ -1,4 +1,5 @@
-"""How MPI runs are laid out: counts, ports, the per-run keys, the in-container launcher's pieces."""
+"""The runtime layer: MPI layouts (counts, ports, per-run keys), the in-container launcher, and what
+the engine is asked for (GPU device requests, the network)."""
 
 from __future__ import annotations
 
@@ -123,3 +124,30 @@ def test_a_rank_gets_the_containers_environment_and_keeps_open_mpis(tmp_path: Pa
     )
     assert out.stdout.strip() == "n7 3 ['--lr', '0.1']"
     assert mpi_launch.main(["bogus"]) == 2
+
+
+def test_a_container_asks_the_engine_for_exactly_its_gpus(docker_ready: None) -> None:
+    """What the NVIDIA runtime is handed (no GPU here: the request itself, as the real engine
+    stores it). A multi-node MPI container also gets the node's network."""
+    from trainhub.runtime.docker import DockerEngine
+
+    engine = DockerEngine()
+    uuids = ["GPU-aaaa-0000", "GPU-bbbb-0001"]
+    container_id = engine.create_run_container(
+        run_id="unit_1_00000000",
+        instance="unit-test",
+        image="trainhub/base:cpu",
+        command=["true"],
+        environment={},
+        shm_size=None,
+        gpu_uuids=uuids,
+        host_network=True,
+    )
+    try:
+        host_config = engine.client.api.inspect_container(container_id)["HostConfig"]
+        (request,) = host_config["DeviceRequests"]
+        assert request["DeviceIDs"] == uuids and request["Capabilities"] == [["gpu"]]
+        assert host_config["NetworkMode"] == "host"
+    finally:
+        engine.remove(container_id)
+        engine.close()
