@@ -293,12 +293,18 @@ def test_a_multi_node_mpi_run_spans_its_nodes_and_leaves_nothing_behind(
     )
 
 
+def _hold_one_gpu_of_n2(client: httpx.Client) -> dict[str, Any]:
+    """A long run holding one of n2's two GPUs (cancel it to free the GPU)."""
+    client.post("/api/v1/targets", json={"name": "only-n2", "nodes": ["n2"]})
+    blocker = submit(client, GPU_SCRIPT.format(sleep=120), compute_target="only-n2", use_gpu=True)
+    wait_for_log(client, blocker["runId"], "gpus GPU-n2", timeout=60)
+    return blocker
+
+
 def test_a_multi_node_run_gets_all_its_gpus_at_once_or_waits(
     nclient: httpx.Client, bed: dict[str, testbed.Node]
 ) -> None:
-    nclient.post("/api/v1/targets", json={"name": "only-n2", "nodes": ["n2"]})
-    blocker = submit(nclient, GPU_SCRIPT.format(sleep=120), compute_target="only-n2", use_gpu=True)
-    wait_for_log(nclient, blocker["runId"], "gpus GPU-n2", timeout=60)
+    blocker = _hold_one_gpu_of_n2(nclient)
     gang = submit(
         nclient,
         MPI_WORLD.replace("{sleep}", "0"),
@@ -349,9 +355,7 @@ def test_a_multi_node_run_gets_all_its_gpus_at_once_or_waits(
 def test_a_big_run_that_waited_past_the_bound_is_not_starved_by_small_ones(
     nclient: httpx.Client,
 ) -> None:
-    nclient.post("/api/v1/targets", json={"name": "only-n2", "nodes": ["n2"]})
-    blocker = submit(nclient, GPU_SCRIPT.format(sleep=120), compute_target="only-n2", use_gpu=True)
-    wait_for_log(nclient, blocker["runId"], "gpus GPU-n2", timeout=60)
+    blocker = _hold_one_gpu_of_n2(nclient)
     big = submit(
         nclient,
         MPI_WORLD.replace("{sleep}", "0"),
