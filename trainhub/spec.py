@@ -260,6 +260,15 @@ def validate(spec: EstimatorSpec) -> None:
             "distributed_training.process_count_per_node",
             "distributed_training.process_count_per_node must be at least 1",
         )
+    if not spec.use_docker and (spec.distributed_backend is not None or dt is not None):
+        field = (
+            "distributed_backend"
+            if spec.distributed_backend is not None
+            else "distributed_training"
+        )
+        raise SpecError(
+            field, f"{field} needs containers: distributed runs cannot use use_docker=False"
+        )
     if spec.custom_docker_image and spec.custom_docker_base_image:
         raise SpecError(
             "custom_docker_base_image",

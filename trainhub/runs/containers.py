@@ -155,9 +155,7 @@ async def remove_run_containers(
     for node in nodes:
         try:
             engine = pool.engine(node)
-            found = await asyncio.to_thread(engine.find_run_containers, instance)
-            if run_id in found:
-                await asyncio.to_thread(engine.remove, found[run_id].id)
+            await asyncio.to_thread(engine.remove_containers_of, instance, run_id)
         except Exception as exc:  # noqa: BLE001 - best effort; the node tidies up when back
             log.warning("run %s: could not remove its container on %s: %s", run_id, node, exc)
 

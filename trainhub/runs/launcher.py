@@ -13,7 +13,7 @@ import contextlib
 import logging
 import time
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 import msgspec
 
@@ -39,8 +39,6 @@ from trainhub.store import nodes as node_store
 from trainhub.store import runs as q
 
 log = logging.getLogger("trainhub.launcher")
-T = TypeVar("T")
-LOG_TAIL_LINES = 20
 
 
 class _Canceled(Exception):
@@ -227,15 +225,25 @@ class Launcher:
             ):
                 await self._node_trouble(run_id, node)
                 return
-            log.exception("run %s failed inside trainhub", run_id)
             workers = await self._worker_nodes(run_id, node)
+            gone = [w for w in workers if self.pool.state(w) not in ("Ready", "Draining")]
+            try:
+                if container_id:
+                    with contextlib.suppress(NodeUnavailable):
+                        await asyncio.to_thread(self.pool.engine(node).remove, container_id)
+            finally:
+                await self._remove_containers(run_id, [w for w in workers if w not in gone])
+            if gone:  # another node of a multi-node run went away while it started or ran
+                await self._lost(
+                    run_id,
+                    f"node {gone[0]} was lost while the run used it",
+                    f"Node {gone[0]}, one of this run's nodes, was lost while the run used it",
+                )
+                return
+            log.exception("run %s failed inside trainhub", run_id)
             await self.end_failed(
                 run_id, EndReason.LAUNCH_ERROR, f"trainhub could not run this: {exc}"
             )
-            if container_id:
-                with contextlib.suppress(NodeUnavailable):
-                    await asyncio.to_thread(self.pool.engine(node).remove, container_id)
-            await self._remove_containers(run_id, workers)
 
     async def _node_ready(self, node: str) -> None:
         """A node is (back) up: remove containers of ours whose run no longer belongs there (it failed
@@ -292,9 +300,9 @@ class Launcher:
             f"Node {node} has been unreachable for more than {grace_s}",
         )
 
-    async def _lost(self, run_id: str, why: str, message: str) -> None:
-        """A node of the run is gone: queued again when the run allows retries, otherwise Failed
-        with node_lost (its allocation is freed with either)."""
+    async def _lost(self, run_id: str, why: str, message: str) -> bool:
+        """A node of the run is gone: queued again when the run allows retries (True), otherwise
+        Failed with node_lost (its allocation is freed with either)."""
         run = await self.db.read(lambda db: q.get_run(db, run_id))
         if (
             run is not None
@@ -313,8 +321,9 @@ class Launcher:
             if retried:
                 log.warning("run %s: %s; queued again (retry %d)", run_id, why, run.retries + 1)
                 self._wake.set()
-                return
+                return True
         await self.end_failed(run_id, EndReason.NODE_LOST, message)
+        return False
 
     async def _gpu_uuids(self, run_id: str, node: str) -> list[str]:
         held = await self.db.read(lambda db: node_store.allocation_of(db, run_id))
@@ -348,9 +357,15 @@ class Launcher:
         layout = None
         if is_mpi(spec):
             per_node = processes_per_node(spec)
-            hosts = [(self.pool.address(n) if workers else "", per_node) for n in [node, *workers]]
-            layout = MpiLayout(tuple(hosts), port_for(run.id), self.settings.mpi_network)
+            # The head is "localhost" to its own mpirun (its registered address may be a NAT or DNS
+            # name no interface of it has); the others are reached at their registered addresses.
+            hosts = [("localhost", per_node)] + [(self.pool.address(w), per_node) for w in workers]
+            layout = MpiLayout(
+                tuple(hosts), port_for(run.id, run.retries), self.settings.mpi_network
+            )
         material = await asyncio.to_thread(ssh_material, layout) if workers and layout else None
+        if workers or run.retries:  # an earlier attempt may have left containers on these nodes
+            await self._remove_containers(run.id, [node, *workers])
         try:
             for worker in workers:
                 assert material is not None and layout is not None
@@ -367,7 +382,7 @@ class Launcher:
             await self.end_canceled(run.id)
             return None
         except Exception:
-            await self._remove_containers(run.id, workers)
+            await self._remove_containers(run.id, [node, *workers])
             raise
         await self.apply(run.id, RunStatus.RUNNING, expect=[RunStatus.STARTING])
         return container_id
@@ -511,13 +526,14 @@ class Launcher:
         await asyncio.to_thread(engine.remove, container_id)
         await self._remove_containers(run.id, reachable)
         if lost is not None:  # only now: a retry may be placed on the same nodes at once
-            await self.db.write(lambda db: q.update_run(db, run.id, exit_code=exit_code))
-            await self._lost(
+            retried = await self._lost(
                 run.id,
                 f"node {lost} was lost while the run used it",
                 f"Node {lost}, one of this run's nodes, was lost while the run used it "
                 f"(mpirun exited with code {exit_code})",
             )
+            if not retried:
+                await self.db.write(lambda db: q.update_run(db, run.id, exit_code=exit_code))
 
     async def _stop(
         self,

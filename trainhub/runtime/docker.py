@@ -173,6 +173,8 @@ class DockerEngine:
             shm_size=shm_size,
             device_requests=device_requests,
             network_mode="host" if host_network else None,
+            # Multi-node MPI containers run an sshd and hold root-only keys, whatever the image's USER.
+            user="root" if host_network else None,
             detach=True,
             tty=False,
             stdin_open=False,
@@ -238,6 +240,16 @@ class DockerEngine:
         except docker.errors.NotFound:
             return None
         return str(info["State"]["Status"])
+
+    def remove_containers_of(self, instance: str, run_id: str) -> int:
+        """Remove every container of ``run_id`` (an earlier attempt's too); how many there were."""
+        labels = [f"{LABEL_INSTANCE}={instance}", f"{LABEL_RUN}={run_id}"]
+        containers: list[Container] = self.client.containers.list(
+            all=True, filters={"label": labels}
+        )
+        for c in containers:
+            self.remove(str(c.id))
+        return len(containers)
 
     def find_run_containers(self, instance: str) -> dict[str, RunContainer]:
         found: dict[str, RunContainer] = {}

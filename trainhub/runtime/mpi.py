@@ -36,9 +36,10 @@ class MpiLayout:
         return len(self.hosts) > 1
 
 
-def port_for(run_id: str) -> int:
-    """The port the run's sshd listens on, on every node of the run (spread by run id)."""
-    digest = hashlib.sha256(run_id.encode()).digest()
+def port_for(run_id: str, attempt: int = 0) -> int:
+    """The port the run's sshd listens on, on every node of the run (spread by run id; another for
+    each attempt, so a retry never meets an earlier attempt's sshd)."""
+    digest = hashlib.sha256(f"{run_id}:{attempt}".encode()).digest()
     return PORT_BASE + int.from_bytes(digest[:4], "big") % PORT_SPAN
 
 

@@ -69,7 +69,9 @@ def launch(python: str, script: str, args: list[str]) -> int:
             return 1
         ssh_args = (
             f"-p {port} -i {SSH_DIR}/id -o UserKnownHostsFile={SSH_DIR}/known_hosts "
-            "-o StrictHostKeyChecking=yes -o BatchMode=yes -o LogLevel=ERROR"
+            "-o StrictHostKeyChecking=yes -o BatchMode=yes -o LogLevel=ERROR "
+            # A node that vanishes (power, network) ends the job within 30 s instead of hanging it.
+            "-o ServerAliveInterval=10 -o ServerAliveCountMax=3"
         )
         argv += [
             "--host",
