@@ -490,6 +490,31 @@ def test_losing_one_node_of_two_node_runs_fails_them_or_queues_them_again(
     assert again["properties"]["retries"] == 1
 
 
+def test_a_two_node_run_whose_node_drops_off_the_network_ends_with_node_lost(
+    nclient: httpx.Client, bed: dict[str, testbed.Node]
+) -> None:
+    """A partition or a power cut: nothing closes the connections, the node just stops answering."""
+    run_id, head, other = _two_node_run(nclient, sleep=300, per_node=1)
+    assert (head, other) == ("n2", "n1")
+    link = "thvn1"  # n1's end of the cable, on the bridge's side
+    testbed.sh("ip", "link", "set", link, "down")
+    try:
+        done = wait_for_status(nclient, run_id, timeout=120)
+        assert done["status"] == "Failed", done
+        assert done["properties"]["reason"] == "node_lost"
+        assert done["properties"]["allocation"] == []
+    finally:
+        testbed.sh("ip", "link", "set", link, "master", testbed.BRIDGE, "up")
+    wait_until(
+        lambda: nclient.get("/api/v1/nodes/n1").json()["state"] == "Ready", "n1 is back", timeout=60
+    )
+    wait_until(
+        lambda: _containers_of(bed, run_id) == {"n1": "", "n2": ""},
+        "the run's containers are gone from both nodes once n1 is back",
+        timeout=30,
+    )
+
+
 def test_a_changed_host_key_makes_the_node_untrusted_until_re_pinned(
     nclient: httpx.Client, bed: dict[str, testbed.Node]
 ) -> None:
