@@ -203,17 +203,22 @@ class Launcher:
     async def _drive(self, run_id: str, container: RunContainer | None) -> None:
         container_id = container.id if container else None
         try:
-            run = await self.db.read(lambda db: q.get_run(db, run_id))
+            run, held = await self.db.read(
+                lambda db: (q.get_run(db, run_id), node_store.allocation_of(db, run_id))
+            )
             assert run is not None
             spec = msgspec.convert(run.spec, EstimatorSpec)
             if not spec.use_docker:
                 await self.processes.drive(self, run, spec)
                 return
+            # What the run holds, node by node (the head first): GPU indices.
+            gpus = {row["node"]: list(row["gpus"]) for row in held}
+            workers = [n for n in gpus if n != (run.node or LOCAL)]
             if container_id is None:
-                container_id = await self._prepare_and_start(run, spec)
+                container_id = await self._prepare_and_start(run, spec, gpus, workers)
                 if container_id is None:
                     return
-            await self._supervise(run, spec, container_id)
+            await self._supervise(run, spec, container_id, workers)
         except asyncio.CancelledError:
             raise  # server shutdown: the container runs on and is re-attached at the next start
         except Exception as exc:
@@ -283,7 +288,10 @@ class Launcher:
                 log.info("run %s: node %s is back; re-attaching", run_id, node)
                 run = await self.db.read(lambda db: q.get_run(db, run_id))
                 assert run is not None
-                await self._supervise(run, msgspec.convert(run.spec, EstimatorSpec), container.id)
+                spec = msgspec.convert(run.spec, EstimatorSpec)
+                await self._supervise(
+                    run, spec, container.id, await self._worker_nodes(run_id, node)
+                )
                 return
             await self.end_failed(
                 run_id,
@@ -325,20 +333,19 @@ class Launcher:
         await self.end_failed(run_id, EndReason.NODE_LOST, message)
         return False
 
-    async def _gpu_uuids(self, run_id: str, node: str) -> list[str]:
-        held = await self.db.read(lambda db: node_store.allocation_of(db, run_id))
-        indices = [g for row in held if row["node"] == node for g in row["gpus"]]
+    def _gpu_uuids(self, node: str, indices: list[int]) -> list[str]:
         by_index = {g["index"]: g["uuid"] for g in self.pool.inventory(node).get("gpus", [])}
         return [by_index[i] for i in indices if i in by_index]
 
     async def conda_available(self, image: str) -> bool | None:
         return await self.preparer.conda_available(image)
 
-    async def _prepare_and_start(self, run: q.RunRow, spec: EstimatorSpec) -> str | None:
+    async def _prepare_and_start(
+        self, run: q.RunRow, spec: EstimatorSpec, gpus: dict[str, list[int]], workers: list[str]
+    ) -> str | None:
         node = run.node or LOCAL
         run_dir = self.settings.run_dir(run.id)
         await asyncio.to_thread(prepare_run_dir, run_dir)
-        workers = await self._worker_nodes(run.id, node)
         try:  # the image on every node of the run, side by side
             images = await asyncio.gather(
                 *(self.preparer_for(n).image_for(run, spec) for n in [node, *workers])
@@ -370,12 +377,26 @@ class Launcher:
             for worker in workers:
                 assert material is not None and layout is not None
                 await self._start_container(
-                    run, spec, worker, image, worker_command(layout.port), material.worker, {}
+                    run,
+                    spec,
+                    worker,
+                    self._gpu_uuids(worker, gpus.get(worker, [])),
+                    image,
+                    worker_command(layout.port),
+                    material.worker,
+                    {},
                 )
             command = command_for(spec.entry_script, spec.arguments(), mpi=layout is not None)
             extra = mpi_env(layout) if layout else {}
             container_id = await self._start_container(
-                run, spec, node, image, command, material.head if material else None, extra
+                run,
+                spec,
+                node,
+                self._gpu_uuids(node, gpus.get(node, [])),
+                image,
+                command,
+                material.head if material else None,
+                extra,
             )
         except _Canceled:
             await self._remove_containers(run.id, [node, *workers])
@@ -392,6 +413,7 @@ class Launcher:
         run: q.RunRow,
         spec: EstimatorSpec,
         node: str,
+        gpu_uuids: list[str],
         image: str,
         command: list[str],
         ssh: bytes | None,
@@ -403,7 +425,6 @@ class Launcher:
         assert run.snapshot is not None
         snapshot = self.settings.snapshot_path(run.snapshot)
         image_env = await asyncio.to_thread(engine.image_env, image)
-        gpu_uuids = await self._gpu_uuids(run.id, node)
         environment = containers.run_environment(spec, run, node, image_env, gpu_uuids, extra_env)
         nvidia = bool(self.pool.inventory(node).get("nvidia_runtime"))
         container_id = await asyncio.to_thread(
@@ -439,9 +460,12 @@ class Launcher:
     async def _remove_containers(self, run_id: str, nodes: list[str]) -> None:
         await containers.remove_run_containers(self.pool, self.instance, run_id, nodes)
 
-    async def _supervise(self, run: q.RunRow, spec: EstimatorSpec, container_id: str) -> None:
+    async def _supervise(
+        self, run: q.RunRow, spec: EstimatorSpec, container_id: str, workers: list[str]
+    ) -> None:
+        """Follow the run's container (on the head node; ``workers``: a multi-node run's other
+        nodes) to its end: logs, syncs, cancel and timeout, results, the end status."""
         engine = self.pool.engine(run.node or LOCAL)
-        workers = await self._worker_nodes(run.id, run.node or LOCAL)
         run_dir = self.settings.run_dir(run.id)
         await asyncio.to_thread(prepare_run_dir, run_dir)
         loop = asyncio.get_running_loop()
