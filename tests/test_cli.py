@@ -42,6 +42,9 @@ def cli(server: Server, tmp_path: Path):  # type: ignore[no-untyped-def]
         "open('outputs/sub/m.bin','w').write('m')\nopen('outputs/a.txt','w').write('a')\n"
     )
     (project / "fail.py").write_text("import sys\nprint('bad')\nsys.exit(4)\n")
+    (project / "ranks.py").write_text(
+        "from mpi4py import MPI\nprint('rank', MPI.COMM_WORLD.Get_rank(), flush=True)\n"
+    )
     (project / "slow.py").write_text("import time\nprint('slow', flush=True)\ntime.sleep(60)\n")
     return run
 
@@ -79,6 +82,34 @@ def test_submit_wait_of_a_failing_run_exits_one(cli) -> None:  # type: ignore[no
     result = cli("submit", "proj", "-e", "cli", "--entry-script", "fail.py", "--wait", check=False)
     assert result.returncode == 1
     assert "Status: Failed" in result.stdout and "exited with code 4" in result.stdout
+
+
+def test_submit_an_mpi_run_and_see_gpu_requests_refused_where_there_are_none(cli) -> None:  # type: ignore[no-untyped-def]
+    result = cli(
+        "submit",
+        "proj",
+        "-e",
+        "cli-mpi",
+        "--entry-script",
+        "ranks.py",
+        "--processes-per-node",
+        "2",
+        "--max-retries",
+        "1",
+        "--wait",
+        "--json",
+    )
+    details = json.loads(result.stdout)
+    assert details["status"] == "Completed"
+    assert details["runDefinition"]["communicator"] == "Mpi"
+    assert details["runDefinition"]["mpi"] == {"processCountPerNode": 2}
+    assert details["properties"]["maxRetries"] == 1
+    gpu = cli("submit", "proj", "-e", "cli-mpi", "--entry-script", "ranks.py", "--gpu", check=False)
+    assert gpu.returncode == 1 and "largest node of target 'local' has 0" in gpu.stderr
+    zero = cli(
+        "submit", "proj", "-e", "x", "--entry-script", "ranks.py", "--node-count", "0", check=False
+    )
+    assert zero.returncode == 2 and "--node-count" in zero.stderr
 
 
 def test_every_verb_on_one_run(cli, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]

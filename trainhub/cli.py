@@ -239,6 +239,22 @@ def login(url: str, token: str, as_json: bool) -> None:
     "--max-run-duration", type=int, default=None, help="Stop the run after this many seconds."
 )
 @click.option("--priority", type=int, default=0, help="Higher runs first (default 0).")
+@click.option("--gpu", "use_gpu", is_flag=True, help="use_gpu: one GPU per process.")
+@click.option(
+    "--node-count", type=click.IntRange(min=1), default=1, help="Nodes for an MPI run (default 1)."
+)
+@click.option(
+    "--processes-per-node",
+    type=click.IntRange(min=1),
+    default=1,
+    help="MPI processes per node (default 1): Mpi(process_count_per_node=N).",
+)
+@click.option(
+    "--max-retries",
+    type=click.IntRange(min=0),
+    default=0,
+    help="Queue the run again this many times if its node is lost (default 0).",
+)
 @click.option(
     "--wait", is_flag=True, help="Stream the log and wait for the end; exit 1 unless Completed."
 )
@@ -256,15 +272,20 @@ def submit(
     tags: tuple[str, ...],
     max_run_duration: int | None,
     priority: int,
+    use_gpu: bool,
+    node_count: int,
+    processes_per_node: int,
+    max_retries: int,
     wait: bool,
     as_json: bool,
     script_args: tuple[str, ...],
 ) -> None:
     """Submit SOURCE as a run: trainhub submit ./proj -e demo --entry-script train.py -- --lr 0.1"""
     from trainhub.sdk.errors import ActivityFailedException
-    from trainhub.sdk.estimator import Estimator
+    from trainhub.sdk.estimator import Estimator, Mpi
     from trainhub.sdk.run import Experiment
 
+    distributed = node_count > 1 or processes_per_node > 1
     est = Estimator(
         source_directory=source,
         entry_script=entry_script,
@@ -274,9 +295,14 @@ def submit(
         pip_packages=list(pip_packages) or None,
         environment_variables=_pairs(env_vars, "--env"),
         max_run_duration_seconds=max_run_duration,
+        use_gpu=use_gpu,
+        node_count=node_count,
+        distributed_training=Mpi(process_count_per_node=processes_per_node)
+        if distributed
+        else None,
     )
     run = Experiment(_workspace(), experiment).submit(
-        est, tags=_pairs(tags, "--tag") or None, priority=priority
+        est, tags=_pairs(tags, "--tag") or None, priority=priority, max_retries=max_retries
     )
     if not wait:
         if as_json:

@@ -367,3 +367,9 @@ def is_mpi(spec: EstimatorSpec) -> bool:
     """The run is launched with ``mpirun``: an MPI backend was asked for."""
     dt = spec.distributed_training
     return spec.distributed_backend == "mpi" or (dt is not None and dt.type == "mpi")
+
+
+def stored_processes_per_node(spec: dict[str, Any]) -> int:
+    """``processes_per_node`` of a spec as stored (a validated dict): cheap for a pass over the queue."""
+    dt = spec.get("distributed_training") or {}
+    return int(dt.get("process_count_per_node") or spec.get("process_count_per_node", 1))

@@ -8,14 +8,14 @@ from typing import Any
 from trainhub.nodes.pool import LOCAL, NodePool
 from trainhub.runs.status import RunStatus
 from trainhub.scheduler import Allocation, NodeCapacity, Request
+from trainhub.spec import stored_processes_per_node
 from trainhub.store import nodes as node_store
 from trainhub.store import runs as q
 
 
 def request_for(run: q.RunRow, targets: dict[str, list[str]]) -> Request:
     spec = run.spec  # stored as validated: plain dict reads keep a pass over 10,000 runs cheap
-    dt = spec.get("distributed_training") or {}
-    per_node = int(dt.get("process_count_per_node") or spec.get("process_count_per_node", 1))
+    per_node = stored_processes_per_node(spec)
     node_count = int(spec.get("node_count", 1))
     use_gpu = bool(spec.get("use_gpu"))
     nodes = targets.get(run.target, [])

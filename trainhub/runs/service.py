@@ -26,6 +26,7 @@ from trainhub.spec import (
     parse_estimator,
     processes_per_node,
     redact,
+    stored_processes_per_node,
 )
 from trainhub.store import Database, environments, snapshots
 from trainhub.store import nodes as node_store
@@ -331,6 +332,9 @@ def details(run: q.RunRow, events: list[dict[str, Any]] | None = None) -> dict[s
             "arguments": _arguments(spec),
             "target": run.target,
             "nodeCount": spec.get("node_count", 1),
+            # Azure ML's names: the communicator and the MPI process count per node.
+            "communicator": _communicator(spec),
+            "mpi": {"processCountPerNode": stored_processes_per_node(spec)},
             "maxRunDurationSeconds": spec.get("max_run_duration_seconds"),
             "environmentVariables": spec.get("environment_variables", {}),
             "image": run.image
@@ -362,6 +366,14 @@ def details(run: q.RunRow, events: list[dict[str, Any]] | None = None) -> dict[s
             {"status": e["status"], "timeUtc": iso(e["at"]), "detail": e["detail"]} for e in events
         ]
     return out
+
+
+def _communicator(spec: dict[str, Any]) -> str:
+    backend = spec.get("distributed_backend") or (spec.get("distributed_training") or {}).get(
+        "type"
+    )
+    names = {"mpi": "Mpi", "nccl": "Nccl", "gloo": "Gloo", "ps": "ParameterServer"}
+    return names.get(backend or "", "None")
 
 
 def _arguments(spec: dict[str, Any]) -> list[str]:
