@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import io
 import os
 import socket
 import subprocess
 import sys
+import tarfile
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -14,6 +16,17 @@ from pathlib import Path
 import httpx
 
 TOKEN = "th_bench_token"
+
+
+def one_file_snapshot(name: str, source: str | bytes) -> bytes:
+    """A source folder holding one script, as the .tar.gz a submission carries."""
+    data = source.encode() if isinstance(source, str) else source
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w:gz") as tar:
+        info = tarfile.TarInfo(name)
+        info.size = len(data)
+        tar.addfile(info, io.BytesIO(data))
+    return buf.getvalue()
 
 
 def free_port() -> int:

@@ -9,36 +9,32 @@ Needs root (the network-namespace test bed of tests/testbed.py) and the base ima
 from __future__ import annotations
 
 import argparse
-import io
 import json
 import statistics
 import subprocess
 import sys
-import tarfile
 import tempfile
 import time
 from datetime import datetime
 from pathlib import Path
 
-from _server import add_remote_target, running_server  # bench/ is this script's folder
+from _server import (  # bench/ is this script's folder
+    add_remote_target,
+    one_file_snapshot,
+    running_server,
+)
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from tests import testbed  # noqa: E402
 
 
-def snapshot(mb: int) -> bytes:
-    script = (
+def write_script(mb: int) -> str:
+    return (
         "import os\nos.makedirs('outputs', exist_ok=True)\n"
         f"for i in range({mb // 64}):\n"
         "    with open(f'outputs/part{i}.bin', 'wb') as f:\n"
         "        f.write(os.urandom(64 * 1024 * 1024))\n"
-    ).encode()
-    buf = io.BytesIO()
-    with tarfile.open(fileobj=buf, mode="w:gz") as tar:
-        info = tarfile.TarInfo("write.py")
-        info.size = len(script)
-        tar.addfile(info, io.BytesIO(script))
-    return buf.getvalue()
+    )
 
 
 def seconds_between(history: list[dict[str, str]], first: str, last: str) -> float:
@@ -60,7 +56,7 @@ def main() -> None:
     try:
         with tempfile.TemporaryDirectory() as tmp, running_server(Path(tmp)) as client:
             add_remote_target(client, "b2", node.address, key, node.docker_socket)
-            snap = snapshot(args.mb)
+            snap = one_file_snapshot("write.py", write_script(args.mb))
             spec = json.dumps({"entry_script": "write.py", "compute_target": "remote"})
             for rep in range(args.reps):
                 run = client.post(

@@ -9,10 +9,8 @@ fresh environment (a wheel folder marker), so every first run really builds.
 from __future__ import annotations
 
 import argparse
-import io
 import json
 import statistics
-import tarfile
 import tempfile
 import time
 import uuid
@@ -20,17 +18,7 @@ from datetime import datetime
 from pathlib import Path
 
 import httpx
-from _server import running_server  # bench/ is this script's folder
-
-
-def snapshot() -> bytes:
-    data = b"print('env ok')\n"
-    buf = io.BytesIO()
-    with tarfile.open(fileobj=buf, mode="w:gz") as tar:
-        info = tarfile.TarInfo("train.py")
-        info.size = len(data)
-        tar.addfile(info, io.BytesIO(data))
-    return buf.getvalue()
+from _server import one_file_snapshot, running_server  # bench/ is this script's folder
 
 
 def preparing_seconds(client: httpx.Client, spec: dict[str, object], snap: bytes) -> float:
@@ -68,7 +56,7 @@ def main() -> None:
             "wheel_dir": str(wheels),
         }
         with running_server(tmpdir, **settings) as client:
-            snap = snapshot()
+            snap = one_file_snapshot("train.py", "print('env ok')\n")
             first, cached = [], []
             for _ in range(args.reps):
                 # A new marker in the wheel folder makes a new environment: the first run builds.

@@ -8,17 +8,15 @@ Needs a running Docker engine and the base image (./scripts/test sets both up).
 from __future__ import annotations
 
 import argparse
-import io
 import json
 import statistics
 import subprocess
-import tarfile
 import tempfile
 import time
 from pathlib import Path
 
 import httpx
-from _server import running_server  # bench/ is this script's folder
+from _server import one_file_snapshot, running_server  # bench/ is this script's folder
 
 IMAGE = "trainhub/base:cpu"
 SCRIPT = (
@@ -26,16 +24,6 @@ SCRIPT = (
     "c = MPI.COMM_WORLD\n"
     "print(c.Get_rank(), c.allreduce(c.Get_rank() + 1), flush=True)\n"
 )
-
-
-def snapshot() -> bytes:
-    data = SCRIPT.encode()
-    buf = io.BytesIO()
-    with tarfile.open(fileobj=buf, mode="w:gz") as tar:
-        info = tarfile.TarInfo("train.py")
-        info.size = len(data)
-        tar.addfile(info, io.BytesIO(data))
-    return buf.getvalue()
 
 
 def bare_docker_mpirun() -> float:
@@ -97,7 +85,7 @@ def main() -> None:
     parser.add_argument("--reps", type=int, default=7)
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as data, running_server(Path(data)) as client:
-        snap = snapshot()
+        snap = one_file_snapshot("train.py", SCRIPT)
         trainhub_run(client, snap)  # warm-up: imports, first container
         bare_docker_mpirun()
         bare, done = [], []

@@ -8,32 +8,24 @@ Needs root (it builds the network-namespace test bed of tests/testbed.py) and th
 from __future__ import annotations
 
 import argparse
-import io
 import json
 import statistics
 import subprocess
 import sys
-import tarfile
 import tempfile
 import time
 from pathlib import Path
 
-from _server import add_remote_target, running_server  # bench/ is this script's folder
+from _server import (  # bench/ is this script's folder
+    add_remote_target,
+    one_file_snapshot,
+    running_server,
+)
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from tests import testbed  # noqa: E402
 
 SCRIPT = "print('hello')"
-
-
-def snapshot() -> bytes:
-    data = SCRIPT.encode() + b"\n"
-    buf = io.BytesIO()
-    with tarfile.open(fileobj=buf, mode="w:gz") as tar:
-        info = tarfile.TarInfo("hello.py")
-        info.size = len(data)
-        tar.addfile(info, io.BytesIO(data))
-    return buf.getvalue()
 
 
 def main() -> None:
@@ -46,7 +38,7 @@ def main() -> None:
     try:
         with tempfile.TemporaryDirectory() as tmp, running_server(Path(tmp)) as client:
             add_remote_target(client, "b1", node.address, key, node.docker_socket)
-            snap = snapshot()
+            snap = one_file_snapshot("hello.py", SCRIPT + "\n")
             spec = json.dumps({"entry_script": "hello.py", "compute_target": "remote"})
 
             def trainhub_run() -> float:

@@ -8,29 +8,18 @@ Needs a running Docker engine and the base image (./scripts/test sets both up).
 from __future__ import annotations
 
 import argparse
-import io
 import json
 import statistics
 import subprocess
-import tarfile
 import tempfile
 import time
 from pathlib import Path
 
 import httpx
-from _server import running_server  # bench/ is this script's folder
+from _server import one_file_snapshot, running_server  # bench/ is this script's folder
 
 IMAGE = "trainhub/base:cpu"
 SCRIPT = b"print('hello')\n"
-
-
-def snapshot() -> bytes:
-    buf = io.BytesIO()
-    with tarfile.open(fileobj=buf, mode="w:gz") as tar:
-        info = tarfile.TarInfo("hello.py")
-        info.size = len(SCRIPT)
-        tar.addfile(info, io.BytesIO(SCRIPT))
-    return buf.getvalue()
 
 
 def bare_docker_run() -> float:
@@ -73,7 +62,7 @@ def main() -> None:
     parser.add_argument("--reps", type=int, default=9)
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as data, running_server(Path(data)) as client:
-        snap = snapshot()
+        snap = one_file_snapshot("hello.py", SCRIPT)
         trainhub_run(client, snap)  # warm-up: imports, first container
         bare_docker_run()
         bare, first, done = [], [], []

@@ -6,51 +6,8 @@
 
 __version__ = "0.1.0"
 
-from trainhub.sdk import (  # noqa: E402 - the version is read by the modules below
-    ActivityFailedException,
-    AuthenticationError,
-    CondaDependencies,
-    ConfigError,
-    ContainerRegistry,
-    Environment,
-    Estimator,
-    Experiment,
-    Gloo,
-    Mpi,
-    Nccl,
-    ParameterServer,
-    PyTorch,
-    Run,
-    RunNotFoundError,
-    ServiceError,
-    SnapshotError,
-    TensorFlow,
-    TrainhubError,
-    ValidationError,
-    Workspace,
-)
+from trainhub import sdk  # noqa: E402 - the version is read by the modules below
+from trainhub.sdk import *  # noqa: E402, F403 - the SDK is the package's public face
 
-__all__ = [
-    "ActivityFailedException",
-    "AuthenticationError",
-    "CondaDependencies",
-    "ConfigError",
-    "ContainerRegistry",
-    "Environment",
-    "Estimator",
-    "Experiment",
-    "Gloo",
-    "Mpi",
-    "Nccl",
-    "ParameterServer",
-    "PyTorch",
-    "Run",
-    "RunNotFoundError",
-    "ServiceError",
-    "SnapshotError",
-    "TensorFlow",
-    "TrainhubError",
-    "ValidationError",
-    "Workspace",
-    "__version__",
-]
+__all__ = ["__version__"]
+__all__ += sdk.__all__

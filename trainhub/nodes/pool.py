@@ -248,12 +248,7 @@ class NodePool:
 
     async def remove(self, name: str) -> None:
         await self._row(name)
-        remote = self.remotes.pop(name, None)
-        if remote and remote.task:
-            remote.task.cancel()
-            await asyncio.gather(remote.task, return_exceptions=True)
-        if remote:
-            self._close(remote)
+        await self._unwatch(name)
         await self.db.write(lambda db: node_store.remove_node(db, name))
 
     async def _row(self, name: str) -> node_store.NodeRow:
@@ -262,13 +257,18 @@ class NodePool:
             raise NodeError(f"No node named '{name}'")
         return row
 
-    async def _restart(self, name: str) -> None:
+    async def _unwatch(self, name: str) -> None:
+        """Stop maintaining the node's connection and close it."""
         remote = self.remotes.pop(name, None)
-        if remote and remote.task:
+        if remote is None:
+            return
+        if remote.task:
             remote.task.cancel()
             await asyncio.gather(remote.task, return_exceptions=True)
-        if remote:
-            self._close(remote)
+        self._close(remote)
+
+    async def _restart(self, name: str) -> None:
+        await self._unwatch(name)
         row = await self._row(name)
         self._watch(row)
         if row.enabled and row.state != NodeState.UNTRUSTED:

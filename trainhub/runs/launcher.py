@@ -380,7 +380,7 @@ class Launcher:
                     run,
                     spec,
                     worker,
-                    self._gpu_uuids(worker, gpus.get(worker, [])),
+                    gpus.get(worker, []),
                     image,
                     worker_command(layout.port),
                     material.worker,
@@ -392,7 +392,7 @@ class Launcher:
                 run,
                 spec,
                 node,
-                self._gpu_uuids(node, gpus.get(node, [])),
+                gpus.get(node, []),
                 image,
                 command,
                 material.head if material else None,
@@ -413,7 +413,7 @@ class Launcher:
         run: q.RunRow,
         spec: EstimatorSpec,
         node: str,
-        gpu_uuids: list[str],
+        gpu_indices: list[int],
         image: str,
         command: list[str],
         ssh: bytes | None,
@@ -425,6 +425,7 @@ class Launcher:
         assert run.snapshot is not None
         snapshot = self.settings.snapshot_path(run.snapshot)
         image_env = await asyncio.to_thread(engine.image_env, image)
+        gpu_uuids = self._gpu_uuids(node, gpu_indices)
         environment = containers.run_environment(spec, run, node, image_env, gpu_uuids, extra_env)
         nvidia = bool(self.pool.inventory(node).get("nvidia_runtime"))
         container_id = await asyncio.to_thread(
