@@ -8,6 +8,7 @@ import os
 import subprocess
 import sys
 import tarfile
+from itertools import pairwise
 from pathlib import Path
 
 import msgspec
@@ -52,6 +53,19 @@ def test_ports_are_spread_by_run_and_stay_in_their_range() -> None:
     assert all(PORT_BASE <= p < PORT_BASE + PORT_SPAN for p in ports)
     assert len(ports) > 150
     assert port_for("exp_1_00000001") == port_for("exp_1_00000001")
+
+
+def test_an_attempt_never_gets_the_port_of_the_attempt_before_it() -> None:
+    # 2,000 runs of 20 attempts: with a port drawn at random per attempt about five retries here
+    # would meet the sshd port of the attempt before them.
+    for i in range(2000):
+        run_id = f"exp_{i}_{i * 7919:08x}"
+        ports = [port_for(run_id, attempt) for attempt in range(20)]
+        assert all(PORT_BASE <= p < PORT_BASE + PORT_SPAN for p in ports)
+        assert all(a != b for a, b in pairwise(ports)), (run_id, ports)
+    # Past the end of the range the next attempt wraps to its start, still a different port.
+    last = next(f"r{i}" for i in range(100_000) if port_for(f"r{i}") == PORT_BASE + PORT_SPAN - 1)
+    assert port_for(last, 1) == PORT_BASE
 
 
 def test_the_head_is_told_the_hosts_only_when_there_are_several() -> None:

@@ -37,10 +37,11 @@ class MpiLayout:
 
 
 def port_for(run_id: str, attempt: int = 0) -> int:
-    """The port the run's sshd listens on, on every node of the run (spread by run id; another for
-    each attempt, so a retry never meets an earlier attempt's sshd)."""
-    digest = hashlib.sha256(f"{run_id}:{attempt}".encode()).digest()
-    return PORT_BASE + int.from_bytes(digest[:4], "big") % PORT_SPAN
+    """The port the run's sshd listens on, on every node of the run: a base spread by run id, and the
+    next port for each attempt (wrapping within the range), so an attempt never meets the sshd of
+    the attempt before it."""
+    digest = hashlib.sha256(run_id.encode()).digest()
+    return PORT_BASE + (int.from_bytes(digest[:4], "big") + attempt) % PORT_SPAN
 
 
 def head_environment(layout: MpiLayout) -> dict[str, str]:
