@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+import http.client
 import io
 import json
 import os
+import sqlite3
 import subprocess
 import sys
 import tarfile
 import time
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -128,3 +131,31 @@ def cli_for(url: str, token: str) -> Callable[..., subprocess.CompletedProcess[s
         )
 
     return cli
+
+
+def raw_get(url: str, target: str, token: str) -> tuple[int, bytes]:
+    """GET ``target`` sent byte for byte as the request target (no client normalises dot segments)."""
+    parsed = httpx.URL(url)
+    conn = http.client.HTTPConnection(parsed.host, parsed.port, timeout=30)
+    try:
+        conn.putrequest("GET", target, skip_accept_encoding=True)
+        conn.putheader("Authorization", f"Bearer {token}")
+        conn.endheaders()
+        response = conn.getresponse()
+        return response.status, response.read()
+    finally:
+        conn.close()
+
+
+def db_files(data: Path) -> bytes:
+    """The bytes of every file SQLite keeps for the server's database (main file, WAL, shared memory)."""
+    return b"".join(p.read_bytes() for p in sorted(data.glob("trainhub.db*")) if p.is_file())
+
+
+def db_dump(data: Path) -> str:
+    """The server's database as SQL text, read through SQLite (so what is still in the WAL counts)."""
+    conn = sqlite3.connect(f"file:{data / 'trainhub.db'}?mode=ro", uri=True)
+    try:
+        return "\n".join(conn.iterdump())
+    finally:
+        conn.close()
