@@ -2,13 +2,23 @@
 
 from __future__ import annotations
 
+import hashlib
+import re
 import textwrap
 import time
 
 import docker
 
-from tests.conftest import ServerFactory
-from tests.helpers import history, submit, wait_for_log, wait_for_status, wait_until
+from tests.conftest import TOKEN, Server, ServerFactory
+from tests.helpers import (
+    db_dump,
+    db_files,
+    history,
+    submit,
+    wait_for_log,
+    wait_for_status,
+    wait_until,
+)
 
 TICKS = 12
 SCRIPT = textwrap.dedent(
@@ -123,3 +133,34 @@ def test_missing_default_image_names_the_command_to_build_it(make_server: Server
     assert done["status"] == "Failed"
     assert done["properties"]["reason"] == "image_missing"
     assert "trainhub images build-base" in done["error"]["message"]
+
+
+def _printed_tokens(server: Server) -> list[str]:
+    """Admin tokens ``trainhub serve`` printed so far (on its stderr, kept in the server's log)."""
+    return re.findall(r"^ {4}(th_\S+)$", server.log_path.read_text(), flags=re.MULTILINE)
+
+
+def _assert_stored_only_as_hash(server: Server, token: str) -> None:
+    assert hashlib.sha256(token.encode()).hexdigest() in db_dump(server.data)
+    assert token not in db_dump(server.data)
+    assert token.encode() not in db_files(server.data)  # main file, WAL and shared memory
+
+
+def test_the_admin_token_is_stored_only_as_its_hash(make_server: ServerFactory) -> None:
+    server = make_server()
+    assert server.client().get("/api/v1/runs").status_code == 200
+    _assert_stored_only_as_hash(server, TOKEN)
+    assert TOKEN not in server.log_path.read_text()
+    assert _printed_tokens(server) == []
+
+
+def test_first_start_prints_a_generated_token_once(make_server: ServerFactory) -> None:
+    server = make_server(admin_token="")
+    (token,) = _printed_tokens(server)
+    assert server.client(token).get("/api/v1/runs").status_code == 200
+    assert server.client("th_not_the_token").get("/api/v1/runs").status_code == 401
+    _assert_stored_only_as_hash(server, token)
+    server.stop()
+    server.start()
+    assert _printed_tokens(server) == [token]  # not a second one
+    assert server.client(token).get("/api/v1/runs").status_code == 200
