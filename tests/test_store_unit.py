@@ -6,9 +6,11 @@ import asyncio
 import threading
 from pathlib import Path
 
-from trainhub.runs.status import RunStatus
-from trainhub.store import Database
+import pytest
+
+from trainhub.store import Database, lifecycle
 from trainhub.store import runs as q
+from trainhub.store.lifecycle import RunStatus
 
 
 def test_migrations_are_applied_once_and_recorded(tmp_path: Path) -> None:
@@ -55,14 +57,14 @@ def test_transition_applies_only_from_the_expected_status(tmp_path: Path) -> Non
             lambda c: q.insert_run(c, experiment="e", spec={}, snapshot="s", target="local")
         )
         assert await db.write(
-            lambda c: q.transition(c, run.id, RunStatus.CANCELED, expect=[RunStatus.QUEUED])
+            lambda c: lifecycle.move(c, run.id, RunStatus.CANCELED, expect=[RunStatus.QUEUED])
         )
         # The launcher's claim comes too late: nothing changes.
         assert not await db.write(
-            lambda c: q.transition(c, run.id, RunStatus.PREPARING, expect=[RunStatus.QUEUED])
+            lambda c: lifecycle.move(c, run.id, RunStatus.PREPARING, expect=[RunStatus.QUEUED])
         )
         # A terminal run never moves again.
-        assert not await db.write(lambda c: q.transition(c, run.id, RunStatus.RUNNING))
+        assert not await db.write(lambda c: lifecycle.move(c, run.id, RunStatus.RUNNING))
         events = await db.read(lambda c: q.run_events(c, run.id))
         assert [e["status"] for e in events] == ["Queued", "Canceled"]
 
@@ -77,9 +79,7 @@ def test_a_failed_write_rolls_back(tmp_path: Path) -> None:
         q.insert_run(c, experiment="e", spec={}, snapshot="s", target="local")  # type: ignore[arg-type]
         raise RuntimeError("boom")
 
-    try:
+    with pytest.raises(RuntimeError, match="boom"):
         db.write_sync(bad)
-    except RuntimeError:
-        pass
     assert db.read_sync(lambda c: q.list_runs(c)) == []
     db.close()

@@ -23,9 +23,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any
 
-from trainhub.runs.status import BUILD_LOG, DRIVER_LOG
-
 CHUNK = 1024 * 1024
+# Files the server writes into a run's folder itself.
+DRIVER_LOG = "logs/driver_log.txt"
+BUILD_LOG = "logs/build_log.txt"
 # Tar headers and padding on top of the file bytes themselves.
 _TAR_OVERHEAD_PER_MEMBER = 3 * 512
 

@@ -1,15 +1,13 @@
-"""Between the queue and the scheduler: what each queued run asks for, what each node has free, and
-the transaction that claims a run with what it was given."""
+"""Between the queue and the scheduler: what each queued run asks for and what each node has free
+(a placed run is then claimed with ``store.lifecycle.claim``)."""
 
 from __future__ import annotations
 
 from typing import Any
 
 from trainhub.nodes.pool import LOCAL, NodePool
-from trainhub.runs.status import RunStatus
-from trainhub.scheduler import Allocation, NodeCapacity, Request
+from trainhub.scheduler import NodeCapacity, Request
 from trainhub.spec import stored_processes_per_node
-from trainhub.store import nodes as node_store
 from trainhub.store import runs as q
 
 
@@ -61,29 +59,3 @@ def capacities(pool: NodePool, local_slots: int, held: list[dict[str, Any]]) -> 
             )
         )
     return found
-
-
-def claim_run(db: Any, allocation: Allocation) -> bool:
-    """Queued -> Preparing on the allocated node(s), with what it holds, in one transaction."""
-    first = allocation.placements[0].node
-    if not q.transition(
-        db,
-        allocation.run_id,
-        RunStatus.PREPARING,
-        expect=[RunStatus.QUEUED],
-        node=first,
-        wait_reason=None,
-    ):
-        return False
-    for placement in allocation.placements:
-        node_store.allocate(
-            db, allocation.run_id, placement.node, list(placement.gpus), placement.slots
-        )
-    return True
-
-
-def set_wait_reasons(db: Any, reasons: dict[str, str]) -> None:
-    for run_id, reason in reasons.items():
-        db.execute(
-            "update runs set wait_reason = ? where id = ? and status = 'Queued'", [reason, run_id]
-        )

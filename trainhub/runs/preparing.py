@@ -12,13 +12,14 @@ import time
 from pathlib import Path
 
 from trainhub.runs import environment as envs
-from trainhub.runs.status import BUILD_LOG, EndReason
+from trainhub.runs.artifacts import BUILD_LOG
 from trainhub.runtime.docker import BuildError, DockerEngine, EngineError
 from trainhub.settings import Settings
 from trainhub.spec import EstimatorSpec
 from trainhub.store import Database
 from trainhub.store import environments as env_store
 from trainhub.store import runs as q
+from trainhub.store.lifecycle import EndReason
 
 
 class PrepareFailed(Exception):

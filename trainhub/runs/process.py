@@ -18,18 +18,20 @@ import signal
 import subprocess
 import tarfile
 import time
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any
 
 from trainhub.runs import environment as envs
-from trainhub.runs.artifacts import SERVER_WRITTEN, prepare_run_dir
+from trainhub.runs.artifacts import BUILD_LOG, DRIVER_LOG, SERVER_WRITTEN, prepare_run_dir
+from trainhub.runs.driving import Attempt
 from trainhub.runs.preparing import PrepareFailed, append_log, environment_of
-from trainhub.runs.status import BUILD_LOG, DRIVER_LOG, EndReason, RunStatus
 from trainhub.runtime.incontainer import runtime_archive
 from trainhub.settings import Settings
 from trainhub.spec import EstimatorSpec
 from trainhub.store import Database, metrics
 from trainhub.store import runs as q
+from trainhub.store.lifecycle import EndReason
 
 log = logging.getLogger("trainhub.process")
 PASSED_THROUGH = (
@@ -44,37 +46,20 @@ PASSED_THROUGH = (
 )
 
 
-class RunControl(Protocol):
-    """What the launcher offers the runtimes: cancel signals, status changes and the run's end."""
-
-    def cancel_event(self, run_id: str) -> asyncio.Event: ...
-    def request_cancel(self, run_id: str) -> None: ...
-    def spawn(self, run_id: str, container: Any) -> None: ...
-    async def apply(
-        self,
-        run_id: str,
-        to: RunStatus,
-        *,
-        expect: list[RunStatus] | None = None,
-        detail: str | None = None,
-        **fields: Any,
-    ) -> bool: ...
-    async def end_failed(self, run_id: str, reason: EndReason, message: str) -> None: ...
-    async def end_canceled(self, run_id: str) -> None: ...
-    async def finish(
-        self,
-        run: q.RunRow,
-        spec: EstimatorSpec,
-        exit_code: int | None,
-        stopped_for: EndReason | None,
-    ) -> None: ...
-    async def ingest(self, run_id: str, lines: list[str]) -> None: ...
+@dataclass
+class Started:
+    attempt: Attempt
+    pid: int
+    ended: asyncio.Future[int | None] | None = None
 
 
-class ProcessRuntime:
-    def __init__(self, settings: Settings, db: Database) -> None:
+class ProcessDriver:
+    """The driver for ``use_docker=False``: the script as a process on the server's machine."""
+
+    def __init__(self, settings: Settings, db: Database, ingest: Any) -> None:
         self.settings = settings
         self.db = db
+        self.ingest = ingest  # RunControl.ingest: metrics lines into the store
         self._locks: dict[str, asyncio.Lock] = {}
         self.children: dict[int, subprocess.Popen[bytes]] = {}
 
@@ -143,7 +128,7 @@ class ProcessRuntime:
         return True
 
     # Starting ---------------------------------------------------------------------------------
-    def start(self, run: q.RunRow, spec: EstimatorSpec, python: str, snapshot: Path) -> int:
+    def start_process(self, run: q.RunRow, spec: EstimatorSpec, python: str, snapshot: Path) -> int:
         work = self.settings.work_dir(run.id)
         shutil.rmtree(work, ignore_errors=True)
         (work / "wd").mkdir(parents=True)
@@ -187,88 +172,77 @@ class ProcessRuntime:
         self.children[proc.pid] = proc
         return proc.pid
 
-    # Driving a run ----------------------------------------------------------------------------
-    async def drive(self, control: RunControl, run: q.RunRow, spec: EstimatorSpec) -> None:
-        """Preparing (the virtual environment), Starting, Running (polled; ./logs and metrics synced),
-        Finalizing, and the end, as the launcher does for containers."""
-        pid = run.pid
-        if pid is None:
-            await asyncio.to_thread(prepare_run_dir, self.settings.run_dir(run.id))
-            env = await asyncio.to_thread(environment_of, self.settings, run, spec)
-            try:
-                python = await self.python_for(run, env)
-            except PrepareFailed as exc:
-                await control.end_failed(run.id, exc.reason, exc.message)
-                return
-            if control.cancel_event(run.id).is_set() or not await control.apply(
-                run.id, RunStatus.STARTING, expect=[RunStatus.PREPARING]
-            ):
-                await control.end_canceled(run.id)
-                return
-            assert run.snapshot is not None
-            snapshot = self.settings.snapshot_path(run.snapshot)
-            pid = await asyncio.to_thread(self.start, run, spec, python, snapshot)
-            started_pid = pid
-            await self.db.write(
-                lambda db: q.update_run(db, run.id, pid=started_pid, image=f"process:{python}")
-            )
-            await control.apply(run.id, RunStatus.RUNNING, expect=[RunStatus.STARTING])
-        fresh = await self.db.read(lambda db: q.get_run(db, run.id))
-        started = (fresh.started_at if fresh else None) or time.time()
-        limit = spec.max_run_duration_seconds
-        deadline = started + limit if limit else None
-        cancel = control.cancel_event(run.id)
-        stopped_for: EndReason | None = None
-        next_sync = time.monotonic() + self.settings.sync_interval_seconds
-        while await asyncio.to_thread(self.alive, pid, run.id):
-            if cancel.is_set() or (deadline is not None and time.time() > deadline):
-                stopped_for = EndReason.CANCELED if cancel.is_set() else EndReason.TIMEOUT
-                await asyncio.to_thread(self.stop, pid, run.id, self.settings.cancel_grace_seconds)
-                break
-            if time.monotonic() > next_sync:
-                await control.ingest(
-                    run.id, await asyncio.to_thread(self.collect, run.id, ("logs",))
-                )
-                next_sync = time.monotonic() + self.settings.sync_interval_seconds
-            try:
-                await asyncio.wait_for(cancel.wait(), timeout=0.25)
-            except TimeoutError:
-                pass
-        await asyncio.to_thread(self.forget, pid)
-        if stopped_for is None and not await control.apply(
-            run.id, RunStatus.FINALIZING, expect=[RunStatus.RUNNING, RunStatus.FINALIZING]
-        ):
-            stopped_for = EndReason.CANCELED
-        lines = await asyncio.to_thread(self.collect, run.id, ("outputs", "logs"))
-        await control.ingest(run.id, lines)
-        exit_code = await asyncio.to_thread(self.exit_code, run.id)
-        await control.finish(run, spec, exit_code, stopped_for)
-        await asyncio.to_thread(shutil.rmtree, self.settings.work_dir(run.id), True)
+    # The driver interface ---------------------------------------------------------------------
+    async def prepare(self, attempt: Attempt) -> None:
+        run = attempt.run
+        await asyncio.to_thread(prepare_run_dir, self.settings.run_dir(run.id))
+        env = await asyncio.to_thread(environment_of, self.settings, run, attempt.spec)
+        attempt.image = await self.python_for(run, env)
 
-    async def recover(self, control: RunControl, run: q.RunRow) -> None:
-        """After a server restart: re-attach a run whose process lives on (or left its exit code)."""
-        canceling = run.status is RunStatus.CANCEL_REQUESTED
-        if run.pid is not None and (
+    async def start(self, attempt: Attempt) -> Started:
+        run = attempt.run
+        assert run.snapshot is not None and attempt.image is not None
+        python = attempt.image
+        snapshot = self.settings.snapshot_path(run.snapshot)
+        pid = await asyncio.to_thread(self.start_process, run, attempt.spec, python, snapshot)
+        await self.db.write(lambda db: q.update_run(db, run.id, pid=pid, image=f"process:{python}"))
+        return Started(attempt, pid)
+
+    async def attach(self, attempt: Attempt, ref: str) -> Started:
+        return Started(attempt, int(ref))
+
+    def reference(self, handle: Started) -> str:
+        return str(handle.pid)
+
+    def watch(self, handle: Started) -> asyncio.Future[int | None]:
+        if handle.ended is None:
+            handle.ended = asyncio.ensure_future(self._ended(handle))
+        return handle.ended
+
+    async def _ended(self, handle: Started) -> int | None:
+        run_id = handle.attempt.run_id
+        while await asyncio.to_thread(self.alive, handle.pid, run_id):
+            await asyncio.sleep(0.25)
+        await asyncio.to_thread(self.forget, handle.pid)
+        return await asyncio.to_thread(self.exit_code, run_id)
+
+    async def sync(self, handle: Started) -> None:
+        run_id = handle.attempt.run_id
+        await self.ingest(run_id, await asyncio.to_thread(self.collect_files, run_id, ("logs",)))
+
+    async def stop(self, handle: Started, ended: asyncio.Future[int | None]) -> None:
+        run_id = handle.attempt.run_id
+        await asyncio.to_thread(
+            self.stop_process, handle.pid, run_id, self.settings.cancel_grace_seconds
+        )
+        await asyncio.wait({ended}, timeout=5)
+
+    async def lost_node(self, handle: Started) -> str | None:
+        return None  # the server's own machine
+
+    async def collect(self, handle: Started, lost: str | None) -> None:
+        run_id = handle.attempt.run_id
+        lines = await asyncio.to_thread(self.collect_files, run_id, ("outputs", "logs"))
+        await self.ingest(run_id, lines)
+
+    async def remove(self, handle: Started, lost: str | None) -> None:
+        await asyncio.to_thread(shutil.rmtree, self.settings.work_dir(handle.attempt.run_id), True)
+
+    async def abandon(self, attempt: Attempt) -> None:
+        pid = attempt.run.pid
+        if pid is None:
+            fresh = await self.db.read(lambda db: q.get_run(db, attempt.run_id))
+            pid = fresh.pid if fresh else None
+        if pid is not None:
+            await asyncio.to_thread(self.stop_process, pid, attempt.run_id, 0.0)
+            await asyncio.to_thread(self.forget, pid)
+        await asyncio.to_thread(shutil.rmtree, self.settings.work_dir(attempt.run_id), True)
+
+    def survives(self, run: q.RunRow) -> bool:
+        """After a server restart: the run's process lives on, or left its exit code."""
+        return run.pid is not None and (
             self.alive(run.pid, run.id) or self.exit_code(run.id) is not None
-        ):
-            log.info("re-attaching run %s (process %d)", run.id, run.pid)
-            if run.status in (RunStatus.PREPARING, RunStatus.STARTING):
-                await control.apply(run.id, RunStatus.RUNNING)
-            if canceling:
-                control.request_cancel(run.id)
-            control.spawn(run.id, None)
-        elif canceling:
-            await control.apply(run.id, RunStatus.CANCELED, reason=EndReason.CANCELED.value)
-        elif run.status in (RunStatus.PREPARING, RunStatus.STARTING):
-            await control.apply(
-                run.id, RunStatus.QUEUED, detail="queued again after a server restart", pid=None
-            )
-        else:
-            await control.end_failed(
-                run.id,
-                EndReason.PROCESS_GONE,
-                "The run's process is gone (it ended while the server was down, without an exit code)",
-            )
+        )
 
     # Running ----------------------------------------------------------------------------------
     def alive(self, pid: int, run_id: str) -> bool:
@@ -287,7 +261,7 @@ class ProcessRuntime:
         except (OSError, ValueError):
             return None
 
-    def stop(self, pid: int, run_id: str, grace: float) -> None:
+    def stop_process(self, pid: int, run_id: str, grace: float) -> None:
         """SIGTERM to the whole process group, SIGKILL after ``grace`` seconds."""
         for sig, wait in ((signal.SIGTERM, grace), (signal.SIGKILL, 5.0)):
             try:
@@ -305,7 +279,7 @@ class ProcessRuntime:
         if child is not None:
             child.wait()
 
-    def collect(self, run_id: str, tops: tuple[str, ...]) -> list[str]:
+    def collect_files(self, run_id: str, tops: tuple[str, ...]) -> list[str]:
         """Copy ``tops`` (outputs, logs) and uploaded files into run history; return context lines."""
         work = self.settings.work_dir(run_id)
         run_dir = self.settings.run_dir(run_id)

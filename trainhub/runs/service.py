@@ -11,9 +11,8 @@ from typing import Any
 
 import msgspec
 
-from trainhub.runs.artifacts import SnapshotError, check_snapshot, store_snapshot
+from trainhub.runs.artifacts import DRIVER_LOG, SnapshotError, check_snapshot, store_snapshot
 from trainhub.runs.launcher import Launcher
-from trainhub.runs.status import ACTIVE, DRIVER_LOG, RunStatus
 from trainhub.settings import Settings
 from trainhub.spec import (
     EnvironmentDefinition,
@@ -28,9 +27,10 @@ from trainhub.spec import (
     redact,
     stored_processes_per_node,
 )
-from trainhub.store import Database, environments, snapshots
+from trainhub.store import Database, environments, lifecycle, snapshots
 from trainhub.store import nodes as node_store
 from trainhub.store import runs as q
+from trainhub.store.lifecycle import RunStatus
 
 
 class RunNotFound(LookupError):
@@ -262,8 +262,8 @@ async def cancel(db: Database, launcher: Launcher, run_id: str) -> q.RunRow:
         raise RunConflict(
             f"Run {run_id} has already ended ({run.status.value}); there is nothing to cancel"
         )
-    done = await db.write(
-        lambda conn: q.transition(
+    if not await db.write(
+        lambda conn: lifecycle.move(
             conn,
             run_id,
             RunStatus.CANCELED,
@@ -271,17 +271,8 @@ async def cancel(db: Database, launcher: Launcher, run_id: str) -> q.RunRow:
             detail="canceled",
             reason="canceled",
         )
-    )
-    if not done:
-        await db.write(
-            lambda conn: q.transition(
-                conn,
-                run_id,
-                RunStatus.CANCEL_REQUESTED,
-                expect=ACTIVE,
-                cancel_requested_at=_now(),
-            )
-        )
+    ):
+        await db.write(lambda conn: lifecycle.request_cancel(conn, run_id, _now()))
         launcher.request_cancel(run_id)
     return await get(db, run_id)
 

@@ -15,7 +15,7 @@ from typing import Any
 
 import sqlite_utils
 
-from trainhub.runs.status import RunStatus
+from trainhub.store.lifecycle import RunStatus
 
 
 @dataclass(frozen=True)
@@ -142,49 +142,17 @@ def runs_with_status(db: sqlite_utils.Database, statuses: Iterable[RunStatus]) -
     return [RunRow.from_row(r) for r in rows]
 
 
-def transition(
-    db: sqlite_utils.Database,
-    run_id: str,
-    to: RunStatus,
-    *,
-    expect: Iterable[RunStatus] | None = None,
-    detail: str | None = None,
-    **fields: Any,
-) -> bool:
-    """Move a run to ``to`` (recording the event) if its status is still one of ``expect``.
-
-    Returns False, changing nothing, when the run has moved on meanwhile (load, act, apply).
-    """
-    row = db.execute("select status from runs where id = ?", [run_id]).fetchone()
-    if row is None:
-        return False
-    current = RunStatus(row[0])
-    if expect is not None and current not in set(expect):
-        return False
-    if current.is_terminal():
-        return False
-    now = time.time()
-    updates: dict[str, Any] = {"status": to.value, **fields}
-    if to is RunStatus.RUNNING and "started_at" not in fields:
-        updates["started_at"] = now
-    if to.is_terminal():
-        updates["ended_at"] = now
-        # Every end of a run, whatever path it takes, frees exactly what it held.
-        db.execute("delete from allocations where run_id = ?", [run_id])
-    if to is RunStatus.QUEUED:
-        db.execute("delete from allocations where run_id = ?", [run_id])
-    seq = db.execute("select seq from runs where id = ?", [run_id]).fetchone()[0]
-    db.table("runs").update(seq, updates)
-    if current is not to:
-        db.table("run_events").insert(
-            {"run_id": run_id, "status": to.value, "at": now, "detail": detail}
-        )
-    return True
-
-
 def update_run(db: sqlite_utils.Database, run_id: str, **fields: Any) -> None:
     seq = db.execute("select seq from runs where id = ?", [run_id]).fetchone()[0]
     db.table("runs").update(seq, fields)
+
+
+def set_wait_reasons(db: sqlite_utils.Database, reasons: dict[str, str]) -> None:
+    """Why each queued run waits (as the scheduler says), for runs still queued."""
+    for run_id, reason in reasons.items():
+        db.execute(
+            "update runs set wait_reason = ? where id = ? and status = 'Queued'", [reason, run_id]
+        )
 
 
 def run_events(db: sqlite_utils.Database, run_id: str) -> list[dict[str, Any]]:

@@ -11,7 +11,7 @@ from litestar.datastructures import State
 from litestar.params import Parameter
 
 from trainhub.runs.service import iso
-from trainhub.runs.status import ACTIVE
+from trainhub.store.lifecycle import ACTIVE
 from trainhub.store import environments as env_store
 from trainhub.store import runs as q
 

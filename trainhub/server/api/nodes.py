@@ -10,7 +10,7 @@ from litestar.datastructures import State
 from litestar.exceptions import HTTPException, NotFoundException
 
 from trainhub.nodes.pool import LOCAL, NodeError
-from trainhub.runs.status import ACTIVE
+from trainhub.store.lifecycle import ACTIVE
 from trainhub.spec import SpecError
 from trainhub.store import nodes as node_store
 from trainhub.store import runs as q

@@ -16,12 +16,12 @@ from litestar.params import Body, Parameter
 from litestar.response import File, Stream
 
 from trainhub.runs import service
-from trainhub.runs.artifacts import CHUNK, list_artifacts, resolve_artifact
-from trainhub.runs.status import DRIVER_LOG, RunStatus
+from trainhub.runs.artifacts import CHUNK, DRIVER_LOG, list_artifacts, resolve_artifact
 from trainhub.spec import SpecError
 from trainhub.store import metrics, snapshots
 from trainhub.store import nodes as node_store
 from trainhub.store import runs as q
+from trainhub.store.lifecycle import RunStatus
 
 FOLLOW_POLL_SECONDS = 0.25
 

@@ -1,0 +1,279 @@
+"""The container driver: a run's script in a container on each of its nodes' Docker engines.
+
+One container per node (a multi-node MPI run: the head runs ``mpirun`` over SSH into the others),
+labelled with the run id and this server's instance id, so a restarted server finds them. Local and
+remote nodes are the same code: a remote engine is its Docker socket forwarded over SSH.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from dataclasses import dataclass, field
+from typing import Any
+
+from trainhub.nodes.pool import LOCAL, NodePool, NodeUnavailable
+from trainhub.runs import containers
+from trainhub.runs.artifacts import DRIVER_LOG, prepare_run_dir
+from trainhub.runs.driving import Attempt, Canceled
+from trainhub.runs.preparing import ImagePreparer
+from trainhub.runtime.docker import DockerEngine
+from trainhub.runtime.incontainer import command_for
+from trainhub.runtime.mpi import MpiLayout, port_for, ssh_material, worker_command
+from trainhub.runtime.mpi import head_environment as mpi_env
+from trainhub.settings import Settings
+from trainhub.spec import is_mpi, processes_per_node
+from trainhub.store import Database
+from trainhub.store import runs as q
+
+log = logging.getLogger("trainhub.containers")
+
+
+@dataclass
+class Started:
+    """A started (or re-attached) attempt: the head container and the futures that watch it."""
+
+    attempt: Attempt
+    engine: DockerEngine
+    container_id: str
+    ended: asyncio.Future[int | None] | None = None
+    present: list[str | None] = field(default_factory=lambda: [None])  # o(utputs), l(ogs), c(tx)
+    script_done: asyncio.Future[int] | None = None
+    exited: asyncio.Future[int] | None = None
+
+
+class ContainerDriver:
+    def __init__(
+        self,
+        settings: Settings,
+        db: Database,
+        pool: NodePool,
+        instance: str,
+        ingest: Any,
+    ) -> None:
+        self.settings = settings
+        self.db = db
+        self.pool = pool
+        self.instance = instance
+        self.ingest = ingest  # RunControl.ingest: metrics lines into the store
+        self._preparers: dict[str, ImagePreparer] = {}
+
+    def preparer_for(self, node: str) -> ImagePreparer:
+        """One preparer per node (its build locks live there); its engine follows reconnections."""
+        engine = self.pool.engine(node)
+        preparer = self._preparers.get(node)
+        if preparer is None:
+            preparer = self._preparers[node] = ImagePreparer(self.settings, self.db, engine, node)
+        preparer.engine = engine
+        return preparer
+
+    # Preparing and starting -------------------------------------------------------------------
+    async def prepare(self, attempt: Attempt) -> None:
+        await asyncio.to_thread(prepare_run_dir, self.settings.run_dir(attempt.run_id))
+        run, spec = attempt.run, attempt.spec
+        images = await asyncio.gather(  # the image on every node of the run, side by side
+            *(self.preparer_for(n).image_for(run, spec) for n in [attempt.node, *attempt.workers])
+        )
+        attempt.image = images[0]
+        await self.db.write(lambda db: q.update_run(db, run.id, image=attempt.image))
+
+    async def start(self, attempt: Attempt) -> Started:
+        run, spec, node, workers = attempt.run, attempt.spec, attempt.node, attempt.workers
+        assert attempt.image is not None
+        layout = None
+        if is_mpi(spec):
+            per_node = processes_per_node(spec)
+            # The head is "localhost" to its own mpirun (its registered address may be a NAT or DNS
+            # name no interface of it has); the others are reached at their registered addresses.
+            hosts = [("localhost", per_node)] + [(self.pool.address(w), per_node) for w in workers]
+            layout = MpiLayout(
+                tuple(hosts), port_for(run.id, run.retries), self.settings.mpi_network
+            )
+        material = await asyncio.to_thread(ssh_material, layout) if workers and layout else None
+        if workers or run.retries:  # an earlier attempt may have left containers on these nodes
+            await self._remove(run.id, [node, *workers])
+        try:
+            for worker in workers:
+                assert material is not None and layout is not None
+                await self._start_container(
+                    attempt, worker, worker_command(layout.port), material.worker, {}
+                )
+            command = command_for(spec.entry_script, spec.arguments(), mpi=layout is not None)
+            container_id = await self._start_container(
+                attempt,
+                node,
+                command,
+                material.head if material else None,
+                mpi_env(layout) if layout else {},
+            )
+        except BaseException:
+            await self._remove(run.id, [node, *workers])
+            raise
+        return Started(attempt, self.pool.engine(node), container_id)
+
+    async def _start_container(
+        self,
+        attempt: Attempt,
+        node: str,
+        command: list[str],
+        ssh: bytes | None,
+        extra_env: dict[str, str],
+    ) -> str:
+        """One container of the run on ``node``: created with the node's GPUs, the runtime and the
+        snapshot copied in (and the run's SSH keys for multi-node MPI), then started."""
+        run, spec, image = attempt.run, attempt.spec, attempt.image
+        assert run.snapshot is not None and image is not None
+        engine = self.pool.engine(node)
+        snapshot = self.settings.snapshot_path(run.snapshot)
+        image_env = await asyncio.to_thread(engine.image_env, image)
+        gpu_uuids = self._gpu_uuids(node, attempt.gpus.get(node, []))
+        environment = containers.run_environment(spec, run, node, image_env, gpu_uuids, extra_env)
+        gpu_support = bool(self.pool.inventory(node).get("gpu_support"))
+        container_id = await asyncio.to_thread(
+            lambda: engine.create_run_container(
+                run_id=run.id,
+                instance=self.instance,
+                image=image,
+                command=command,
+                environment=environment,
+                shm_size=spec.shm_size,
+                gpu_uuids=gpu_uuids if gpu_support else [],
+                host_network=ssh is not None,
+            )
+        )
+        if node == attempt.node:
+            await self.db.write(lambda db: q.update_run(db, run.id, container_id=container_id))
+        await asyncio.to_thread(
+            containers.copy_in, engine, container_id, snapshot, self.settings.azureml_compat
+        )
+        if ssh is not None:
+            await asyncio.to_thread(engine.put_archive, container_id, "/", ssh)
+        if attempt.cancel.is_set():
+            raise Canceled
+        await asyncio.to_thread(engine.start, container_id)
+        return container_id
+
+    def _gpu_uuids(self, node: str, indices: list[int]) -> list[str]:
+        by_index = {g["index"]: g["uuid"] for g in self.pool.inventory(node).get("gpus", [])}
+        return [by_index[i] for i in indices if i in by_index]
+
+    # Re-attaching ---------------------------------------------------------------------------
+    async def attach(self, attempt: Attempt, ref: str) -> Started:
+        return Started(attempt, self.pool.engine(attempt.node), ref)
+
+    def reference(self, handle: Started) -> str:
+        return handle.container_id
+
+    # Running ----------------------------------------------------------------------------------
+    def watch(self, handle: Started) -> asyncio.Future[int | None]:
+        """The exit code as the in-container wrapper reports it (the script is done, the container
+        stays up until its results are copied), or the container's own once it has stopped."""
+        if handle.ended is not None:
+            return handle.ended
+        run_dir = self.settings.run_dir(handle.attempt.run_id)
+        prepare_run_dir(run_dir)
+        loop = asyncio.get_running_loop()
+        script_done: asyncio.Future[int] = loop.create_future()
+
+        def on_exit(code: int, present: str | None) -> None:
+            def settle() -> None:
+                if not script_done.done():
+                    handle.present[0] = present
+                    script_done.set_result(code)
+
+            with contextlib.suppress(RuntimeError):  # the loop closed: the server is stopping
+                loop.call_soon_threadsafe(settle)
+
+        log_done = containers.in_thread(
+            containers.copy_log, handle.engine, handle.container_id, run_dir / DRIVER_LOG, on_exit
+        )
+        exited = containers.in_thread(handle.engine.wait, handle.container_id)
+        handle.script_done, handle.exited = script_done, exited
+
+        async def ended() -> int | None:
+            await asyncio.wait({script_done, exited}, return_when=asyncio.FIRST_COMPLETED)
+            if script_done.done():
+                return script_done.result()
+            try:  # the container has stopped: its log stream ends by itself
+                await asyncio.wait_for(asyncio.shield(log_done), timeout=15)
+            except (TimeoutError, Exception):
+                log.warning("log stream of run %s did not end cleanly", handle.attempt.run_id)
+            return exited.result()
+
+        handle.ended = asyncio.ensure_future(ended())
+        return handle.ended
+
+    async def sync(self, handle: Started) -> None:
+        run_dir = self.settings.run_dir(handle.attempt.run_id)
+        await asyncio.to_thread(
+            containers.collect, handle.engine, handle.container_id, run_dir, ("logs",)
+        )
+        await self._sync_context(handle)
+
+    async def _sync_context(self, handle: Started) -> None:
+        """Metrics, tags and uploaded files from ``Run.get_context()`` in the container (one copy
+        of its context folder)."""
+        run_dir = self.settings.run_dir(handle.attempt.run_id)
+        lines = await asyncio.to_thread(
+            containers.copy_context, handle.engine, handle.container_id, run_dir
+        )
+        await self.ingest(handle.attempt.run_id, lines)
+
+    async def stop(self, handle: Started, ended: asyncio.Future[int | None]) -> None:
+        """SIGTERM to the script; SIGKILL to the container if it has not ended after the grace."""
+        engine, container_id = handle.engine, handle.container_id
+        await asyncio.to_thread(engine.signal, container_id, "SIGTERM")
+        done, _ = await asyncio.wait({ended}, timeout=self.settings.cancel_grace_seconds)
+        if not done:
+            await asyncio.to_thread(engine.signal, container_id, "SIGKILL")
+            await asyncio.wait({ended}, timeout=30)
+
+    async def lost_node(self, handle: Started) -> str | None:
+        """Its MPI daemons on a node that went down: the run is lost with that node."""
+        workers = handle.attempt.workers
+        if not workers:
+            return None
+        return await containers.first_unreachable(self.pool, self.instance, workers)
+
+    async def collect(self, handle: Started, lost: str | None) -> None:
+        """Copy out what exists (all three when the wrapper could not say), side by side."""
+        attempt = handle.attempt
+        run_dir = self.settings.run_dir(attempt.run_id)
+        present = handle.present[0] if handle.present[0] is not None else "olc"
+        copies: list[Any] = []
+        bulk = self.pool.bulk_engine(attempt.node)
+        for flag, top in (("o", "outputs"), ("l", "logs")):
+            if flag in present:
+                copies.append(
+                    asyncio.to_thread(
+                        containers.collect, bulk, handle.container_id, run_dir, (top,)
+                    )
+                )
+        if "c" in present:
+            copies.append(self._sync_context(handle))
+        reachable = [w for w in attempt.workers if w != lost]
+        if reachable:  # the other nodes' ranks wrote their logs there
+            copies.append(
+                containers.collect_from(
+                    self.pool, self.instance, attempt.run_id, reachable, run_dir, ("logs",)
+                )
+            )
+        await asyncio.gather(*copies)
+
+    async def remove(self, handle: Started, lost: str | None) -> None:
+        """A lost node's leftovers go when it is back (recovery's ``node_ready``)."""
+        await asyncio.to_thread(handle.engine.remove, handle.container_id)
+        await self._remove(handle.attempt.run_id, [w for w in handle.attempt.workers if w != lost])
+
+    async def abandon(self, attempt: Attempt) -> None:
+        reachable = [
+            n
+            for n in [attempt.node, *attempt.workers]
+            if n == LOCAL or self.pool.state(n) in ("Ready", "Draining")
+        ]
+        with contextlib.suppress(NodeUnavailable):
+            await self._remove(attempt.run_id, reachable)
+
+    async def _remove(self, run_id: str, nodes: list[str]) -> None:
+        await containers.remove_run_containers(self.pool, self.instance, run_id, nodes)
