@@ -245,32 +245,108 @@ def test_list_runs_filters_and_paginates(client: httpx.Client) -> None:
     assert "Unknown status" in bad.json()["error"]
 
 
+def test_list_runs_filters_by_several_statuses(client: httpx.Client) -> None:
+    def listed(status: str) -> set[str]:
+        response = client.get("/api/v1/runs", params={"experiment": "statuses", "status": status})
+        assert response.status_code == 200, response.text
+        return {r["runId"] for r in response.json()["runs"]}
+
+    busy = submit(
+        client, "import time\nprint('busy', flush=True)\ntime.sleep(120)\n", experiment="statuses"
+    )["runId"]
+    done = submit(client, "print('done')", experiment="statuses")["runId"]
+    wait_for_status(client, done, "Completed")
+    wait_for_status(client, busy, "Running")
+    assert listed("Running,Completed") == {busy, done}
+    assert listed("Queued,Running") == {busy}
+    assert listed("Completed, Failed") == {done}
+    bad = client.get("/api/v1/runs", params={"status": "Running,Done"})
+    assert bad.status_code == 400
+    assert "Unknown status in 'status': Running,Done" in bad.json()["error"]
+    client.post(f"/api/v1/runs/{busy}/cancel")
+    wait_for_status(client, busy, "Canceled")
+    assert listed("Completed,Canceled") == {busy, done}
+    assert listed("Running,Queued") == set()
+
+
+def test_shm_size_is_the_size_of_dev_shm_in_the_container(client: httpx.Client) -> None:
+    script = (
+        "import os\nst = os.statvfs('/dev/shm')\nos.makedirs('outputs')\n"
+        "open('outputs/shm.txt', 'w').write(str(st.f_blocks * st.f_frsize))\n"
+    )
+    run = submit(client, script, shm_size="256m")
+    wait_for_status(client, run["runId"], "Completed")
+    shm = client.get(f"/api/v1/runs/{run['runId']}/files/outputs/shm.txt").text
+    assert int(shm) == 256 * 1024 * 1024  # Docker's default is 64 MB
+
+
 def test_unknown_run_is_a_404_with_a_sentence(client: httpx.Client) -> None:
     response = client.get("/api/v1/runs/nope_1_deadbeef")
     assert response.status_code == 404
     assert response.json() == {"status": 404, "error": "No run with id 'nope_1_deadbeef'"}
 
 
+DETAIL_KEYS = {
+    "runId",
+    "experiment",
+    "number",
+    "target",
+    "status",
+    "startTimeUtc",
+    "endTimeUtc",
+    "properties",
+    "runDefinition",
+    "logFiles",
+    "error",
+    "tags",
+}
+PROPERTY_KEYS = {
+    "createdTimeUtc",
+    "snapshotId",
+    "snapshotUploaded",
+    "node",
+    "exitCode",
+    "reason",
+    "priority",
+    "retries",
+    "maxRetries",
+    "waitReason",
+}
+DEFINITION_KEYS = {
+    "script",
+    "arguments",
+    "target",
+    "nodeCount",
+    "communicator",
+    "mpi",
+    "maxRunDurationSeconds",
+    "environmentVariables",
+    "image",
+    "environment",
+    "framework",
+    "estimator",
+}
+
+
 def test_run_details_never_return_hidden_fields(client: httpx.Client) -> None:
-    run = submit(client, "print('x')", environment_variables={"A": "1"})
+    run = submit(client, "print('x')", experiment="details", environment_variables={"A": "1"})
     done = wait_for_status(client, run["runId"])
-    assert set(done) >= {
-        "runId",
-        "experiment",
-        "number",
-        "target",
-        "status",
-        "startTimeUtc",
-        "endTimeUtc",
-        "properties",
-        "runDefinition",
-        "logFiles",
-        "error",
+    assert set(done) == DETAIL_KEYS | {"statusHistory"}
+    assert set(done["properties"]) == PROPERTY_KEYS | {"allocation"}
+    assert done["properties"]["allocation"] == []  # what it held is given back once it ended
+    assert set(done["runDefinition"]) == DEFINITION_KEYS
+    assert set(done["runDefinition"]["environment"]) == set()  # only the fields the spec set
+    assert done["runDefinition"]["estimator"] == {
+        "entry_script": "train.py",
+        "environment_variables": {"A": "1"},
     }
     assert done["target"] == "local"
     assert done["logFiles"] == {
         "logs/driver_log.txt": f"/api/v1/runs/{run['runId']}/files/logs/driver_log.txt"
     }
+    (listed,) = client.get("/api/v1/runs", params={"experiment": "details"}).json()["runs"]
+    assert set(listed) == DETAIL_KEYS
+    assert set(listed["properties"]) == PROPERTY_KEYS
     assert json.dumps(done).count("Traceback") == 0
 
 
