@@ -11,6 +11,7 @@ import re
 from typing import Any
 
 import msgspec
+from packaging.requirements import InvalidRequirement, Requirement
 
 ScalarParam = str | int | float | bool | None
 
@@ -19,6 +20,26 @@ FRAMEWORKS = ("Python", "PyTorch", "TensorFlow")
 ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 SHM_SIZE = re.compile(r"^[1-9][0-9]*[bkmgBKMG]?$")
 EXPERIMENT_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,254}$")
+
+# Run tags: at most this many per run, keys and values at most this many characters.
+MAX_TAGS = 100
+MAX_TAG_KEY_CHARS = 256
+MAX_TAG_VALUE_CHARS = 5000
+
+# A Docker image reference, as the distribution project's reference grammar defines it:
+# [host[:port]/]path[/path...][:tag][@algorithm:hex]. Repository paths are lowercase; a first part
+# that holds '.' or ':' or is "localhost" is the registry host (Docker's own rule).
+_PATH_COMPONENT = r"[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*"
+_HOST_COMPONENT = r"(?:[A-Za-z0-9]|[A-Za-z0-9][A-Za-z0-9-]*[A-Za-z0-9])"
+_HOST = rf"(?:{_HOST_COMPONENT}(?:\.{_HOST_COMPONENT})*|\[[0-9A-Fa-f:.]+\])"
+IMAGE_REFERENCE = re.compile(
+    rf"(?P<name>(?:(?P<registry>{_HOST}(?::[0-9]+)?)/)?{_PATH_COMPONENT}(?:/{_PATH_COMPONENT})*)"
+    r"(?::[A-Za-z0-9_][A-Za-z0-9_.-]{0,127})?"
+    r"(?:@[A-Za-z][A-Za-z0-9]*(?:[-_+.][A-Za-z][A-Za-z0-9]*)*:[0-9A-Fa-f]{32,})?"
+)
+IMAGE_NAME_MAX = 255
+# A conda match spec as one word: 'numpy', 'numpy=1.26', 'numpy>=1.2,<2', 'conda-forge::numpy'.
+CONDA_PACKAGE = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.+=<>!*,|:/@%~\[\]-]*")
 
 
 class SpecError(ValueError):
@@ -125,6 +146,7 @@ def parse_environment_definition(raw: bytes | str) -> EnvironmentDefinition:
             raise SpecError(
                 "environment_variables", f"'{key}' is not a valid environment variable name"
             )
+    check_definition_fields(env)
     if env.user_managed and (env.pip_packages or env.conda_packages):
         raise SpecError("pip_packages", "packages cannot be installed when user_managed=True")
     if env.image_registry_details is not None and not env.custom_docker_image:
@@ -136,6 +158,7 @@ def parse_environment_definition(raw: bytes | str) -> EnvironmentDefinition:
 
 def apply_definition(spec: EstimatorSpec, env: EnvironmentDefinition) -> EstimatorSpec:
     """The spec with a registered environment's fields filled in."""
+    check_definition_fields(env)
     return msgspec.structs.replace(
         spec,
         custom_docker_image=env.custom_docker_image,
@@ -225,6 +248,12 @@ def validate(spec: EstimatorSpec) -> None:
             raise SpecError(
                 "environment_variables", f"'{key}' is not a valid environment variable name"
             )
+    check_pip_packages("pip_packages", spec.pip_packages)
+    check_conda_packages("conda_packages", spec.conda_packages)
+    for name in ("custom_docker_image", "custom_docker_base_image"):
+        value = getattr(spec, name)
+        if value is not None:
+            check_image_reference(name, value)
     if spec.shm_size is not None and not SHM_SIZE.match(spec.shm_size):
         raise SpecError("shm_size", "shm_size must look like '2g', '512m' or a number of bytes")
     if spec.framework not in FRAMEWORKS:
@@ -344,6 +373,99 @@ def _check_relative_path(field: str, value: str) -> None:
         raise SpecError(field, f"{field} must be a relative path inside the source directory")
     if any(part == ".." for part in value.split("/")):
         raise SpecError(field, f"{field} must not contain '..'")
+
+
+def check_definition_fields(env: EnvironmentDefinition) -> None:
+    """An environment definition's packages and image follow the Estimator's rules."""
+    check_pip_packages("pip_packages", env.pip_packages)
+    check_conda_packages("conda_packages", env.conda_packages)
+    if env.custom_docker_image is not None:
+        check_image_reference("custom_docker_image", env.custom_docker_image)
+
+
+def check_pip_packages(field: str, entries: list[str]) -> None:
+    """Each entry is one requirement (PEP 508): never a pip option, never two lines.
+
+    The entries are written one per line to a requirements file, so an option
+    (``--index-url=...``) or a newline (``"six\\n-r /etc/passwd"``) would be read by pip as such.
+    """
+    for index, entry in enumerate(entries):
+        problem = _requirement_problem(entry)
+        if problem:
+            raise SpecError(
+                field,
+                f"{field}[{index}]: {_shown(entry)} is not a requirement (PEP 508, like 'numpy', "
+                f"'torch==2.3.1' or \"six; python_version < '3'\"): {problem}",
+            )
+
+
+def _requirement_problem(entry: str) -> str | None:
+    if _has_control_character(entry):
+        return "it holds a control character such as a newline (one requirement per entry)"
+    if entry.lstrip().startswith("-"):
+        return "pip options are not accepted, only package names"
+    if "${" in entry:
+        return "pip would expand '${...}' in it as an environment variable"
+    try:
+        Requirement(entry)
+    except InvalidRequirement as exc:
+        return str(exc).splitlines()[0]
+    return None
+
+
+def check_conda_packages(field: str, entries: list[str]) -> None:
+    """Each entry is one conda match spec written as one word (the build passes them as words)."""
+    for index, entry in enumerate(entries):
+        if not CONDA_PACKAGE.fullmatch(entry):
+            raise SpecError(
+                field,
+                f"{field}[{index}]: {_shown(entry)} is not a conda package spec (one word, like "
+                "'numpy', 'numpy=1.26' or 'conda-forge::numpy'; no options, spaces or quotes)",
+            )
+
+
+def check_image_reference(field: str, value: str) -> None:
+    """``value`` is a Docker image reference: ``[host[:port]/]path[:tag][@digest]``."""
+    found = IMAGE_REFERENCE.fullmatch(value)
+    registry = found.group("registry") if found else None
+    # A first part without '.' or ':' that is not "localhost" is a path (Docker's rule): lowercase.
+    if registry is not None and not ("." in registry or ":" in registry or registry == "localhost"):
+        found = found if registry == registry.lower() else None
+    if found is None or len(found.group("name")) > IMAGE_NAME_MAX:
+        raise SpecError(
+            field,
+            f"{field}: {_shown(value)} is not a Docker image reference (like 'python:3.11-slim' "
+            "or 'registry.example.com:5000/team/image:tag'; repository names are lowercase, "
+            f"at most {IMAGE_NAME_MAX} characters)",
+        )
+
+
+def check_tags(value: object) -> dict[str, str]:
+    """Run tags: a JSON object of strings (other scalars are turned into strings), within the limits."""
+    if not isinstance(value, dict) or not all(isinstance(k, str) for k in value):
+        raise SpecError("tags", "tags must be a JSON object of strings")
+    if len(value) > MAX_TAGS:
+        raise SpecError("tags", f"tags: at most {MAX_TAGS} tags (got {len(value)})")
+    tags = {k: "" if v is None else str(v) for k, v in value.items()}
+    for key, text in tags.items():
+        if len(key) > MAX_TAG_KEY_CHARS:
+            raise SpecError(
+                "tags", f"tags[{_shown(key)}]: key longer than {MAX_TAG_KEY_CHARS} characters"
+            )
+        if len(text) > MAX_TAG_VALUE_CHARS:
+            raise SpecError(
+                "tags", f"tags[{_shown(key)}]: value longer than {MAX_TAG_VALUE_CHARS} characters"
+            )
+    return tags
+
+
+def _has_control_character(text: str) -> bool:
+    return any(ord(c) < 0x20 or 0x7F <= ord(c) < 0xA0 for c in text)
+
+
+def _shown(value: str, limit: int = 60) -> str:
+    """``value`` quoted for an error message, escaped and cut short."""
+    return repr(value if len(value) <= limit else value[:limit] + "...")
 
 
 def check_experiment_name(name: str) -> None:

@@ -20,6 +20,7 @@ from trainhub.spec import (
     SpecError,
     apply_definition,
     check_experiment_name,
+    check_tags,
     definition_reference,
     flatten_script_params,
     parse_estimator,
@@ -140,9 +141,7 @@ def parse_tags(raw: bytes | str | None) -> dict[str, str]:
         value = json.loads(raw)
     except ValueError:
         raise SpecError("tags", "tags must be a JSON object of strings") from None
-    if not isinstance(value, dict) or not all(isinstance(k, str) for k in value):
-        raise SpecError("tags", "tags must be a JSON object of strings")
-    return {k: "" if v is None else str(v) for k, v in value.items()}
+    return check_tags(value)
 
 
 def _check_entry_script(spec: EstimatorSpec, files: frozenset[str]) -> None:
