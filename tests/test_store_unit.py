@@ -83,3 +83,34 @@ def test_a_failed_write_rolls_back(tmp_path: Path) -> None:
         db.write_sync(bad)
     assert db.read_sync(lambda c: q.list_runs(c)) == []
     db.close()
+
+
+def test_the_table_of_edges_frees_exactly_on_ends_and_requeues() -> None:
+    for (current, to), hold in lifecycle.EDGES.items():
+        assert not current.is_terminal(), f"{current} is terminal and has an edge out"
+        if to.is_terminal() or to is RunStatus.QUEUED:
+            assert hold is lifecycle.Hold.FREE, (current, to)
+        elif (current, to) == (RunStatus.QUEUED, RunStatus.PREPARING):
+            assert hold is lifecycle.Hold.TAKE
+        else:
+            assert hold is lifecycle.Hold.KEEP, (current, to)
+    assert not lifecycle.allowed(RunStatus.QUEUED, RunStatus.RUNNING)
+    assert not lifecycle.allowed(RunStatus.CANCEL_REQUESTED, RunStatus.COMPLETED)
+
+
+def test_an_edge_outside_the_table_is_refused_and_logged(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    db = Database(tmp_path / "t.db")
+    run = db.write_sync(
+        lambda c: q.insert_run(c, experiment="e", spec={}, snapshot="s", target="local")
+    )
+    with caplog.at_level("WARNING", logger="trainhub.lifecycle"):
+        assert not db.write_sync(lambda c: lifecycle.move(c, run.id, RunStatus.COMPLETED))
+    assert f"run {run.id}: refused the edge Queued -> Completed" in caplog.text
+    assert db.read_sync(lambda c: q.get_run(c, run.id)).status is RunStatus.QUEUED  # type: ignore[union-attr]
+    # A claim without placements would hold nothing: refused before anything is written.
+    with pytest.raises(lifecycle.EdgeRefused):
+        db.write_sync(lambda c: lifecycle.move(c, run.id, RunStatus.PREPARING))
+    assert [e["status"] for e in db.read_sync(lambda c: q.run_events(c, run.id))] == ["Queued"]
+    db.close()
