@@ -10,7 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import TOKEN, Server
+from tests.conftest import TOKEN, Server, ServerFactory
+from tests.helpers import cli_for, get_run, wait_for_status
 from trainhub.cli import script_params_from_args
 from trainhub.spec import flatten_script_params
 
@@ -165,6 +166,39 @@ def test_cancel_from_the_cli(cli) -> None:  # type: ignore[no-untyped-def]
     assert out.startswith(f"{run_id}: Cancel")
     cli("logs", run_id, "-f")  # returns once the run has ended
     assert json.loads(cli("runs", "show", run_id, "--json").stdout)["status"] == "Canceled"
+
+
+def test_priority_from_the_cli_puts_a_run_first_in_the_queue(
+    make_server: ServerFactory, tmp_path: Path
+) -> None:
+    server = make_server(max_concurrent_runs="1")
+    client = server.client()
+    cli = cli_for(server.url, TOKEN)
+    project = tmp_path / "proj"
+    project.mkdir()
+    (project / "slow.py").write_text("import time\nprint('slow', flush=True)\ntime.sleep(120)\n")
+
+    def submit_slow(*options: str) -> str:
+        result = cli(
+            "submit", str(project), "-e", "prio", "--entry-script", "slow.py", "--json", *options
+        )
+        assert result.returncode == 0, result.stderr
+        return str(json.loads(result.stdout)["runId"])
+
+    busy = submit_slow()
+    wait_for_status(client, busy, "Running")
+    low = submit_slow()
+    high = submit_slow("--priority", "5")
+    assert get_run(client, high)["properties"]["priority"] == 5
+    assert get_run(client, low)["properties"]["priority"] == 0
+    assert get_run(client, high)["properties"]["queuePosition"] == 1
+    assert get_run(client, low)["properties"]["queuePosition"] == 2
+    assert cli("runs", "cancel", busy).returncode == 0
+    wait_for_status(client, high, "Running")  # the slot went to the later, higher-priority run
+    assert get_run(client, low)["status"] == "Queued"
+    for run_id in (low, high):
+        assert cli("runs", "cancel", run_id).returncode == 0
+        wait_for_status(client, run_id, "Canceled")
 
 
 def test_errors_carry_the_servers_message(cli) -> None:  # type: ignore[no-untyped-def]

@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import TOKEN, Server, ServerFactory
+from tests.helpers import wait_until
 from trainhub import (
     ActivityFailedException,
     AuthenticationError,
@@ -277,6 +278,29 @@ def test_server_errors_surface_as_typed_exceptions(
     with pytest.raises(ValidationError) as framework:
         Experiment(ws, "errors").submit(PyTorch(str(project), entry_script="t.py"))
     assert framework.value.field == "framework"
+
+
+def test_priority_from_the_sdk_puts_a_run_first_in_the_queue(
+    make_server: ServerFactory, tmp_path: Path
+) -> None:
+    server = make_server(max_concurrent_runs="1")
+    exp = Experiment(Workspace(server.url, token=TOKEN), "prio")
+    project = write_project(
+        tmp_path, {"t.py": "import time\nprint('slow', flush=True)\ntime.sleep(120)\n"}
+    )
+    busy = exp.submit(Estimator(str(project), entry_script="t.py"))
+    wait_until(lambda: busy.get_status() == "Running", "the first run is Running", timeout=60)
+    low = exp.submit(Estimator(str(project), entry_script="t.py"))
+    high = exp.submit(Estimator(str(project), entry_script="t.py"), priority=5)
+    assert high.get_details()["properties"]["priority"] == 5
+    assert low.get_details()["properties"]["priority"] == 0
+    assert high.get_details()["properties"]["queuePosition"] == 1
+    busy.cancel()
+    wait_until(lambda: high.get_status() == "Running", "the priority run is Running", timeout=60)
+    assert low.get_status() == "Queued"  # the slot went to the later, higher-priority run
+    for run in (low, high):
+        run.cancel()
+        assert run.wait_for_completion(raise_on_error=False)["status"] == "Canceled"
 
 
 def test_failed_run_raises_with_the_scripts_error(ws: Workspace, tmp_path: Path) -> None:
