@@ -125,6 +125,21 @@ def test_tags_at_the_limits_are_kept(client: httpx.Client) -> None:
     assert response.status_code == 201, response.text
     run = wait_for_status(client, response.json()["runId"], "Completed")
     assert run["tags"] == tags
+    # Tags added later stay within the same limits: a 101st is refused, changing one is not.
+    url = f"/api/v1/runs/{run['runId']}/tags"
+    more = client.post(url, json={"tags": {"one-more": "x"}})
+    assert more.status_code == 422, more.text[:300]
+    assert more.json()["field"] == "tags"
+    assert "tags: at most 100 tags (got 101)" in more.json()["error"]
+    flood = client.post(url, json={"tags": {str(i): "" for i in range(50_000)}})
+    assert flood.status_code == 422 and "at most 100 tags (got 50000)" in flood.json()["error"]
+    too_long = client.post(url, json={"tags": {"notes": "x" * 5001}})
+    assert too_long.status_code == 422 and "longer than 5000" in too_long.json()["error"]
+    assert client.get(f"/api/v1/runs/{run['runId']}").json()["tags"] == tags
+    first = next(iter(tags))
+    changed = client.post(url, json={"tags": {first: "changed"}})
+    assert changed.status_code == 200, changed.text
+    assert changed.json()["tags"] == {**tags, first: "changed"}
 
 
 @pytest.mark.parametrize(

@@ -17,7 +17,7 @@ from litestar.response import File, Stream
 
 from trainhub.runs import service
 from trainhub.runs.artifacts import CHUNK, DRIVER_LOG, list_artifacts, resolve_artifact
-from trainhub.spec import SpecError
+from trainhub.spec import SpecError, check_tags
 from trainhub.store import metrics, snapshots
 from trainhub.store import nodes as node_store
 from trainhub.store import runs as q
@@ -169,11 +169,12 @@ class RunsController(Controller):
 
     @post("/runs/{run_id:str}/tags", status_code=200, summary="Add or change tags of a run")
     async def set_tags(self, state: State, run_id: str, data: dict[str, Any]) -> dict[str, Any]:
-        await service.get(state.db, run_id)
+        run = await service.get(state.db, run_id)
         tags = data.get("tags")
-        if not isinstance(tags, dict) or not all(isinstance(k, str) for k in tags):
+        if not isinstance(tags, dict):
             raise SpecError("tags", 'Send {"tags": {"key": "value", ...}}')
-        clean = {k: "" if v is None else str(v) for k, v in tags.items()}
+        clean = check_tags(tags)
+        check_tags({**run.tags, **clean})  # the run's tags stay within the limits too
         merged = await state.db.write(lambda db: metrics.set_tags(db, run_id, clean))
         return {"runId": run_id, "tags": merged}
 
