@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import random
+
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from trainhub.scheduler import NodeCapacity, Request, plan
+from bench.scheduler import workload
+from trainhub.scheduler import Allocation, NodeCapacity, Placement, Plan, Request, explain, plan
 
 
 def node(name: str, gpus: int, slots: int = 16, schedulable: bool = True) -> NodeCapacity:
@@ -45,10 +48,9 @@ def test_waiting_reason_names_what_is_missing() -> None:
 def test_gang_gets_all_nodes_or_waits() -> None:
     result = plan([req("gang", 2, count=2)], [node("a", 2), node("b", 1)], now=0)
     assert result.allocations == []
-    assert (
-        "needs 2 GPUs on each of 2 nodes" in result.waiting["gang"]
-        or "largest free is" in result.waiting["gang"]
-    )
+    assert result.waiting == {
+        "gang": "needs 2 GPUs on each of 2 nodes of target 'gpu-cluster'; 1 node(s) have room"
+    }
     result = plan([req("gang", 1, count=2)], [node("a", 2), node("b", 1)], now=0)
     assert {p.node for p in result.allocations[0].placements} == {"a", "b"}
 
@@ -127,3 +129,121 @@ def test_no_gpu_is_ever_held_by_two_runs(
     assert set(result.waiting) | {a.run_id for a in result.allocations} == {
         r.run_id for r in requests
     }
+
+
+# The pass before it was made cheaper (issue 9), kept word for word as the reference: the scheduler
+# must take the same decisions (allocations, reservations, wait reasons) for any input. The wording
+# of a reason is `explain`'s, shared by both.
+def reference_plan(
+    requests: list[Request], capacities: list[NodeCapacity], *, now: float, starve_after: float
+) -> Plan:
+    result = Plan()
+    caps = {
+        c.name: NodeCapacity(c.name, sorted(c.free_gpus), c.free_slots, c.schedulable, c.state)
+        for c in capacities
+    }
+    reserved: set[str] = set()
+    by_nodes: dict[tuple[str, ...], list[NodeCapacity]] = {}
+    failed: dict[tuple[tuple[str, ...], int, int, int], str] = {}
+    for req in sorted(requests, key=lambda r: (-r.priority, r.queued_at)):
+        shape = (req.nodes, req.node_count, req.gpus_per_node, req.slots_per_node)
+        if shape in failed:
+            result.waiting[req.run_id] = failed[shape]
+            if now - req.queued_at > starve_after and reserved.isdisjoint(req.nodes):
+                _reference_reserve(req, caps, reserved, result)
+            continue
+        node_caps = by_nodes.get(req.nodes)
+        if node_caps is None:
+            node_caps = by_nodes[req.nodes] = [caps[n] for n in req.nodes if n in caps]
+        need_gpus, need_slots = req.gpus_per_node, req.slots_per_node
+        candidates = [
+            c
+            for c in node_caps
+            if c.schedulable
+            and len(c.free_gpus) >= need_gpus
+            and c.free_slots >= need_slots
+            and c.name not in reserved
+        ]
+        if len(candidates) >= req.node_count:
+
+            def leftover(c: NodeCapacity, need: int = need_gpus) -> tuple[int, int, str]:
+                return (len(c.free_gpus) - need, c.free_slots, c.name)
+
+            if req.node_count == 1:
+                chosen = [min(candidates, key=leftover)]
+            else:
+                chosen = sorted(candidates, key=leftover)[: req.node_count]
+            placements = []
+            for cap in chosen:
+                gpus = tuple(cap.free_gpus[:need_gpus])
+                del cap.free_gpus[:need_gpus]
+                cap.free_slots -= need_slots
+                placements.append(Placement(cap.name, gpus, need_slots))
+            result.allocations.append(Allocation(req.run_id, tuple(placements)))
+            continue
+        reason = explain(req, caps, reserved)
+        failed[shape] = reason
+        result.waiting[req.run_id] = reason
+        if now - req.queued_at > starve_after:
+            _reference_reserve(req, caps, reserved, result)
+    return result
+
+
+def _reference_reserve(
+    req: Request, caps: dict[str, NodeCapacity], reserved: set[str], result: Plan
+) -> None:
+    usable = [caps[n] for n in req.nodes if n in caps and caps[n].schedulable and n not in reserved]
+    usable.sort(key=lambda c: (-len(c.free_gpus), -c.free_slots, c.name))
+    chosen = tuple(c.name for c in usable[: req.node_count])
+    if chosen:
+        reserved.update(chosen)
+        result.reserved[req.run_id] = chosen
+
+
+def random_case(rng: random.Random) -> tuple[list[Request], list[NodeCapacity], float]:
+    """A random cluster and queue: several targets over shared nodes, busy GPUs, nodes that cannot
+    take runs, gangs, GPU and CPU runs, priorities and ages with ties, runs old enough to reserve."""
+    names = [f"n{i}" for i in range(rng.randint(1, 8))]
+    caps = []
+    for name in names:
+        gpus = rng.sample(range(8), rng.randint(0, 8))
+        state = rng.choice(["Ready", "Ready", "Ready", "Draining", "Unreachable"])
+        caps.append(NodeCapacity(name, gpus, rng.randint(-1, 6), state == "Ready", state))
+    # Targets share nodes and may name a node that is gone.
+    pool = [*names, "gone"]
+    targets = [tuple(rng.sample(pool, rng.randint(0, len(pool)))) for _ in range(rng.randint(1, 3))]
+    requests = []
+    for i in range(rng.randint(0, 60)):
+        t = rng.randrange(len(targets))
+        gpu_run, per_node = rng.random() < 0.5, rng.randint(1, 4)
+        requests.append(
+            Request(
+                f"r{i}",
+                f"t{t}",
+                # an equal tuple made apart, as each queued run gets its own from the store
+                tuple(list(targets[t])) if rng.random() < 0.5 else targets[t],
+                node_count=rng.choice([1, 1, 1, 2, 3]),
+                gpus_per_node=per_node if gpu_run else 0,
+                slots_per_node=0 if gpu_run else per_node,
+                priority=rng.choice([0, 0, 1, 5]),
+                queued_at=float(rng.randint(0, 20)),
+            )
+        )
+    return requests, caps, rng.choice([0.0, 10.0, 20.0, 30.0])
+
+
+def test_the_pass_decides_exactly_as_the_reference() -> None:
+    starve_after = 9.5
+    for seed in range(3000):
+        requests, caps, now = random_case(random.Random(seed))
+        before = [(c.name, list(c.free_gpus), c.free_slots) for c in caps]
+        expected = reference_plan(requests, caps, now=now, starve_after=starve_after)
+        assert plan(requests, caps, now=now, starve_after=starve_after) == expected, f"seed {seed}"
+        assert [(c.name, c.free_gpus, c.free_slots) for c in caps] == before  # inputs untouched
+
+
+def test_the_pass_decides_exactly_as_the_reference_on_the_benchmark_queue() -> None:
+    requests, caps = workload(seed=3, runs=3000, nodes=40)
+    expected = reference_plan(requests, caps, now=3600, starve_after=1800)
+    assert expected.allocations and expected.waiting and expected.reserved  # a meaningful case
+    assert plan(requests, caps, now=3600, starve_after=1800) == expected

@@ -4,11 +4,19 @@ A pure function, so it can be tested and benchmarked on its own. Order: priority
 several nodes gets all of them at once or waits (gang). A run that has waited past a bound reserves
 the nodes it needs, so smaller runs behind it cannot starve it. Every waiting run gets a reason a
 person can read ("needs 4 GPUs on one node; largest free is 2").
+
+Cost of a pass: one sort of the queue; a few dictionary look-ups per run; for each run placed, a
+binary search in its nodes' free capacity (see `_NodeList`); for each shape of request that does not
+fit, one look at every node of its target to say why. It grows with the queue about as the sort
+does, and with the nodes mostly through the runs they make room for.
 """
 
 from __future__ import annotations
 
+from bisect import bisect_left, insort
 from dataclasses import dataclass, field
+from itertools import islice
+from typing import NamedTuple
 
 
 @dataclass
@@ -32,15 +40,13 @@ class Request:
     queued_at: float = 0.0
 
 
-@dataclass(frozen=True)
-class Placement:
+class Placement(NamedTuple):
     node: str
     gpus: tuple[int, ...]
     slots: int
 
 
-@dataclass(frozen=True)
-class Allocation:
+class Allocation(NamedTuple):
     run_id: str
     placements: tuple[Placement, ...]
 
@@ -52,12 +58,125 @@ class Plan:
     reserved: dict[str, tuple[str, ...]] = field(default_factory=dict)
 
 
-def _fits(cap: NodeCapacity, req: Request) -> bool:
-    return (
-        cap.schedulable
-        and len(cap.free_gpus) >= req.gpus_per_node
-        and cap.free_slots >= req.slots_per_node
-    )
+def queue_key(req: Request) -> tuple[int, float]:
+    """The order of the queue: higher priority first, then older first."""
+    return (-req.priority, req.queued_at)
+
+
+# A node's free capacity as a sort key: best fit (least room left over) comes first.
+_FreeKey = tuple[int, int, str]
+
+
+def _free_key(cap: NodeCapacity) -> _FreeKey:
+    return (len(cap.free_gpus), cap.free_slots, cap.name)
+
+
+class _NodeList:
+    """One distinct list of nodes that requests name (usually a target), and what it has free.
+
+    `free` holds the open nodes (schedulable, not reserved) as (free GPUs, free slots, name) in
+    ascending order, so the best fit for a request is a binary search to its GPU need and a short walk
+    forward. `failed` remembers, per (node count, GPUs, slots), why such a request could not be
+    placed: capacity only shrinks and reservations only grow during a pass, so it never fits later.
+    """
+
+    __slots__ = ("nodes", "free", "failed", "touches_reserved")
+
+    def __init__(self, nodes: tuple[str, ...], free: list[_FreeKey]) -> None:
+        self.nodes = nodes
+        self.free = free
+        self.failed: dict[tuple[int, int, int], str] = {}
+        self.touches_reserved = False  # reservations only grow, so once True it stays True
+
+    def best_fit(self, count: int, gpus: int, slots: int) -> list[str] | None:
+        """The `count` open nodes with the least room left over that have `gpus` and `slots` free."""
+        free = self.free
+        chosen = []
+        # From the first key with the GPUs, in best-fit order; the slots may still be short.
+        for _, free_slots, name in islice(free, bisect_left(free, (gpus, slots)), None):
+            if free_slots >= slots:
+                chosen.append(name)
+                if len(chosen) >= count:
+                    return chosen
+        return None
+
+
+class _Pass:
+    """The state of one pass: a private copy of the capacities, the node lists seen, reservations."""
+
+    def __init__(self, capacities: list[NodeCapacity]) -> None:
+        self.caps = {
+            c.name: NodeCapacity(c.name, sorted(c.free_gpus), c.free_slots, c.schedulable, c.state)
+            for c in capacities
+        }
+        self.reserved: set[str] = set()
+        self._lists: dict[tuple[str, ...], _NodeList] = {}
+        # The same tuple object is usually shared by many requests: find it by identity, which is
+        # safe while the requests hold it, and hash its contents only the first time it is seen.
+        self.lists_by_id: dict[int, _NodeList] = {}
+        self._lists_with: dict[str, list[list[_FreeKey]]] = {}  # node -> `free` lists holding it
+
+    def node_list(self, nodes: tuple[str, ...]) -> _NodeList:
+        found = self.lists_by_id.get(id(nodes))
+        if found is None:
+            found = self._lists.get(nodes)
+            if found is None:
+                found = self._lists[nodes] = self._new_list(nodes)
+            self.lists_by_id[id(nodes)] = found
+        return found
+
+    def _new_list(self, nodes: tuple[str, ...]) -> _NodeList:
+        free = []
+        for name in nodes:
+            cap = self.caps.get(name)
+            if cap is not None and cap.schedulable and name not in self.reserved:
+                free.append(_free_key(cap))
+                self._lists_with.setdefault(name, []).append(free)
+        free.sort()
+        found = _NodeList(nodes, free)
+        found.touches_reserved = not self.reserved.isdisjoint(nodes)
+        return found
+
+    def take(self, chosen: list[str], req: Request) -> tuple[Placement, ...]:
+        """Take a request's GPUs and slots on the chosen nodes, and move their keys to match."""
+        gpus, slots = req.gpus_per_node, req.slots_per_node
+        placements = []
+        for name in chosen:
+            cap = self.caps[name]
+            before = (len(cap.free_gpus), cap.free_slots, name)
+            taken = tuple(cap.free_gpus[:gpus])
+            del cap.free_gpus[:gpus]
+            cap.free_slots -= slots
+            after = (len(cap.free_gpus), cap.free_slots, name)
+            for free in self._lists_with[name]:
+                i = bisect_left(free, before)
+                if i == 0 or free[i - 1] <= after:  # still in order where it was (often so)
+                    free[i] = after
+                else:
+                    del free[i]
+                    insort(free, after)
+            placements.append(Placement(name, taken, slots))
+        return tuple(placements)
+
+    def reserve(self, req: Request, result: Plan) -> None:
+        """Hold the nodes a long-waiting run needs: nothing else is placed on them until it fits."""
+        caps, reserved = self.caps, self.reserved
+        usable = [
+            caps[n] for n in req.nodes if n in caps and caps[n].schedulable and n not in reserved
+        ]
+        usable.sort(key=lambda c: (-len(c.free_gpus), -c.free_slots, c.name))
+        chosen = tuple(c.name for c in usable[: req.node_count])
+        if not chosen:
+            return
+        reserved.update(chosen)
+        result.reserved[req.run_id] = chosen
+        for name in chosen:
+            key = _free_key(caps[name])
+            for free in self._lists_with.pop(name, ()):
+                del free[bisect_left(free, key)]
+        for node_list in self._lists.values():
+            if not node_list.touches_reserved and not reserved.isdisjoint(node_list.nodes):
+                node_list.touches_reserved = True
 
 
 def plan(
@@ -68,66 +187,34 @@ def plan(
     starve_after: float = 600.0,
 ) -> Plan:
     result = Plan()
-    caps = {
-        c.name: NodeCapacity(c.name, sorted(c.free_gpus), c.free_slots, c.schedulable, c.state)
-        for c in capacities
-    }
-    reserved: set[str] = set()
-    by_nodes: dict[tuple[str, ...], list[NodeCapacity]] = {}
-    # Capacity only shrinks during a pass, so a shape that did not fit never fits later in the pass.
-    failed: dict[tuple[tuple[str, ...], int, int, int], str] = {}
-    for req in sorted(requests, key=lambda r: (-r.priority, r.queued_at)):
-        shape = (req.nodes, req.node_count, req.gpus_per_node, req.slots_per_node)
-        if shape in failed:
-            result.waiting[req.run_id] = failed[shape]
-            if now - req.queued_at > starve_after and reserved.isdisjoint(req.nodes):
-                _reserve(req, caps, reserved, result)
+    state = _Pass(capacities)
+    waiting, lists_by_id = result.waiting, state.lists_by_id  # read once per run below
+    for req in sorted(requests, key=queue_key):
+        node_list = lists_by_id.get(id(req.nodes)) or state.node_list(req.nodes)
+        shape = (req.node_count, req.gpus_per_node, req.slots_per_node)
+        reason = node_list.failed.get(shape)
+        if reason is not None:
+            waiting[req.run_id] = reason
+            if not node_list.touches_reserved and now - req.queued_at > starve_after:
+                state.reserve(req, result)
             continue
-        node_caps = by_nodes.get(req.nodes)
-        if node_caps is None:
-            node_caps = by_nodes[req.nodes] = [caps[n] for n in req.nodes if n in caps]
-        need_gpus, need_slots = req.gpus_per_node, req.slots_per_node
-        candidates = [
-            c
-            for c in node_caps
-            if c.schedulable
-            and len(c.free_gpus) >= need_gpus
-            and c.free_slots >= need_slots
-            and c.name not in reserved
-        ]
-        if len(candidates) >= req.node_count:
-            # Best fit: the nodes with the least room left over, so big holes stay for big runs.
-            def leftover(c: NodeCapacity, need: int = need_gpus) -> tuple[int, int, str]:
-                return (len(c.free_gpus) - need, c.free_slots, c.name)
-
-            if req.node_count == 1:
-                chosen = [min(candidates, key=leftover)]
-            else:
-                chosen = sorted(candidates, key=leftover)[: req.node_count]
-            placements = []
-            for cap in chosen:
-                gpus = tuple(cap.free_gpus[:need_gpus])
-                del cap.free_gpus[:need_gpus]
-                cap.free_slots -= need_slots
-                placements.append(Placement(cap.name, gpus, need_slots))
-            result.allocations.append(Allocation(req.run_id, tuple(placements)))
+        chosen = node_list.best_fit(*shape)
+        if chosen is not None:
+            result.allocations.append(Allocation(req.run_id, state.take(chosen, req)))
             continue
-        reason = explain(req, caps, reserved)
-        failed[shape] = reason
-        result.waiting[req.run_id] = reason
+        reason = node_list.failed[shape] = explain(req, state.caps, state.reserved)
+        waiting[req.run_id] = reason
         if now - req.queued_at > starve_after:
-            _reserve(req, caps, reserved, result)
+            state.reserve(req, result)  # the first of its shape reserves even next to a reservation
     return result
 
 
-def _reserve(req: Request, caps: dict[str, NodeCapacity], reserved: set[str], result: Plan) -> None:
-    """Hold the nodes a long-waiting run needs: nothing else is placed on them until it fits."""
-    usable = [caps[n] for n in req.nodes if n in caps and caps[n].schedulable and n not in reserved]
-    usable.sort(key=lambda c: (-len(c.free_gpus), -c.free_slots, c.name))
-    chosen = tuple(c.name for c in usable[: req.node_count])
-    if chosen:
-        reserved.update(chosen)
-        result.reserved[req.run_id] = chosen
+def _fits(cap: NodeCapacity, req: Request) -> bool:
+    return (
+        cap.schedulable
+        and len(cap.free_gpus) >= req.gpus_per_node
+        and cap.free_slots >= req.slots_per_node
+    )
 
 
 def explain(req: Request, caps: dict[str, NodeCapacity], reserved: set[str] | None = None) -> str:
