@@ -16,6 +16,8 @@ import docker
 import httpx
 import pytest
 
+from tests import testbed
+
 TOKEN = "th_test_admin_token_for_the_suite"
 BASE_IMAGE = "trainhub/base:cpu"
 
@@ -154,8 +156,12 @@ def make_server(
         server.cleanup()
 
 
-def start_server(tmp_path_factory: pytest.TempPathFactory, name: str, **settings: str) -> Server:
-    data = tmp_path_factory.mktemp(name)
+def start_server(
+    tmp_path_factory: pytest.TempPathFactory, name: str, data: Path | None = None, **settings: str
+) -> Server:
+    """A server process; its data folder is ``data`` or a new temporary one."""
+    logs = tmp_path_factory.mktemp(f"{name}-log") if data else None
+    data = data or tmp_path_factory.mktemp(name)
     env = {k: v for k, v in os.environ.items() if not k.startswith("TRAINHUB_")}
     env.update(
         {
@@ -165,7 +171,8 @@ def start_server(tmp_path_factory: pytest.TempPathFactory, name: str, **settings
         }
     )
     env.update({f"TRAINHUB_{k.upper()}": v for k, v in settings.items()})
-    srv = Server(data=data, port=free_port(), env=env, log_path=data.parent / f"{data.name}.log")
+    log_path = (logs or data.parent) / f"{data.name}.log"
+    srv = Server(data=data, port=free_port(), env=env, log_path=log_path)
     srv.start()
     return srv
 
@@ -187,3 +194,67 @@ def server(tmp_path_factory: pytest.TempPathFactory, docker_ready: None) -> Iter
 @pytest.fixture
 def client(server: Server) -> httpx.Client:
     return server.client()
+
+
+@pytest.fixture(scope="session")
+def bed(
+    tmp_path_factory: pytest.TempPathFactory, docker_ready: None
+) -> Iterator[dict[str, testbed.Node]]:
+    """Nodes n1 (4 GPUs) and n2 (2 GPUs), both with the stand-in NVIDIA hook, shared by the test
+    files that use them (run them under ``flock /tmp/trainhub-testbed.lock``)."""
+    root = Path("/tmp/trainhub-testbed")  # short paths: unix socket names are limited to 108 bytes
+    key = testbed.client_key(root)
+    nodes = {
+        "n1": testbed.start_node("n1", 1, root / "n1", key, gpus=4),
+        "n2": testbed.start_node("n2", 2, root / "n2", key, gpus=2),
+    }
+    yield nodes
+    for node in nodes.values():
+        testbed.stop_node(node.name, node.root)
+    testbed.remove_bridge()
+
+
+@pytest.fixture(scope="session")
+def cluster(
+    tmp_path_factory: pytest.TempPathFactory, bed: dict[str, testbed.Node]
+) -> Iterator[Server]:
+    """A server with n1 and n2 added and a target ``gpu-cluster`` of both. use_gpu runs get the
+    default GPU image, which the test bed's nodes have (the CPU image under that tag)."""
+    srv = start_server(
+        tmp_path_factory,
+        "nodes-data",
+        ssh_keepalive_seconds="1",
+        node_lost_grace_seconds="6",
+        sync_interval_seconds="0.5",
+        starvation_seconds="10",
+    )
+    client = srv.client()
+    for node in bed.values():
+        body = {
+            "name": node.name,
+            "host": node.address,
+            "user": "root",
+            "key_path": str(node.client_key),
+            "docker_socket": node.docker_socket,
+        }
+        response = client.post("/api/v1/nodes", json=body)
+        assert response.status_code == 201, response.text
+    assert (
+        client.post(
+            "/api/v1/targets", json={"name": "gpu-cluster", "nodes": ["n1", "n2"]}
+        ).status_code
+        == 201
+    )
+    yield srv
+    srv.cleanup()
+    for node in bed.values():  # containers the server left on the nodes
+        subprocess.run(
+            f"docker -H unix://{node.docker_socket} ps -aq | xargs -r docker -H unix://{node.docker_socket} rm -f",
+            shell=True,
+            capture_output=True,
+        )
+
+
+@pytest.fixture
+def nclient(cluster: Server) -> httpx.Client:
+    return cluster.client()

@@ -68,6 +68,16 @@ class Settings:
         "network (CIDR, e.g. 10.0.0.0/24) that the containers of a multi-node MPI run talk over; "
         "by default Open MPI picks",
     )
+    min_free_gb: float = _setting(
+        1.0,
+        "free space the data folder's disk must keep: below it no run starts and submits get 507",
+    )
+    watchdog_seconds: float = _setting(
+        10.0, "how often runs are checked for a lost driving task (they are then ended)"
+    )
+    fault_injection: str | None = _setting(
+        None, "for trainhub's own tests: faults to inject, comma-separated (drop-task)"
+    )
     azureml_compat: bool = _setting(
         False, "make `from azureml.core.run import Run` work in runs (a small azureml.core shim)"
     )
@@ -133,6 +143,9 @@ class Settings:
 
     def snapshot_path(self, sha256: str) -> Path:
         return self.snapshots_dir / f"{sha256}.tar.gz"
+
+    def fault(self, name: str) -> bool:
+        return name in (self.fault_injection or "").split(",")
 
     @property
     def max_snapshot_bytes(self) -> int:

@@ -9,12 +9,15 @@ API. Archives coming back from a container (``./outputs``, ``./logs``) are extra
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import gzip
 import hashlib
 import io
 import os
 import posixpath
 import shutil
+import sqlite3
 import tarfile
 import zlib
 from collections.abc import Iterable, Iterator
@@ -24,11 +27,63 @@ from pathlib import Path
 from typing import IO, Any
 
 CHUNK = 1024 * 1024
+MB = 1024 * 1024
 # Files the server writes into a run's folder itself.
 DRIVER_LOG = "logs/driver_log.txt"
 BUILD_LOG = "logs/build_log.txt"
 # Tar headers and padding on top of the file bytes themselves.
 _TAR_OVERHEAD_PER_MEMBER = 3 * 512
+
+
+class DiskFull(Exception):
+    """The data folder's disk filled up while a run's results were written into it."""
+
+    def __init__(self, what: str, copied: int, free: int) -> None:
+        self.what, self.copied, self.free = what, copied, free
+        super().__init__(
+            f"The server's data disk ran out of space while copying the run's {what}: "
+            f"{human_size(copied)} copied, {human_size(free)} free; the partial files were removed"
+        )
+
+
+def human_size(size: float) -> str:
+    """``5.2 MB``, ``3.1 GB``: sizes as a person reads them."""
+    for unit in ("bytes", "KB", "MB", "GB"):
+        if size < 1024 or unit == "GB":
+            return f"{size:.0f} {unit}" if unit == "bytes" else f"{size:.1f} {unit}"
+        size /= 1024
+    raise AssertionError("unreachable")
+
+
+def is_disk_full(exc: BaseException) -> bool:
+    if isinstance(exc, sqlite3.OperationalError):
+        return "disk is full" in str(exc)
+    return isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT)
+
+
+def drop_partial(run_dir: Path, what: str, exc: BaseException) -> DiskFull:
+    """After a copy into ``run_dir/what`` ran out of space: remove what it wrote, say how much."""
+    target = run_dir / what
+    copied = tree_bytes(target)
+    shutil.rmtree(target, ignore_errors=True)
+    return DiskFull(what, copied, free_bytes(run_dir))
+
+
+def tree_bytes(path: Path) -> int:
+    """Bytes of the regular files under ``path`` (links not followed)."""
+    total = 0
+    for dirpath, _, filenames in os.walk(path):
+        for name in filenames:
+            with contextlib.suppress(OSError):
+                total += (Path(dirpath) / name).lstat().st_size
+    return total
+
+
+def free_bytes(path: Path) -> int:
+    """Free space of the disk holding ``path`` (its nearest existing parent)."""
+    while not path.exists() and path != path.parent:
+        path = path.parent
+    return shutil.disk_usage(path).free
 
 
 class SnapshotError(Exception):
@@ -263,8 +318,13 @@ class _ChunkReader(io.RawIOBase):
 def _streamed_tar(chunks: Iterable[bytes]) -> Iterator[tarfile.TarFile]:
     """A ``get_archive`` stream opened as a streaming tar, read as it arrives (no copy on disk)."""
     reader = io.BufferedReader(_ChunkReader(chunks), buffer_size=1024 * 1024)
-    with tarfile.open(fileobj=reader, mode="r|") as tar:
-        yield tar
+    try:
+        with tarfile.open(fileobj=reader, mode="r|") as tar:
+            yield tar
+    finally:  # an aborted copy (a full disk) closes the stream: the engine lets go of it
+        close = getattr(chunks, "close", None)
+        if close is not None:
+            close()
 
 
 SERVER_WRITTEN = (DRIVER_LOG, BUILD_LOG)

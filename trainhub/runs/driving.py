@@ -20,7 +20,7 @@ from typing import Any, Protocol, TypeVar
 
 import msgspec
 
-from trainhub.runs.artifacts import DRIVER_LOG
+from trainhub.runs.artifacts import DRIVER_LOG, drop_partial, is_disk_full
 from trainhub.runs.containers import log_tail
 from trainhub.runs.preparing import PrepareFailed
 from trainhub.settings import Settings
@@ -251,7 +251,18 @@ async def drive(
     lost = None
     if stopped_for is None and exit_code != 0:
         lost = await driver.lost_node(handle)
-    await driver.collect(handle, lost)
+    try:
+        await driver.collect(handle, lost)
+    except Exception as exc:
+        if not is_disk_full(exc):
+            raise
+        full = await asyncio.to_thread(
+            drop_partial, control.settings.run_dir(run_id), "outputs", exc
+        )
+        log.warning("run %s: %s", run_id, full)
+        await control.fail(run_id, EndReason.DISK_FULL, str(full))
+        await driver.remove(handle, lost)
+        return
     if lost is None:
         await control.finish(attempt.run, attempt.spec, exit_code, stopped_for)
     await driver.remove(handle, lost)

@@ -16,6 +16,7 @@ from typing import Any
 
 from trainhub.nodes.pool import LOCAL, NodePool
 from trainhub.runs import dispatch, recovery
+from trainhub.runs.artifacts import free_bytes, human_size
 from trainhub.runs.container_driver import ContainerDriver
 from trainhub.runs.driving import Attempt, Driver, RunControl, drive, load_attempt
 from trainhub.runs.preparing import ImagePreparer
@@ -28,6 +29,7 @@ from trainhub.store import runs as q
 from trainhub.store.lifecycle import RunStatus
 
 log = logging.getLogger("trainhub.launcher")
+GB = 1024**3
 
 
 class Launcher:
@@ -41,6 +43,7 @@ class Launcher:
         self.processes = ProcessDriver(settings, db, self.control.ingest)
         self._tasks: dict[str, asyncio.Task[None]] = {}
         self._dispatcher: asyncio.Task[None] | None = None
+        self._faults: set[asyncio.Task[None]] = set()
         pool.on_ready = lambda node: recovery.node_ready(self, node)
 
     @property
@@ -57,7 +60,7 @@ class Launcher:
 
     async def stop(self) -> None:
         """Stop supervising. Containers keep running: the next start re-attaches them."""
-        tasks = [t for t in [self._dispatcher, *self._tasks.values()] if t is not None]
+        tasks = [t for t in [self._dispatcher, *self._tasks.values(), *self._faults] if t]
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
@@ -71,12 +74,20 @@ class Launcher:
     # Claiming queued runs ------------------------------------------------------------------
     async def _dispatch_loop(self) -> None:
         woken = self.control.woken
+        suspects: set[str] = set()
+        next_watch = time.monotonic() + self.settings.watchdog_seconds
         while True:
             woken.clear()
             try:
                 await self._claim()
             except Exception:
                 log.exception("claiming queued runs failed")
+            if time.monotonic() >= next_watch:
+                try:
+                    suspects = await recovery.watchdog(self, suspects)
+                except Exception:
+                    log.exception("the watchdog pass failed")
+                next_watch = time.monotonic() + self.settings.watchdog_seconds
             try:
                 await asyncio.wait_for(woken.wait(), timeout=2.0)
             except TimeoutError:
@@ -86,6 +97,17 @@ class Launcher:
         db = self.control.db
         queued = await db.read(lambda conn: q.runs_with_status(conn, [RunStatus.QUEUED]))
         if not queued:
+            return
+        floor = self.settings.min_free_gb * GB
+        free = await asyncio.to_thread(free_bytes, self.settings.data)
+        if free < floor:  # nothing starts until there is room for its results
+            why = (
+                f"the server's data disk has {human_size(free)} free, needs "
+                f"{human_size(floor)} (TRAINHUB_MIN_FREE_GB)"
+            )
+            changed = {run.id: why for run in queued if run.wait_reason != why}
+            if changed:
+                await db.write(lambda conn: q.set_wait_reasons(conn, changed))
             return
         held = await db.read(node_store.allocations)
         targets = await db.read(node_store.list_targets)
@@ -112,8 +134,12 @@ class Launcher:
         """Drive a claimed run, or (``attach``: its container or process) one that runs already."""
         self.track(run_id, self.drive(run_id, attach))
 
+    def driving(self, run_id: str) -> bool:
+        """Whether a task of this server drives (or waits for the node of) the run."""
+        return run_id in self._tasks
+
     def track(self, run_id: str, work: Coroutine[Any, Any, None]) -> None:
-        task = asyncio.create_task(work, name=f"run-{run_id}")
+        task = asyncio.create_task(self._guard(run_id, work), name=f"run-{run_id}")
         self._tasks[run_id] = task
 
         def done(_: asyncio.Task[None]) -> None:
@@ -123,6 +149,29 @@ class Launcher:
             self.control.wake()
 
         task.add_done_callback(done)
+
+    async def _guard(self, run_id: str, work: Coroutine[Any, Any, None]) -> None:
+        """No exception leaves a run's task without ending the run."""
+        try:
+            await work
+        except asyncio.CancelledError:
+            raise  # server shutdown: the container runs on and is re-attached at the next start
+        except Exception as exc:
+            await recovery.internal_error(self, run_id, exc)
+
+    async def _drop_when_running(self, run_id: str) -> None:
+        """Fault injection for tests: the run's task is canceled behind its back once it runs."""
+        driven = (RunStatus.PREPARING, RunStatus.STARTING)
+        run = None
+        while run is None or run.status in driven:
+            await asyncio.sleep(0.2)
+            run = await self.control.db.read(lambda db: q.get_run(db, run_id))
+            if run is None:
+                return
+        task = self._tasks.get(run_id)
+        if task is not None and run.status is RunStatus.RUNNING:
+            log.warning("fault injection: dropping the task of run %s", run_id)
+            task.cancel()
 
     async def attempt(self, run_id: str) -> Attempt | None:
         return await load_attempt(self.control, run_id, LOCAL)
@@ -134,6 +183,8 @@ class Launcher:
         attempt = await self.attempt(run_id)
         if attempt is None:
             return
+        if self.settings.fault("drop-task") and attach is None:
+            self._faults.add(asyncio.create_task(self._drop_when_running(run_id)))
         try:
             await drive(self.control, self.driver_for(attempt), attempt, attach)
         except asyncio.CancelledError:

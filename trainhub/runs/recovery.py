@@ -149,7 +149,34 @@ async def after_error(launcher: Launcher, attempt: Attempt, exc: Exception) -> N
             f"Node {gone[0]}, one of this run's nodes, was lost while the run used it",
         )
         return
+    await internal_error(launcher, run_id, exc)
+
+
+async def internal_error(launcher: Launcher, run_id: str, exc: BaseException) -> None:
+    """An error inside trainhub: logged once with its traceback; the run ends Failed with the
+    exception's sentence, whatever of it exists is removed and what it held is freed."""
     log.error("run %s failed inside trainhub", run_id, exc_info=exc)
+    sentence = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+    try:
+        attempt = await launcher.attempt(run_id)
+        if attempt is not None:
+            await launcher.driver_for(attempt).abandon(attempt)
+    except Exception as cleanup:  # noqa: BLE001 - the run must end even if its cleanup fails
+        log.warning("run %s: could not remove what it left: %s", run_id, cleanup)
     await launcher.control.fail(
-        run_id, EndReason.LAUNCH_ERROR, f"trainhub could not run this: {exc}"
+        run_id, EndReason.INTERNAL_ERROR, f"trainhub failed while running this: {sentence}"
     )
+
+
+async def watchdog(launcher: Launcher, suspects: set[str]) -> set[str]:
+    """Runs in a driven status with no task driving them (a crash path nobody thought of): those
+    seen so on two passes in a row (a claim may be between its write and its task) are ended.
+    Returns this pass's suspects."""
+    active = await launcher.control.db.read(lambda db: q.runs_with_status(db, ACTIVE))
+    orphans = {run.id for run in active if not launcher.driving(run.id)}
+    for run_id in sorted(orphans & suspects):
+        log.error("run %s: no task drives it any more; ending it", run_id)
+        await internal_error(
+            launcher, run_id, RuntimeError("the task driving this run ended without ending it")
+        )
+    return orphans - suspects

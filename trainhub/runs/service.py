@@ -11,7 +11,14 @@ from typing import Any
 
 import msgspec
 
-from trainhub.runs.artifacts import DRIVER_LOG, SnapshotError, check_snapshot, store_snapshot
+from trainhub.runs.artifacts import (
+    DRIVER_LOG,
+    SnapshotError,
+    check_snapshot,
+    free_bytes,
+    human_size,
+    store_snapshot,
+)
 from trainhub.runs.launcher import Launcher
 from trainhub.settings import Settings
 from trainhub.spec import (
@@ -33,6 +40,8 @@ from trainhub.store import nodes as node_store
 from trainhub.store import runs as q
 from trainhub.store.lifecycle import RunStatus
 
+GB = 1024**3
+
 
 class RunNotFound(LookupError):
     pass
@@ -42,7 +51,22 @@ class RunConflict(Exception):
     pass
 
 
+class StorageFull(Exception):
+    """The data folder's disk is below its free-space floor (or full): nothing new is accepted."""
+
+
+def check_room(settings: Settings) -> None:
+    free = free_bytes(settings.data)
+    if free < settings.min_free_gb * GB:
+        raise StorageFull(
+            f"The server's data folder ({settings.data}) has {human_size(free)} free, below the "
+            f"{human_size(settings.min_free_gb * GB)} it keeps free (TRAINHUB_MIN_FREE_GB): "
+            "no new runs until space is freed"
+        )
+
+
 def new_upload_path(settings: Settings) -> Path:
+    check_room(settings)
     settings.uploads_dir.mkdir(parents=True, exist_ok=True)
     return settings.uploads_dir / f"{secrets.token_hex(8)}.part"
 
@@ -65,6 +89,7 @@ async def submit(
     The snapshot is either ``upload`` (a file in the uploads folder, moved to its content address or
     removed) or ``snapshot_id``, one the server already holds.
     """
+    check_room(settings)
     try:
         check_experiment_name(experiment)
         spec = parse_estimator(estimator)

@@ -19,6 +19,7 @@ from docker.utils import parse_repository_tag
 LABEL_RUN = "org.trainhub.run_id"
 LABEL_INSTANCE = "org.trainhub.instance"
 WORKDIR = "/trainhub/wd"
+CHUNK = 1024 * 1024
 
 
 class EngineError(RuntimeError):
@@ -221,12 +222,28 @@ class DockerEngine:
             pass
 
     def get_archive(self, container_id: str, path: str) -> Iterator[bytes] | None:
+        """The archive of ``path`` as it streams; closing the iterator (or reading it to the end)
+        closes the response, so an aborted copy never leaves the engine holding the container."""
+        api = self.client.api
+        # docker-py's get_archive gives no way to close its response: the same call, kept.
+        response = api._get(  # noqa: SLF001
+            api._url("/containers/{0}/archive", container_id),  # noqa: SLF001
+            params={"path": path},
+            stream=True,
+        )
         try:
-            chunks, _stat = self.client.api.get_archive(container_id, path)
+            api._raise_for_status(response)  # noqa: SLF001
         except docker.errors.NotFound:
+            response.close()
             return None
-        stream: Iterator[bytes] = iter(chunks)
-        return stream
+
+        def chunks() -> Iterator[bytes]:
+            try:
+                yield from response.iter_content(CHUNK, decode_unicode=False)
+            finally:
+                response.close()
+
+        return chunks()
 
     def remove(self, container_id: str) -> None:
         try:

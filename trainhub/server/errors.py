@@ -6,13 +6,14 @@ No stack trace ever reaches a client; unexpected errors are logged on the server
 from __future__ import annotations
 
 import logging
+import sqlite3
 from typing import Any
 
 from litestar import Request, Response
 from litestar.exceptions import HTTPException, ValidationException
 
-from trainhub.runs.artifacts import SnapshotError
-from trainhub.runs.service import RunConflict, RunNotFound
+from trainhub.runs.artifacts import SnapshotError, free_bytes, human_size, is_disk_full
+from trainhub.runs.service import RunConflict, RunNotFound, StorageFull
 from trainhub.spec import SpecError
 
 log = logging.getLogger("trainhub.server")
@@ -63,7 +64,27 @@ def _conflict(_: Request[Any, Any, Any], exc: RunConflict) -> Response[dict[str,
     return error_response(409, str(exc))
 
 
+def _storage_full(_: Request[Any, Any, Any], exc: StorageFull) -> Response[dict[str, Any]]:
+    return error_response(507, str(exc))
+
+
+def _database(request: Request[Any, Any, Any], exc: sqlite3.Error) -> Response[dict[str, Any]]:
+    log.error("database error on %s %s: %s", request.method, request.url.path, exc)
+    return error_response(
+        503,
+        f"The server's database could not do this now ({exc}); nothing was changed, try again",
+    )
+
+
 def _unexpected(request: Request[Any, Any, Any], exc: Exception) -> Response[dict[str, Any]]:
+    if is_disk_full(exc):
+        data = request.app.state.settings.data
+        log.error("disk full on %s %s: %s", request.method, request.url.path, exc)
+        return error_response(
+            507,
+            f"The server's data folder ({data}) is out of space ({human_size(free_bytes(data))} "
+            "free): nothing was stored",
+        )
     log.error("unexpected error on %s %s", request.method, request.url.path, exc_info=exc)
     return error_response(500, "Internal server error: the server log has the details")
 
@@ -74,5 +95,7 @@ EXCEPTION_HANDLERS: dict[Any, Any] = {
     SnapshotError: _snapshot,
     RunNotFound: _not_found,
     RunConflict: _conflict,
+    StorageFull: _storage_full,
+    sqlite3.Error: _database,
     Exception: _unexpected,
 }

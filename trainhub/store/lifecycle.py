@@ -59,10 +59,13 @@ class EndReason(StrEnum):
     CANCELED = "canceled"
     IMAGE_MISSING = "image_missing"
     CONTAINER_GONE = "container_gone"
-    LAUNCH_ERROR = "launch_error"
+    INTERNAL_ERROR = "internal_error"  # an error inside trainhub while it drove the run
     NODE_LOST = "node_lost"
     BUILD_FAILED = "build_failed"
     PROCESS_GONE = "process_gone"
+    DISK_FULL = "disk_full"  # the server's data disk filled up while results were copied
+    NODE_DISK_FULL = "node_disk_full"  # the node's own disk (image build, container writes)
+    ENGINE_RESTARTED = "engine_restarted"  # the node's Docker engine stopped or restarted
 
     def __str__(self) -> str:
         return self.value
