@@ -129,7 +129,7 @@ class Lifecycle(RuleBasedStateMachine):
         held = self.db.read_sync(node_store.allocations)
         targets = self.db.read_sync(node_store.list_targets)
         result = plan(
-            [dispatch.request_for(run, targets) for run in queued],
+            dispatch.requests_for(queued, targets),
             dispatch.capacities(self.pool, LOCAL_SLOTS, held),  # type: ignore[arg-type]
             now=0.0,
             starve_after=600.0,

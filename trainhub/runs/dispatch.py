@@ -11,26 +11,38 @@ from trainhub.spec import stored_processes_per_node
 from trainhub.store import runs as q
 
 
-def request_for(run: q.RunRow, targets: dict[str, list[str]]) -> Request:
-    spec = run.spec  # stored as validated: plain dict reads keep a pass over 10,000 runs cheap
-    per_node = stored_processes_per_node(spec)
-    node_count = int(spec.get("node_count", 1))
-    use_gpu = bool(spec.get("use_gpu"))
-    nodes = targets.get(run.target, [])
-    if node_count > 1:
-        # The containers of a multi-node run reach each other at the nodes' SSH addresses.
-        nodes = [n for n in nodes if n != LOCAL]
-    return Request(
-        run_id=run.id,
-        target=run.target,
-        nodes=tuple(nodes),
-        node_count=node_count,
-        # GPU runs are bounded by their GPUs (one per process), CPU-only runs by CPU slots.
-        gpus_per_node=per_node if use_gpu else 0,
-        slots_per_node=0 if use_gpu else per_node,
-        priority=run.priority,
-        queued_at=run.created_at,
-    )
+def requests_for(runs: list[q.RunRow], targets: dict[str, list[str]]) -> list[Request]:
+    """What each queued run asks for. Runs of one target share one tuple of its nodes (the
+    scheduler recognises a node list by identity, so it hashes each list once per pass)."""
+    shared: dict[tuple[str, bool], tuple[str, ...]] = {}
+    found = []
+    for run in runs:
+        spec = run.spec  # stored as validated: plain dict reads keep a pass over 10,000 runs cheap
+        per_node = stored_processes_per_node(spec)
+        node_count = int(spec.get("node_count", 1))
+        use_gpu = bool(spec.get("use_gpu"))
+        key = (run.target, node_count > 1)
+        nodes = shared.get(key)
+        if nodes is None:
+            nodes = tuple(targets.get(run.target, []))
+            if node_count > 1:
+                # The containers of a multi-node run reach each other at the nodes' SSH addresses.
+                nodes = tuple(n for n in nodes if n != LOCAL)
+            shared[key] = nodes
+        found.append(
+            Request(
+                run_id=run.id,
+                target=run.target,
+                nodes=nodes,
+                node_count=node_count,
+                # GPU runs are bounded by their GPUs (one per process), CPU-only runs by CPU slots.
+                gpus_per_node=per_node if use_gpu else 0,
+                slots_per_node=0 if use_gpu else per_node,
+                priority=run.priority,
+                queued_at=run.created_at,
+            )
+        )
+    return found
 
 
 def capacities(pool: NodePool, local_slots: int, held: list[dict[str, Any]]) -> list[NodeCapacity]:

@@ -111,7 +111,7 @@ class Launcher:
             return
         held = await db.read(node_store.allocations)
         targets = await db.read(node_store.list_targets)
-        requests = [dispatch.request_for(run, targets) for run in queued]
+        requests = dispatch.requests_for(queued, targets)
         result = plan(
             requests,
             dispatch.capacities(self.pool, self.settings.max_concurrent_runs, held),
