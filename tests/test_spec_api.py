@@ -198,11 +198,3 @@ def test_openapi_describes_the_api(client: httpx.Client) -> None:
     assert "/api/v1/experiments/{experiment}/runs" in schema["paths"]
     assert "/api/v1/runs/{run_id}/files/{path}" in schema["paths"]
     assert schema["components"]["securitySchemes"]["BearerToken"]["scheme"] == "bearer"
-
-
-def test_admin_token_is_stored_hashed(server: Server) -> None:
-    from tests.conftest import TOKEN
-
-    raw = (server.data / "trainhub.db").read_bytes()
-    assert TOKEN.encode() not in raw
-    assert TOKEN not in server.log_path.read_text()
