@@ -1,85 +1,20 @@
 """GPU nodes over real SSH: each node a network namespace with its own sshd and dockerd (TESTBED.md).
-The only stand-in is nvidia-smi on a node's PATH."""
+The only stand-ins are nvidia-smi and the NVIDIA container hook (tests/testbed.py); the shared nodes
+and server are fixtures in tests/conftest.py."""
 
 from __future__ import annotations
 
 import json
 import os
-import subprocess
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import httpx
-import pytest
 
 from tests import testbed
-from tests.conftest import TOKEN, Server, start_server
+from tests.conftest import TOKEN, Server
 from tests.helpers import cli_for, get_run, submit, wait_for_log, wait_for_status, wait_until
-
-
-@pytest.fixture(scope="module")
-def bed(
-    tmp_path_factory: pytest.TempPathFactory, docker_ready: None
-) -> Iterator[dict[str, testbed.Node]]:
-    root = Path("/tmp/trainhub-testbed")  # short paths: unix socket names are limited to 108 bytes
-    key = testbed.client_key(root)
-    nodes = {
-        "n1": testbed.start_node("n1", 1, root / "n1", key, gpus=4),
-        "n2": testbed.start_node("n2", 2, root / "n2", key, gpus=2),
-    }
-    yield nodes
-    for node in nodes.values():
-        testbed.stop_node(node.name, node.root)
-    testbed.remove_bridge()
-
-
-@pytest.fixture(scope="module")
-def cluster(
-    tmp_path_factory: pytest.TempPathFactory, bed: dict[str, testbed.Node]
-) -> Iterator[Server]:
-    srv = start_server(
-        tmp_path_factory,
-        "nodes-data",
-        ssh_keepalive_seconds="1",
-        # No CUDA image can be had here; the CPU image stands for it on the stand-in GPU nodes.
-        default_gpu_image="trainhub/base:cpu",
-        node_lost_grace_seconds="6",
-        sync_interval_seconds="0.5",
-        starvation_seconds="10",
-    )
-    client = srv.client()
-    for node in bed.values():
-        body = {
-            "name": node.name,
-            "host": node.address,
-            "user": "root",
-            "key_path": str(node.client_key),
-            "docker_socket": node.docker_socket,
-        }
-        response = client.post("/api/v1/nodes", json=body)
-        assert response.status_code == 201, response.text
-    assert (
-        client.post(
-            "/api/v1/targets", json={"name": "gpu-cluster", "nodes": ["n1", "n2"]}
-        ).status_code
-        == 201
-    )
-    yield srv
-    srv.cleanup()
-    for node in bed.values():  # containers the server left on the nodes
-        subprocess.run(
-            f"docker -H unix://{node.docker_socket} ps -aq | xargs -r docker -H unix://{node.docker_socket} rm -f",
-            shell=True,
-            capture_output=True,
-        )
-
-
-@pytest.fixture
-def nclient(cluster: Server) -> httpx.Client:
-    return cluster.client()
-
 
 GPU_SCRIPT = (
     "import os, time\nprint('gpus', os.environ.get('CUDA_VISIBLE_DEVICES'), flush=True)\ntime.sleep({sleep})\n"
@@ -103,7 +38,10 @@ def test_registration_pins_the_host_key_and_probes_the_inventory(
         "memory_mib": 40960,
     }
     assert facts["cpus"] >= 1 and facts["memory_bytes"] > 0 and facts["docker_version"]
+    # No nvidia runtime entry, yet Docker gives GPUs: the NVIDIA hook is on the node.
     assert facts["nvidia_runtime"] is False
+    assert facts["gpu_support"] is True
+    assert facts["nvidia_hook"] == str(bed["n1"].root / "bin" / "nvidia-container-runtime-hook")
     names = [n["name"] for n in nclient.get("/api/v1/nodes").json()["nodes"]]
     assert names == ["local", "n1", "n2"]
     again = nclient.post(
@@ -200,15 +138,76 @@ def test_higher_priority_runs_first(nclient: httpx.Client) -> None:
         wait_for_status(nclient, run["runId"], timeout=60)
 
 
-def test_a_drained_node_takes_no_new_runs(nclient: httpx.Client) -> None:
-    assert nclient.post("/api/v1/nodes/n1/drain").json()["state"] == "Draining"
-    runs = [
-        submit(nclient, GPU_SCRIPT.format(sleep=0), compute_target="gpu-cluster", use_gpu=True)
-        for _ in range(3)
-    ]
-    done = [wait_for_status(nclient, r["runId"], timeout=90) for r in runs]
-    assert {d["properties"]["node"] for d in done} == {"n2"}
-    assert nclient.post("/api/v1/nodes/n1/enable").json()["state"] == "Ready"
+# A run that goes on until the test lets it finish (release()), so "still running" needs no timing.
+GATE = "/tmp/trainhub-test-go"
+GATED_SCRIPT = f"""
+import os, time
+print("started on", os.environ["TRAINHUB_NODE"], flush=True)
+while not os.path.exists("{GATE}"):
+    time.sleep(0.1)
+os.makedirs("outputs", exist_ok=True)
+open("outputs/done.txt", "w").write("done")
+print("finished", flush=True)
+"""
+
+
+def release(bed: dict[str, testbed.Node], run_id: str) -> None:
+    """Let a gated run finish: create the gate in every container of the run, on every node."""
+    for name, ids in _containers_of(bed, run_id, tuple(bed)).items():
+        for container in ids.split():
+            socket = f"unix://{bed[name].docker_socket}"
+            # A container that has already ended has nothing to let go of: the test's status checks
+            # say what happened to its run.
+            testbed.sh("docker", "-H", socket, "exec", container, "touch", GATE, check=False)
+
+
+def _cpu_run_lands_on(client: httpx.Client, target: str) -> str:
+    run = submit(client, "print('hi')", compute_target=target, experiment="placement")
+    done = wait_for_status(client, run["runId"], timeout=60)
+    assert done["status"] == "Completed", done["error"]
+    return str(done["properties"]["node"])
+
+
+def test_a_drained_node_finishes_its_running_runs_takes_no_new_ones_until_enabled(
+    nclient: httpx.Client, bed: dict[str, testbed.Node]
+) -> None:
+    nclient.post("/api/v1/targets", json={"name": "only-n2", "nodes": ["n2"]})
+    # A CPU-only run goes to n2 by best fit (it leaves fewer GPUs idle than n1): only a drain of n2
+    # can send one to n1.
+    assert _cpu_run_lands_on(nclient, "gpu-cluster") == "n2"
+    running = submit(nclient, GATED_SCRIPT, compute_target="only-n2", experiment="drain")
+    wait_for_log(nclient, running["runId"], "started on n2", timeout=60)
+    assert nclient.post("/api/v1/nodes/n2/drain").json()["state"] == "Draining"
+    try:
+        assert _cpu_run_lands_on(nclient, "gpu-cluster") == "n1"
+        queued = submit(nclient, "print('hi')", compute_target="only-n2", experiment="drain")
+        wait_until(
+            lambda: get_run(nclient, queued["runId"])["properties"]["waitReason"] is not None,
+            "the run for the drained node says why it waits",
+        )
+        waiting = get_run(nclient, queued["runId"])
+        assert waiting["status"] == "Queued"
+        assert waiting["properties"]["waitReason"] == (
+            "no node of target 'only-n2' can take runs now (n2 Draining)"
+        )
+        # The run that was there before the drain goes on and finishes as usual.
+        assert get_run(nclient, running["runId"])["status"] == "Running"
+        release(bed, running["runId"])
+        finished = wait_for_status(nclient, running["runId"], timeout=60)
+        assert finished["status"] == "Completed", finished["error"]
+        assert finished["properties"]["node"] == "n2"
+        done_file = nclient.get(f"/api/v1/runs/{running['runId']}/files/outputs/done.txt")
+        assert done_file.status_code == 200 and done_file.text == "done"
+        assert nclient.get("/api/v1/nodes/n2").json()["state"] == "Draining"
+        assert get_run(nclient, queued["runId"])["status"] == "Queued"
+    finally:
+        release(bed, running["runId"])  # harmless once it has finished
+        enabled = nclient.post("/api/v1/nodes/n2/enable").json()
+    assert enabled["state"] == "Ready"
+    # Enabled: the waiting run starts there, and new runs are placed there again.
+    after = wait_for_status(nclient, queued["runId"], timeout=60)
+    assert after["status"] == "Completed" and after["properties"]["node"] == "n2"
+    assert _cpu_run_lands_on(nclient, "gpu-cluster") == "n2"
 
 
 def test_unknown_target_and_too_many_gpus_are_422(nclient: httpx.Client) -> None:
@@ -664,3 +663,37 @@ def test_node_loss_fails_its_runs_frees_gpus_retries_and_spares_other_nodes(
     assert "node_lost" in next(
         e["detail"] for e in again["statusHistory"][1:] if e["status"] == "Queued"
     )
+
+
+def test_a_node_back_within_the_grace_period_gets_its_runs_back(
+    nclient: httpx.Client, bed: dict[str, testbed.Node]
+) -> None:
+    nclient.post("/api/v1/targets", json={"name": "only-n2", "nodes": ["n2"]})
+    run = submit(nclient, GATED_SCRIPT, compute_target="only-n2", experiment="grace")
+    wait_for_log(nclient, run["runId"], "started on n2", timeout=60)
+    n2 = bed["n2"]
+    # SSH goes away (its sessions too); the run's container lives on, as in a short network outage.
+    for pid in testbed.namespace_pids(n2, "sshd"):
+        os.kill(pid, 9)
+    wait_until(
+        lambda: nclient.get("/api/v1/nodes/n2").json()["state"] == "Unreachable",
+        "n2 is Unreachable",
+    )
+    testbed.restart_sshd(n2)  # back well within the grace period (6 s here)
+    wait_until(
+        lambda: nclient.get("/api/v1/nodes/n2").json()["state"] == "Ready", "n2 is back", timeout=30
+    )
+    release(bed, run["runId"])
+    done = wait_for_status(nclient, run["runId"], timeout=60)
+    assert done["status"] == "Completed", done["error"]
+    assert done["properties"]["node"] == "n2" and done["properties"]["retries"] == 0
+    assert done["properties"]["allocation"] == []
+    # One attempt, its whole log once, and its outputs: the run was re-attached, not restarted.
+    assert "Failed" not in [e["status"] for e in done["statusHistory"]]
+    assert [e["status"] for e in done["statusHistory"]].count("Queued") == 1
+    assert nclient.get(f"/api/v1/runs/{run['runId']}/logs").text.splitlines() == [
+        "started on n2",
+        "finished",
+    ]
+    done_file = nclient.get(f"/api/v1/runs/{run['runId']}/files/outputs/done.txt")
+    assert done_file.status_code == 200 and done_file.text == "done"
