@@ -2,16 +2,16 @@
 
 from __future__ import annotations
 
-import functools
 import json
 import logging
 import sys
 from pathlib import Path
-from typing import Any, NoReturn
+from typing import Any
 
 import click
 
-from trainhub import __version__
+from trainhub import __version__, cli_nodes
+from trainhub.cli_common import client_call, client_command, emit_json, fail, workspace
 from trainhub.settings import Settings
 
 
@@ -123,9 +123,9 @@ def build_base(
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 def images_list(as_json: bool) -> None:
     """Environment images the server built, with when a run last used each."""
-    found = _client_call(lambda ws: ws.client.json("GET", "/api/v1/images"))["images"]
+    found = client_call(lambda ws: ws.client.json("GET", "/api/v1/images"))["images"]
     if as_json:
-        _emit_json(found)
+        emit_json(found)
         return
     if not found:
         click.echo(
@@ -155,63 +155,26 @@ def images_list(as_json: bool) -> None:
 )
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 def images_prune(days: float, as_json: bool) -> None:
-    """Remove environment images that no run used for DAYS days (never one a running run uses)."""
-    result = _client_call(
+    """Remove environment images that no run used for DAYS days from every node (never one in use)."""
+    result = client_call(
         lambda ws: ws.client.json("POST", "/api/v1/images/prune", params={"days": days})
     )
     if as_json:
-        _emit_json(result)
+        emit_json(result)
         return
     for image in result["removed"]:
         click.echo(f"removed {image}")
     click.echo(f"{len(result['removed'])} removed, {len(result['kept'])} kept")
-
-
-def _client_call(fn: Any) -> Any:
-    from trainhub.sdk.errors import TrainhubError
-
-    try:
-        return fn(_workspace())
-    except TrainhubError as exc:
-        _fail(exc)
-
-
-# Client commands: the same verbs as the SDK ----------------------------------------------------
-def _workspace() -> Any:
-    from trainhub.sdk.workspace import Workspace
-
-    return Workspace.from_config()
-
-
-def _fail(exc: Exception) -> NoReturn:
-    click.echo(f"error: {exc}", err=True)
-    sys.exit(1)
-
-
-def _emit_json(value: Any) -> None:
-    click.echo(json.dumps(value, indent=2, sort_keys=False))
-
-
-def _client_command(fn: Any) -> Any:
-    """Turn SDK errors into one line on stderr and exit status 1."""
-
-    @functools.wraps(fn)
-    def wrapper(*args: Any, **kwargs: Any) -> Any:
-        from trainhub.sdk.errors import TrainhubError
-
-        try:
-            return fn(*args, **kwargs)
-        except TrainhubError as exc:
-            _fail(exc)
-
-    return wrapper
+    unreachable = result.get("unreachableNodes") or []
+    if unreachable:
+        click.echo(f"not reachable now, pruned there later: {', '.join(unreachable)}", err=True)
 
 
 @main.command()
 @click.argument("url")
 @click.option("--token", required=True, envvar="TRAINHUB_TOKEN", help="API token [TRAINHUB_TOKEN].")
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
-@_client_command
+@client_command
 def login(url: str, token: str, as_json: bool) -> None:
     """Check URL and TOKEN against the server and save them (~/.trainhub/config.json, mode 600)."""
     from trainhub.sdk.workspace import Workspace
@@ -221,7 +184,7 @@ def login(url: str, token: str, as_json: bool) -> None:
     path = ws.write_config()
     details = ws.get_details()
     if as_json:
-        _emit_json({**details, "config": str(path)})
+        emit_json({**details, "config": str(path)})
     else:
         click.echo(f"Logged in to {ws.url} (trainhub {details['version']}); saved to {path}")
 
@@ -260,7 +223,7 @@ def login(url: str, token: str, as_json: bool) -> None:
 )
 @click.option("--json", "as_json", is_flag=True, help="Print the run's details as JSON.")
 @click.argument("script_args", nargs=-1, type=click.UNPROCESSED)
-@_client_command
+@client_command
 def submit(
     source: str,
     experiment: str,
@@ -301,12 +264,12 @@ def submit(
         if distributed
         else None,
     )
-    run = Experiment(_workspace(), experiment).submit(
+    run = Experiment(workspace(), experiment).submit(
         est, tags=_pairs(tags, "--tag") or None, priority=priority, max_retries=max_retries
     )
     if not wait:
         if as_json:
-            _emit_json(run.get_details())
+            emit_json(run.get_details())
         else:
             click.echo(
                 f"Submitted {run.id} (run {run.number} of {experiment}); follow it with: trainhub logs {run.id} -f"
@@ -316,10 +279,10 @@ def submit(
         details = run.wait_for_completion(show_output=not as_json)
     except ActivityFailedException:
         if as_json:
-            _emit_json(run.get_details())
+            emit_json(run.get_details())
         sys.exit(1)
     if as_json:
-        _emit_json(details)
+        emit_json(details)
 
 
 def script_params_from_args(args: list[str]) -> dict[str, str]:
@@ -367,7 +330,7 @@ def runs() -> None:
 @click.option("--status", default=None, help="Only these statuses (comma-separated).")
 @click.option("--limit", default=20, show_default=True, help="How many runs.")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
-@_client_command
+@client_command
 def runs_list(experiment: str | None, status: str | None, limit: int, as_json: bool) -> None:
     """Runs, newest first."""
     params: dict[str, Any] = {"limit": limit}
@@ -375,9 +338,9 @@ def runs_list(experiment: str | None, status: str | None, limit: int, as_json: b
         params["experiment"] = experiment
     if status:
         params["status"] = status
-    page = _workspace().client.json("GET", "/api/v1/runs", params=params)
+    page = workspace().client.json("GET", "/api/v1/runs", params=params)
     if as_json:
-        _emit_json(page["runs"])
+        emit_json(page["runs"])
         return
     if not page["runs"]:
         click.echo(
@@ -403,12 +366,12 @@ def runs_list(experiment: str | None, status: str | None, limit: int, as_json: b
 @runs.command("show")
 @click.argument("run_id")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
-@_client_command
+@client_command
 def runs_show(run_id: str, as_json: bool) -> None:
     """A run's details."""
-    details = _workspace().client.json("GET", f"/api/v1/runs/{run_id}")
+    details = workspace().client.json("GET", f"/api/v1/runs/{run_id}")
     if as_json:
-        _emit_json(details)
+        emit_json(details)
         return
     props = details["properties"]
     lines = [
@@ -430,12 +393,12 @@ def runs_show(run_id: str, as_json: bool) -> None:
 @runs.command("cancel")
 @click.argument("run_id")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
-@_client_command
+@client_command
 def runs_cancel(run_id: str, as_json: bool) -> None:
     """Cancel a run (SIGTERM, then SIGKILL after the server's grace period)."""
-    details = _workspace().client.json("POST", f"/api/v1/runs/{run_id}/cancel")
+    details = workspace().client.json("POST", f"/api/v1/runs/{run_id}/cancel")
     if as_json:
-        _emit_json(details)
+        emit_json(details)
     else:
         click.echo(f"{run_id}: {details['status']}")
 
@@ -443,10 +406,10 @@ def runs_cancel(run_id: str, as_json: bool) -> None:
 @main.command()
 @click.argument("run_id")
 @click.option("--follow", "-f", is_flag=True, help="Keep streaming until the run ends.")
-@_client_command
+@client_command
 def logs(run_id: str, follow: bool) -> None:
     """Print a run's driver log."""
-    client = _workspace().client
+    client = workspace().client
     params = {"follow": "true"} if follow else {}
     with client.stream(
         "GET", f"/api/v1/runs/{run_id}/logs", params=params, timeout=None
@@ -463,12 +426,12 @@ def logs(run_id: str, follow: bool) -> None:
     "--output", "-o", "output_dir", default=".", show_default=True, help="Folder to write into."
 )
 @click.option("--json", "as_json", is_flag=True, help="Print the written files as JSON.")
-@_client_command
+@client_command
 def download(run_id: str, path: str | None, output_dir: str, as_json: bool) -> None:
     """Download a run's artifacts: all, one file (PATH), or a folder (PATH ending in /)."""
     from trainhub.sdk.run import Run
 
-    run = Run.get(_workspace(), run_id)
+    run = Run.get(workspace(), run_id)
     names = run.get_file_names()
     if path and path in names:
         dest = (Path(output_dir) / path).resolve()
@@ -476,14 +439,14 @@ def download(run_id: str, path: str | None, output_dir: str, as_json: bool) -> N
         written = [str(dest)]
     else:
         if path and not any(n.startswith(path) for n in names):
-            _fail(
+            fail(
                 Exception(
                     f"Run {run_id} has no file or folder '{path}' (it has: {', '.join(names) or 'nothing'})"
                 )
             )
         written = run.download_files(prefix=path, output_directory=output_dir)
     if as_json:
-        _emit_json(written)
+        emit_json(written)
     else:
         for item in written:
             click.echo(item)
@@ -492,12 +455,12 @@ def download(run_id: str, path: str | None, output_dir: str, as_json: bool) -> N
 @main.command()
 @click.argument("run_id")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
-@_client_command
+@client_command
 def metrics(run_id: str, as_json: bool) -> None:
     """The metrics a run logged with Run.get_context().log(...)."""
-    values = _workspace().client.json("GET", f"/api/v1/runs/{run_id}/metrics")["metrics"]
+    values = workspace().client.json("GET", f"/api/v1/runs/{run_id}/metrics")["metrics"]
     if as_json:
-        _emit_json(values)
+        emit_json(values)
         return
     if not values:
         click.echo(f"{run_id} has logged no metrics (yet).")
@@ -511,5 +474,5 @@ def metrics(run_id: str, as_json: bool) -> None:
     Console().print(table)
 
 
-# The admin verbs (nodes, compute targets) live in their own module and register on `main`.
-from trainhub import cli_nodes  # noqa: E402, F401
+main.add_command(cli_nodes.node)
+main.add_command(cli_nodes.target)

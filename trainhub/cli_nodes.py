@@ -1,17 +1,18 @@
-"""``trainhub node ...`` and ``trainhub target ...``: the admin verbs for GPU nodes and targets."""
+"""``trainhub node ...`` and ``trainhub target ...``: the admin verbs for GPU nodes and targets.
+
+Two click groups; ``trainhub.cli`` adds them to the ``trainhub`` command."""
 
 from __future__ import annotations
 
-import json  # noqa: F401
 from typing import Any
 
 import click
 
-from trainhub.cli import _client_call, _emit_json, main
+from trainhub.cli_common import client_call, emit_json
 
 
 # Nodes and compute targets (admin) -------------------------------------------------------------
-@main.group()
+@click.group()
 def node() -> None:
     """GPU servers reached over SSH (nothing to install on them but Docker)."""
 
@@ -56,9 +57,9 @@ def node_add(
         "key_path": key_path,
         "docker_socket": docker_socket,
     }
-    found = _client_call(lambda ws: ws.client.json("POST", "/api/v1/nodes", json=body))
+    found = client_call(lambda ws: ws.client.json("POST", "/api/v1/nodes", json=body))
     if as_json:
-        _emit_json(found)
+        emit_json(found)
         return
     gpus = found["inventory"].get("gpus") or []
     click.echo(f"Added node {name} ({user}@{host}:{port}), state {found['state']}")
@@ -75,9 +76,9 @@ def node_add(
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 def node_list(as_json: bool) -> None:
     """Nodes with their state, free GPUs and runs."""
-    found = _client_call(lambda ws: ws.client.json("GET", "/api/v1/nodes"))["nodes"]
+    found = client_call(lambda ws: ws.client.json("GET", "/api/v1/nodes"))["nodes"]
     if as_json:
-        _emit_json(found)
+        emit_json(found)
         return
     from rich.console import Console
     from rich.table import Table
@@ -93,9 +94,9 @@ def node_list(as_json: bool) -> None:
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 def node_show(name: str, as_json: bool) -> None:
     """One node: inventory, pinned host key, allocated GPUs, runs."""
-    found = _client_call(lambda ws: ws.client.json("GET", f"/api/v1/nodes/{name}"))
+    found = client_call(lambda ws: ws.client.json("GET", f"/api/v1/nodes/{name}"))
     if as_json:
-        _emit_json(found)
+        emit_json(found)
         return
     facts = found.get("inventory") or {}
     click.echo(f"Node:      {found['name']} ({found.get('host') or 'this server'})")
@@ -118,9 +119,9 @@ def node_show(name: str, as_json: bool) -> None:
 
 
 def _node_action(name: str, action: str, as_json: bool) -> None:
-    found = _client_call(lambda ws: ws.client.json("POST", f"/api/v1/nodes/{name}/{action}"))
+    found = client_call(lambda ws: ws.client.json("POST", f"/api/v1/nodes/{name}/{action}"))
     if as_json:
-        _emit_json(found)
+        emit_json(found)
     else:
         click.echo(f"{name}: {found['state']}")
 
@@ -141,6 +142,14 @@ def node_enable(name: str, as_json: bool) -> None:
     _node_action(name, "enable", as_json)
 
 
+@node.command("disable")
+@click.argument("name")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+def node_disable(name: str, as_json: bool) -> None:
+    """Take NAME out of service: no connection, no runs (enable undoes it)."""
+    _node_action(name, "disable", as_json)
+
+
 @node.command("trust")
 @click.argument("name")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
@@ -153,11 +162,11 @@ def node_trust(name: str, as_json: bool) -> None:
 @click.argument("name")
 def node_remove(name: str) -> None:
     """Forget NAME (refused while runs use it)."""
-    _client_call(lambda ws: ws.client.json("DELETE", f"/api/v1/nodes/{name}"))
+    client_call(lambda ws: ws.client.json("DELETE", f"/api/v1/nodes/{name}"))
     click.echo(f"removed {name}")
 
 
-@main.group()
+@click.group()
 def target() -> None:
     """Compute targets: named groups of nodes (`compute_target` in the Estimator)."""
 
@@ -168,7 +177,7 @@ def target() -> None:
 def target_create(name: str, nodes: str) -> None:
     """Create or change compute target NAME."""
     members = [n.strip() for n in nodes.split(",") if n.strip()]
-    found = _client_call(
+    found = client_call(
         lambda ws: ws.client.json("POST", "/api/v1/targets", json={"name": name, "nodes": members})
     )
     click.echo(f"target {found['name']}: {', '.join(found['nodes'])}")
@@ -178,9 +187,9 @@ def target_create(name: str, nodes: str) -> None:
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 def target_list(as_json: bool) -> None:
     """Compute targets and their nodes."""
-    found = _client_call(lambda ws: ws.client.json("GET", "/api/v1/targets"))["targets"]
+    found = client_call(lambda ws: ws.client.json("GET", "/api/v1/targets"))["targets"]
     if as_json:
-        _emit_json(found)
+        emit_json(found)
         return
     for t in found:
         click.echo(f"{t['name']}: {', '.join(t['nodes'])}")

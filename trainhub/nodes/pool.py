@@ -404,32 +404,7 @@ class NodePool:
         known_hosts.write_text(f"{host} {row.host_key}\n")
         socket_path = self._socket_dir / f"{row.name}.bulk.sock"
         socket_path.unlink(missing_ok=True)
-        command = [
-            ssh,
-            "-N",
-            "-T",
-            "-i",
-            row.key_path,
-            "-p",
-            str(row.port),
-            "-o",
-            "BatchMode=yes",
-            "-o",
-            "ExitOnForwardFailure=yes",
-            "-o",
-            "IdentitiesOnly=yes",
-            "-o",
-            f"UserKnownHostsFile={known_hosts}",
-            "-o",
-            "GlobalKnownHostsFile=/dev/null",
-            "-o",
-            "StrictHostKeyChecking=yes",
-            "-o",
-            "ServerAliveInterval=5",
-            "-L",
-            f"{socket_path}:{row.docker_socket}",
-            f"{row.user}@{row.host}",
-        ]
+        command = bulk_forward_command(ssh, row, known_hosts, socket_path)
         proc = subprocess.Popen(
             command, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
         )
@@ -489,3 +464,36 @@ class NodePool:
             "state": NodeState.READY,
             "inventory": self.local_inventory,
         }
+
+
+def bulk_forward_command(
+    ssh: str, row: node_store.NodeRow, known_hosts: Path, socket_path: Path
+) -> list[str]:
+    """OpenSSH's command line forwarding ``row``'s Docker socket to ``socket_path``, pinned key only."""
+    return [
+        ssh,
+        "-N",
+        "-T",
+        "-i",
+        row.key_path,
+        "-p",
+        str(row.port),
+        "-o",
+        "BatchMode=yes",
+        "-o",
+        "ExitOnForwardFailure=yes",
+        "-o",
+        "IdentitiesOnly=yes",
+        "-o",
+        f"UserKnownHostsFile={known_hosts}",
+        "-o",
+        "GlobalKnownHostsFile=/dev/null",
+        "-o",
+        "StrictHostKeyChecking=yes",
+        "-o",
+        "ServerAliveInterval=5",
+        "-L",
+        f"{socket_path}:{row.docker_socket}",
+        "--",  # the end of the options: the destination is never read as one
+        f"{row.user}@{row.host}",
+    ]

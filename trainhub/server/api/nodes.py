@@ -1,7 +1,11 @@
-"""``/api/v1/nodes`` and ``/api/v1/targets``: register GPU servers, drain them, group them."""
+"""``/api/v1/nodes`` and ``/api/v1/targets``: register GPU servers, drain them, group them.
+
+The rules are in :mod:`trainhub.nodes.service`; these handlers decode, call it and answer."""
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import msgspec
@@ -9,11 +13,8 @@ from litestar import Controller, Request, delete, get, post
 from litestar.datastructures import State
 from litestar.exceptions import HTTPException, NotFoundException
 
-from trainhub.nodes.pool import LOCAL, NodeError
-from trainhub.store.lifecycle import ACTIVE
+from trainhub.nodes import service
 from trainhub.spec import SpecError
-from trainhub.store import nodes as node_store
-from trainhub.store import runs as q
 
 
 class NodeIn(msgspec.Struct, forbid_unknown_fields=True):
@@ -39,21 +40,17 @@ def _decode(raw: bytes, kind: type[Any]) -> Any:
         raise SpecError(None, f"The body is not valid JSON: {exc}") from None
 
 
-async def _describe(state: State, name: str) -> dict[str, Any]:
-    pool = state.pool
-    held = await state.db.read(node_store.allocations)
-    busy = sorted({g for row in held if row["node"] == name for g in row["gpus"]})
-    out: dict[str, Any]
-    if name == LOCAL:
-        out = pool.local_description()
-    else:
-        row = await state.db.read(lambda db: node_store.get_node(db, name))
-        if row is None:
-            raise NotFoundException(f"No node named '{name}'")
-        out = pool.describe(row)
-    out["allocatedGpus"] = busy
-    out["runs"] = sorted({row["run_id"] for row in held if row["node"] == name})
-    return out
+@contextmanager
+def _answers() -> Iterator[None]:
+    """The node service's refusals as HTTP answers."""
+    try:
+        yield
+    except service.LocalNodeFixed as exc:
+        raise HTTPException(status_code=400, detail=str(exc)) from None
+    except (service.NodeNotFound, service.UnknownAction) as exc:
+        raise NotFoundException(str(exc)) from None
+    except service.NodeBusy as exc:
+        raise HTTPException(status_code=409, detail=str(exc)) from None
 
 
 class NodesController(Controller):
@@ -63,26 +60,25 @@ class NodesController(Controller):
     @post("/nodes", status_code=201, summary="Add a node reached over SSH (its host key is pinned)")
     async def add(self, state: State, request: Request[Any, Any, Any]) -> dict[str, Any]:
         node = _decode(await request.body(), NodeIn)
-        try:
-            await state.pool.add(
-                node.name, node.host, node.port, node.user, node.key_path, node.docker_socket
-            )
-        except NodeError as exc:
-            raise SpecError("node", str(exc)) from None
-        state.launcher.wake()
-        return await _describe(state, node.name)
+        return await service.add(
+            state.pool,
+            state.launcher.wake,
+            name=node.name,
+            host=node.host,
+            port=node.port,
+            user=node.user,
+            key_path=node.key_path,
+            docker_socket=node.docker_socket,
+        )
 
     @get("/nodes", summary="Every node with its state and inventory")
     async def list_nodes(self, state: State) -> dict[str, Any]:
-        rows = await state.db.read(node_store.list_nodes)
-        return {
-            "nodes": [await _describe(state, LOCAL)]
-            + [await _describe(state, r.name) for r in rows]
-        }
+        return {"nodes": await service.describe_all(state.pool)}
 
     @get("/nodes/{name:str}", summary="One node")
     async def show(self, state: State, name: str) -> dict[str, Any]:
-        return await _describe(state, name)
+        with _answers():
+            return await service.describe(state.pool, name)
 
     @post(
         "/nodes/{name:str}/{action:str}",
@@ -90,51 +86,15 @@ class NodesController(Controller):
         summary="drain, enable, disable or trust a node",
     )
     async def act(self, state: State, name: str, action: str) -> dict[str, Any]:
-        if name == LOCAL:
-            raise HTTPException(
-                status_code=400,
-                detail="The node 'local' is the server itself: it cannot be changed",
-            )
-        flags = {
-            "drain": {"draining": 1},
-            "enable": {"draining": 0, "enabled": 1},
-            "disable": {"enabled": 0},
-        }
-        try:
-            if action == "trust":
-                await state.pool.trust(name)
-            elif action in flags:
-                await state.pool.set_flags(name, **flags[action])
-            else:
-                raise HTTPException(
-                    status_code=404,
-                    detail=f"Unknown node action '{action}' (drain, enable, disable, trust)",
-                )
-        except NodeError as exc:
-            raise NotFoundException(str(exc)) from None
-        state.launcher.wake()
-        return await _describe(state, name)
+        with _answers():
+            return await service.act(state.pool, state.launcher.wake, name, action)
 
     @delete(
         "/nodes/{name:str}", status_code=200, summary="Remove a node (refused while runs use it)"
     )
     async def remove(self, state: State, name: str) -> dict[str, Any]:
-        if name == LOCAL:
-            raise HTTPException(
-                status_code=400,
-                detail="The node 'local' is the server itself: it cannot be removed",
-            )
-        active = await state.db.read(lambda db: q.runs_with_status(db, ACTIVE))
-        using = [r.id for r in active if r.node == name]
-        if using:
-            raise HTTPException(
-                status_code=409,
-                detail=f"Node {name} has {len(using)} active run(s); drain it and wait, or cancel them",
-            )
-        try:
-            await state.pool.remove(name)
-        except NodeError as exc:
-            raise NotFoundException(str(exc)) from None
+        with _answers():
+            await service.remove(state.pool, name)
         return {"removed": name}
 
     @post(
@@ -144,19 +104,8 @@ class NodesController(Controller):
     )
     async def set_target(self, state: State, request: Request[Any, Any, Any]) -> dict[str, Any]:
         target = _decode(await request.body(), TargetIn)
-        if target.name == LOCAL:
-            raise SpecError("name", "The target 'local' exists already and is the node 'local'")
-        if not target.nodes:
-            raise SpecError("nodes", "A compute target needs at least one node")
-        known = {r.name for r in await state.db.read(node_store.list_nodes)} | {LOCAL}
-        unknown = [n for n in target.nodes if n not in known]
-        if unknown:
-            raise SpecError("nodes", f"Unknown node(s): {', '.join(unknown)}")
-        await state.db.write(lambda db: node_store.set_target(db, target.name, target.nodes))
-        state.launcher.wake()
-        return {"name": target.name, "nodes": target.nodes}
+        return await service.set_target(state.db, state.launcher.wake, target.name, target.nodes)
 
     @get("/targets", summary="Compute targets")
     async def list_targets(self, state: State) -> dict[str, Any]:
-        found = await state.db.read(node_store.list_targets)
-        return {"targets": [{"name": k, "nodes": v} for k, v in found.items()]}
+        return {"targets": await service.targets(state.db)}
