@@ -1,8 +1,10 @@
 """The multi-node test bed: each "GPU node" is a network namespace with its own sshd and dockerd.
 
-Real SSH, real Docker engines, real network: the only stand-in is ``nvidia-smi`` (there is no GPU on
-these machines), put on the PATH of a node's SSH sessions. Setup tolerates leftovers of an earlier
-run; teardown removes what it made (daemons by their pid files, namespaces, the bridge).
+Real SSH, real Docker engines, real network. There is no GPU on these machines: the only stand-ins
+are ``nvidia-smi``, on the PATH of a node's SSH sessions, and ``nvidia-container-runtime-hook``, on
+the PATH of the node's dockerd too, which records the GPUs each container was given by the engine
+(:meth:`Node.hook_records`). Setup tolerates leftovers of an earlier run; teardown removes what it
+made (daemons by their pid files, namespaces, the bridge).
 """
 
 from __future__ import annotations
@@ -17,6 +19,8 @@ from pathlib import Path
 BRIDGE = "thbr0"
 SUBNET = "10.77.0"
 BASE_IMAGE = "trainhub/base:cpu"
+# No CUDA image can be had here: on the nodes the CPU image also carries the default GPU image's tag.
+GPU_IMAGE = "trainhub/base:gpu"
 FORWARD_RULE = ("FORWARD", "-i", BRIDGE, "-o", BRIDGE, "-j", "ACCEPT")
 
 FAKE_NVIDIA_SMI = """#!/bin/sh
@@ -26,6 +30,24 @@ case "$*" in
   *--query-gpu*) cat "$(dirname "$0")/gpus.csv" ;;
   *) echo "NVIDIA-SMI stand-in for trainhub tests" ;;
 esac
+"""
+
+FAKE_NVIDIA_HOOK = """#!/usr/bin/env python3
+# Stand-in for nvidia-container-runtime-hook on a test node. With a GPU device request, runc calls it
+# as a prestart hook with the container's OCI state on stdin; it records the container's id and the
+# NVIDIA_VISIBLE_DEVICES line dockerd put into the bundle's config.json, then lets the container start.
+# dockerd appends that line after the container's own environment; like the real hook, the last wins.
+import json, os, sys
+
+if sys.argv[1:] == ["prestart"]:
+    state = json.load(sys.stdin)
+    with open(os.path.join(state["bundle"], "config.json")) as fh:
+        env = json.load(fh)["process"].get("env") or []
+    lines = [e for e in env if e.startswith("NVIDIA_VISIBLE_DEVICES=")]
+    line = lines[-1] if lines else "-"
+    record = os.path.join(os.path.dirname(os.path.abspath(__file__)), os.pardir, "nvidia-hook.log")
+    with open(record, "a") as fh:
+        fh.write(state["id"] + " " + line + "\\n")
 """
 
 
@@ -38,6 +60,7 @@ class Node:
     client_key: Path
     docker_socket: str
     gpus: int
+    nvidia_hook: bool = True
 
     @property
     def netns(self) -> str:
@@ -45,6 +68,17 @@ class Node:
 
     def pidfile(self, what: str) -> Path:
         return self.root / f"{what}.pid"
+
+    def hook_records(self) -> dict[str, str]:
+        """What the stand-in hook saw: container id -> its NVIDIA_VISIBLE_DEVICES value."""
+        try:
+            lines = (self.root / "nvidia-hook.log").read_text().splitlines()
+        except FileNotFoundError:
+            return {}
+        return {
+            cid: line.removeprefix("NVIDIA_VISIBLE_DEVICES=")
+            for cid, line in (entry.split(" ", 1) for entry in lines)
+        }
 
 
 def sh(*args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
@@ -107,8 +141,11 @@ def stop_node(name: str, root: Path) -> None:
     sh("ip", "link", "del", f"thv{name}", check=False)
 
 
-def start_node(name: str, index: int, root: Path, client_key: Path, gpus: int) -> Node:
-    """A namespace ``th<name>`` at 10.77.0.<10+index> with sshd (key auth as root) and dockerd."""
+def start_node(
+    name: str, index: int, root: Path, client_key: Path, gpus: int, nvidia_hook: bool = True
+) -> Node:
+    """A namespace ``th<name>`` at 10.77.0.<10+index> with sshd (key auth as root) and dockerd.
+    A node with GPUs has the stand-in NVIDIA hook unless ``nvidia_hook`` is False."""
     stop_node(name, root)
     root.mkdir(parents=True, exist_ok=True)
     address = f"{SUBNET}.{10 + index}"
@@ -128,6 +165,11 @@ def start_node(name: str, index: int, root: Path, client_key: Path, gpus: int) -
     (root / "authorized_keys").write_text(Path(f"{client_key}.pub").read_text())
     bin_dir = root / "bin"
     bin_dir.mkdir(exist_ok=True)
+    hook = bin_dir / "nvidia-container-runtime-hook"
+    hook.unlink(missing_ok=True)
+    if gpus and nvidia_hook:
+        hook.write_text(FAKE_NVIDIA_HOOK)
+        hook.chmod(0o755)
     if gpus:
         smi = bin_dir / "nvidia-smi"
         smi.write_text(FAKE_NVIDIA_SMI)
@@ -139,10 +181,14 @@ def start_node(name: str, index: int, root: Path, client_key: Path, gpus: int) -
             )
         )
     Path("/run/sshd").mkdir(exist_ok=True)
-    node = Node(name, address, root, host_key, client_key, f"/run/docker-{netns}.sock", gpus)
+    node = Node(
+        name, address, root, host_key, client_key, f"/run/docker-{netns}.sock", gpus, nvidia_hook
+    )
     _start_sshd(node)
     socket = f"/run/docker-{netns}.sock"
     log = (root / "dockerd.log").open("ab")
+    # dockerd looks for the NVIDIA hook on its own PATH, once, when it starts.
+    env = {**os.environ, "PATH": f"{bin_dir}:{os.environ.get('PATH', '/usr/sbin:/usr/bin')}"}
     subprocess.Popen(
         [
             "nsenter",
@@ -163,6 +209,7 @@ def start_node(name: str, index: int, root: Path, client_key: Path, gpus: int) -
         stdout=log,
         stderr=subprocess.STDOUT,
         start_new_session=True,
+        env=env,
     )
     deadline = time.monotonic() + 60
     while sh("docker", "-H", f"unix://{socket}", "info", check=False).returncode != 0:
@@ -183,6 +230,7 @@ def start_node(name: str, index: int, root: Path, client_key: Path, gpus: int) -
             check=True,
             capture_output=True,
         )
+    sh("docker", "-H", f"unix://{socket}", "tag", BASE_IMAGE, GPU_IMAGE)
     return node
 
 

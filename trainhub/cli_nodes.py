@@ -104,7 +104,7 @@ def node_show(name: str, as_json: bool) -> None:
         f"State:     {found['state']}" + (f" ({found['error']})" if found.get("error") else "")
     )
     click.echo(
-        f"Docker:    {facts.get('docker_version')} (NVIDIA runtime: {'yes' if facts.get('nvidia_runtime') else 'no'})"
+        f"Docker:    {facts.get('docker_version')} (GPU support: {'yes' if facts.get('gpu_support') else 'no'}{', hook ' + facts['nvidia_hook'] if facts.get('nvidia_hook') else ''}{', nvidia runtime' if facts.get('nvidia_runtime') else ''})"
     )
     click.echo(
         f"CPUs:      {facts.get('cpus')}, memory {round((facts.get('memory_bytes') or 0) / 2**30, 1)} GiB"

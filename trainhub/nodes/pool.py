@@ -369,13 +369,16 @@ class NodePool:
         smi = await conn.run(inv.NVIDIA_SMI, check=False)
         cpus = await conn.run("nproc", check=False)
         meminfo = await conn.run("cat /proc/meminfo", check=False)
+        hook = await conn.run(inv.FIND_HOOK, check=False)
         info = await asyncio.to_thread(engine.client.info)
         version = await asyncio.to_thread(engine.client.version)
         return {
             "gpus": inv.parse_gpus(str(smi.stdout)) if smi.exit_status == 0 else [],
             "cpus": int(str(cpus.stdout).strip() or 0) if cpus.exit_status == 0 else None,
             "memory_bytes": inv.parse_meminfo(str(meminfo.stdout)),
-            **inv.docker_facts(info, version),
+            **inv.docker_facts(
+                info, version, inv.parse_hook(str(hook.stdout)) if hook.exit_status == 0 else None
+            ),
         }
 
     def _probe_local(self) -> dict[str, Any]:
@@ -389,7 +392,9 @@ class NodePool:
         except OSError:
             memory = None
         facts = inv.docker_facts(
-            self.local_engine.client.info(), self.local_engine.client.version()
+            self.local_engine.client.info(),
+            self.local_engine.client.version(),
+            inv.find_local_hook(),
         )
         return {"gpus": gpus, "cpus": os.cpu_count(), "memory_bytes": memory, **facts}
 
