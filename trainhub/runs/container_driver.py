@@ -16,7 +16,7 @@ from typing import Any
 from trainhub.nodes.pool import LOCAL, NodePool, NodeUnavailable
 from trainhub.runs import containers
 from trainhub.runs.artifacts import DRIVER_LOG, prepare_run_dir
-from trainhub.runs.driving import Attempt, Canceled
+from trainhub.runs.driving import Attempt, Canceled, Interruption
 from trainhub.runs.preparing import ImagePreparer
 from trainhub.runtime.docker import DockerEngine
 from trainhub.runtime.incontainer import command_for
@@ -28,6 +28,16 @@ from trainhub.store import Database
 from trainhub.store import runs as q
 
 log = logging.getLogger("trainhub.containers")
+ENGINE_CHECK_SECONDS = 2.0
+
+
+async def _answers(pool: NodePool, node: str) -> bool:
+    try:
+        engine = pool.engine(node)
+        await asyncio.wait_for(asyncio.to_thread(engine.client.ping), timeout=5)
+    except Exception:  # noqa: BLE001 - not answering, whatever the way
+        return False
+    return True
 
 
 @dataclass
@@ -228,6 +238,39 @@ class ContainerDriver:
         if not done:
             await asyncio.to_thread(engine.signal, container_id, "SIGKILL")
             await asyncio.wait({ended}, timeout=30)
+
+    async def interrupted(self, handle: Started) -> tuple[Interruption, str]:
+        """A stopping engine closes its API before it stops its containers, a killed one drops the
+        streams, and so does a dropped SSH connection: either way the node's engine does not
+        answer for a moment. Once it answers again, a container still running was only cut off
+        (re-attach); one that is not was stopped with its engine."""
+        node, run_id = handle.attempt.node, handle.attempt.run_id
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + ENGINE_CHECK_SECONDS
+        while await _answers(self.pool, node):
+            if loop.time() >= deadline:
+                return Interruption.NONE, ""
+            await asyncio.sleep(0.2)
+        log.warning("run %s: the Docker engine of node %s does not answer", run_id, node)
+        grace = loop.time() + self.settings.node_lost_grace_seconds
+        while not await _answers(self.pool, node):
+            if loop.time() >= grace:
+                if node != LOCAL:  # the node is gone: recovery's node-loss path takes it
+                    return Interruption.NONE, ""
+                break
+            await asyncio.sleep(0.5)
+        else:
+            try:
+                engine = self.pool.engine(node)
+                status = await asyncio.to_thread(engine.container_status, handle.container_id)
+            except Exception:  # noqa: BLE001 - away again: recovery's node-loss path takes it
+                return Interruption.NONE, ""
+            if status == "running":
+                return Interruption.CUT_OFF, ""
+        return Interruption.ENGINE_STOPPED, (
+            f"The Docker engine of node {node} stopped or restarted while the run was running, "
+            "and its container was stopped with it"
+        )
 
     async def lost_node(self, handle: Started) -> str | None:
         """Its MPI daemons on a node that went down: the run is lost with that node."""

@@ -16,6 +16,7 @@ import contextlib
 import logging
 import time
 from dataclasses import dataclass, field
+from enum import Enum
 from typing import Any, Protocol, TypeVar
 
 import msgspec
@@ -31,6 +32,14 @@ from trainhub.store import runs as q
 from trainhub.store.lifecycle import EndReason, RunStatus
 
 log = logging.getLogger("trainhub.driving")
+
+
+class Interruption(Enum):
+    """What a killed or vanished script means."""
+
+    NONE = "none"  # the script ended (or the error is trainhub's): the usual end
+    CUT_OFF = "cut_off"  # only the connection to it dropped: watch it again
+    ENGINE_STOPPED = "engine_stopped"  # its engine stopped or restarted and took it along
 
 
 class Canceled(Exception):
@@ -73,6 +82,8 @@ async def load_attempt(control: RunControl, run_id: str, default_node: str) -> A
 
 
 H = TypeVar("H")
+# Exit codes of a script stopped from outside (SIGKILL, SIGTERM) or gone without one.
+KILLED = frozenset({None, 128 + 9, 128 + 15})
 
 
 class Driver(Protocol[H]):
@@ -99,6 +110,9 @@ class Driver(Protocol[H]):
 
     async def stop(self, handle: H, ended: asyncio.Future[int | None]) -> None:
         """SIGTERM, then SIGKILL after the grace period; returns once ``ended`` resolved or gave up."""
+
+    async def interrupted(self, handle: H) -> tuple[Interruption, str]:
+        """After a killed or vanished script: whether the machine did it (with a sentence)."""
 
     async def lost_node(self, handle: H) -> str | None:
         """After a failing end: the node of the attempt that no longer answers, if any."""
@@ -164,21 +178,23 @@ class RunControl:
         if lines:
             await self.db.write(lambda db: metrics.ingest(db, run_id, lines, len(lines)))
 
-    async def lost(self, run_id: str, why: str, message: str) -> bool:
-        """A node of the run is gone: queued again when the run allows retries (True), otherwise
-        Failed with node_lost (its allocation is freed with either)."""
+    async def lost(
+        self, run_id: str, why: str, message: str, reason: EndReason = EndReason.NODE_LOST
+    ) -> bool:
+        """A node of the run (or its engine) is gone: queued again when the run allows retries
+        (True), otherwise Failed with ``reason`` (its allocation is freed with either)."""
         run = await self.db.read(lambda db: q.get_run(db, run_id))
         if (
             run is not None
             and run.retries < run.max_retries
             and run.status is not RunStatus.CANCEL_REQUESTED
             and await self.requeue(
-                run_id, f"queued again: {why} (node_lost)", retries=run.retries + 1
+                run_id, f"queued again: {why} ({reason})", retries=run.retries + 1
             )
         ):
             log.warning("run %s: %s; queued again (retry %d)", run_id, why, run.retries + 1)
             return True
-        await self.fail(run_id, EndReason.NODE_LOST, message)
+        await self.fail(run_id, reason, message)
         return False
 
     async def finish(
@@ -241,9 +257,31 @@ async def drive(
             await control.canceled(run_id)
             return
         await control.move(run_id, RunStatus.RUNNING, expect=[RunStatus.STARTING])
-    ended = driver.watch(handle)
-    stopped_for = await _until_end(control, driver, attempt, handle, ended)
-    exit_code = await ended  # an engine that fails here raises: the launcher's error path
+    stopped_for: EndReason | None = None
+    exit_code: int | None = None
+    crash: Exception | None = None
+    while True:
+        ended = driver.watch(handle)
+        stopped_for = await _until_end(control, driver, attempt, handle, ended)
+        try:
+            exit_code, crash = await ended, None
+        except Exception as exc:  # noqa: BLE001 - the engine broke the wait: is it still there?
+            exit_code, crash = None, exc
+        if stopped_for is not None or (crash is None and exit_code not in KILLED):
+            break
+        verdict, why = await driver.interrupted(handle)
+        if verdict is Interruption.CUT_OFF:
+            log.info("run %s: its connection dropped and the script runs on: re-attaching", run_id)
+            handle = await driver.attach(attempt, driver.reference(handle))
+            continue
+        if verdict is Interruption.ENGINE_STOPPED:  # the machine stopped it, not the script
+            with contextlib.suppress(Exception):  # a node still away tidies up when it is back
+                await driver.remove(handle, None)
+            await control.lost(run_id, why, why, EndReason.ENGINE_RESTARTED)
+            return
+        break
+    if crash is not None:
+        raise crash  # the launcher's error path
     if stopped_for is None and not await control.move(
         run_id, RunStatus.FINALIZING, expect=[RunStatus.RUNNING, RunStatus.FINALIZING]
     ):

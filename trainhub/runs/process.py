@@ -24,7 +24,7 @@ from typing import Any
 
 from trainhub.runs import environment as envs
 from trainhub.runs.artifacts import BUILD_LOG, DRIVER_LOG, SERVER_WRITTEN, prepare_run_dir
-from trainhub.runs.driving import Attempt
+from trainhub.runs.driving import Attempt, Interruption
 from trainhub.runs.preparing import PrepareFailed, append_log, environment_of
 from trainhub.runtime.incontainer import runtime_archive
 from trainhub.settings import Settings
@@ -216,6 +216,9 @@ class ProcessDriver:
             self.stop_process, handle.pid, run_id, self.settings.cancel_grace_seconds
         )
         await asyncio.wait({ended}, timeout=5)
+
+    async def interrupted(self, handle: Started) -> tuple[Interruption, str]:
+        return Interruption.NONE, ""  # no engine: the process is the server machine's own
 
     async def lost_node(self, handle: Started) -> str | None:
         return None  # the server's own machine
