@@ -42,6 +42,7 @@ class Server:
         return f"http://127.0.0.1:{self.port}"
 
     def start(self) -> None:
+        LIVE_SERVERS.append(self)
         log = self.log_path.open("ab")
         self.proc = subprocess.Popen(
             [
@@ -105,17 +106,57 @@ class Server:
         finally:
             client.close()
 
-    def cleanup(self) -> None:
-        for c in self.clients:
-            c.close()
-        self.stop()
-        if (self.data / "trainhub.db").exists():
-            client = docker.from_env()
+    def assert_nothing_stranded(self) -> None:
+        """What ``/healthz`` says: no run without a task, no ended run holding nodes (waiting a
+        little: a claim between its write and its task, the watchdog ending a run)."""
+        if self.proc is None or self.proc.poll() is not None:
+            if self in LIVE_SERVERS:
+                LIVE_SERVERS.remove(self)
+            return
+        deadline = time.monotonic() + 10
+        while True:
             try:
-                for cid in self.containers():
-                    client.api.remove_container(cid, force=True)
-            finally:
-                client.close()
+                details = httpx.get(f"{self.url}/healthz", timeout=10).json()["details"]
+            except httpx.HTTPError:
+                return  # stopped meanwhile
+            stranded = details["runsWithoutTask"], details["allocationsOfEndedRuns"]
+            if stranded == ([], []):
+                return
+            if time.monotonic() > deadline:
+                pytest.fail(
+                    f"{self.url}: runs without a task / ended runs holding nodes: {stranded}"
+                )
+            time.sleep(0.2)
+
+    def cleanup(self) -> None:
+        try:
+            self.assert_nothing_stranded()
+        finally:
+            for c in self.clients:
+                c.close()
+            self.stop()
+            if self in LIVE_SERVERS:
+                LIVE_SERVERS.remove(self)
+            if (self.data / "trainhub.db").exists():
+                client = docker.from_env()
+                try:
+                    for cid in self.containers():
+                        client.api.remove_container(cid, force=True)
+                finally:
+                    client.close()
+
+
+LIVE_SERVERS: list[Server] = []
+
+
+@pytest.fixture(autouse=True)
+def nothing_stranded() -> Iterator[None]:
+    """After every test, on every server still running: no run sits in a driven status without a
+    task driving it, and no queued or finished run holds GPUs or slots (servers of a test's own
+    are checked the same way before they stop)."""
+    yield
+    for srv in list(LIVE_SERVERS):
+        srv.assert_nothing_stranded()
 
 
 @pytest.fixture(scope="session")

@@ -13,7 +13,16 @@ import pytest
 
 from tests import testbed
 from tests.conftest import TOKEN, Server, start_server
-from tests.helpers import TERMINAL, cli_for, get_run, submit, wait_for_log, wait_for_status
+from tests.helpers import (
+    TERMINAL,
+    cli_for,
+    get_run,
+    make_snapshot,
+    submit,
+    submit_raw,
+    wait_for_log,
+    wait_for_status,
+)
 
 # Writes what it was given into ./outputs, says so, and holds its GPUs until the test releases it.
 HOLD = """
@@ -227,7 +236,7 @@ def hookless(
         testbed.stop_node(node.name, node.root)
 
 
-def test_a_node_without_the_nvidia_hook_or_runtime_gets_no_device_request(
+def test_a_gpu_run_is_refused_where_docker_cannot_hand_out_gpus(
     hookless: tuple[Server, testbed.Node], held: Held
 ) -> None:
     server, n3 = hookless
@@ -241,13 +250,21 @@ def test_a_node_without_the_nvidia_hook_or_runtime_gets_no_device_request(
     )
     shown = cli_for(server.url, TOKEN)("node", "show", "n3")
     assert "(GPU support: no)" in shown.stdout, shown
-    # Its GPUs are still scheduled (nvidia-smi sees them), but the engine is not asked for them: a
-    # device request there would fail the container ("could not select device driver").
-    run = _hold(client, held, _target(client, "n3"), use_gpu=True)
+    # nvidia-smi sees its GPUs, but Docker could not hand them to a container: a GPU run there is
+    # refused at submit with the reason, rather than run without its GPUs.
+    response = submit_raw(
+        client,
+        {"entry_script": "train.py", "use_gpu": True, "compute_target": _target(client, "n3")},
+        make_snapshot({"train.py": HOLD}),
+        "gpus",
+    )
+    assert response.status_code == 422, response.text
+    assert response.json()["field"] == "use_gpu"
+    assert "neither the NVIDIA container toolkit's hook" in response.json()["error"]
+    # CPU runs still use the node.
+    run = _hold(client, held, _target(client, "n3"))
     container = _container(n3, run["runId"])
     assert _inspect(n3, container, "{{json .HostConfig.DeviceRequests}}") == "null"
-    assert container not in n3.hook_records()
     _release(n3, container)
     done = wait_for_status(client, run["runId"])
     assert done["status"] == "Completed", done["error"]
-    assert done["properties"]["allocation"] == []

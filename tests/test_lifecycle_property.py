@@ -52,7 +52,8 @@ class Pool:
 
     def inventory(self, name: str) -> dict[str, Any]:
         count = NODES.get(name, 0)
-        return {"gpus": [{"index": i, "uuid": f"GPU-{name}-{i}"} for i in range(count)], "cpus": 2}
+        gpus = [{"index": i, "uuid": f"GPU-{name}-{i}"} for i in range(count)]
+        return {"gpus": gpus, "cpus": 2, "gpu_support": True}
 
     def schedulable(self, name: str) -> bool:
         return self.up.get(name, True)

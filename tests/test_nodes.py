@@ -646,23 +646,32 @@ def test_node_loss_fails_its_runs_frees_gpus_retries_and_spares_other_nodes(
     wait_for_log(nclient, str(retried["runId"]), "gpus GPU-n1", timeout=60)
     started = time.monotonic()
     testbed.kill_node_daemons(bed["n1"])
-    lost = wait_for_status(nclient, str(on_n1["runId"]), timeout=60)
-    assert lost["status"] == "Failed"
-    assert lost["properties"]["reason"] == "node_lost"
-    assert "unreachable for more than 6 s" in lost["error"]["message"]
-    assert time.monotonic() - started < 6 + 15  # grace + keepalive detection
-    assert lost["properties"]["allocation"] == []
-    n1 = nclient.get("/api/v1/nodes/n1").json()
-    assert n1["state"] == "Unreachable" and n1["allocatedGpus"] == []
-    for run in fill_n2:  # the other node's runs are untouched
-        assert wait_for_status(nclient, str(run["runId"]), timeout=60)["status"] == "Completed"
-    again = wait_for_status(nclient, str(retried["runId"]), timeout=90)
-    assert again["status"] == "Completed", again["error"]
-    assert again["properties"]["node"] == "n2" and again["properties"]["retries"] == 1
-    assert [e["status"] for e in again["statusHistory"]].count("Queued") == 2
-    assert "node_lost" in next(
-        e["detail"] for e in again["statusHistory"][1:] if e["status"] == "Queued"
-    )
+    try:
+        lost = wait_for_status(nclient, str(on_n1["runId"]), timeout=60)
+        assert lost["status"] == "Failed"
+        assert lost["properties"]["reason"] == "node_lost"
+        assert "unreachable for more than 6 s" in lost["error"]["message"]
+        assert time.monotonic() - started < 6 + 15  # grace + keepalive detection
+        assert lost["properties"]["allocation"] == []
+        n1 = nclient.get("/api/v1/nodes/n1").json()
+        assert n1["state"] == "Unreachable" and n1["allocatedGpus"] == []
+        for run in fill_n2:  # the other node's runs are untouched
+            assert wait_for_status(nclient, str(run["runId"]), timeout=60)["status"] == "Completed"
+        again = wait_for_status(nclient, str(retried["runId"]), timeout=90)
+        assert again["status"] == "Completed", again["error"]
+        assert again["properties"]["node"] == "n2" and again["properties"]["retries"] == 1
+        assert [e["status"] for e in again["statusHistory"]].count("Queued") == 2
+        assert "node_lost" in next(
+            e["detail"] for e in again["statusHistory"][1:] if e["status"] == "Queued"
+        )
+    finally:  # the nodes are shared with the tests that come after
+        n1 = bed["n1"]
+        testbed.start_node(n1.name, 1, n1.root, n1.client_key, n1.gpus)
+        wait_until(
+            lambda: nclient.get("/api/v1/nodes/n1").json()["state"] == "Ready",
+            "n1 is back",
+            timeout=60,
+        )
 
 
 def test_a_node_back_within_the_grace_period_gets_its_runs_back(

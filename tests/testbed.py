@@ -185,7 +185,29 @@ def start_node(
         name, address, root, host_key, client_key, f"/run/docker-{netns}.sock", gpus, nvidia_hook
     )
     _start_sshd(node)
-    socket = f"/run/docker-{netns}.sock"
+    start_dockerd(node)
+    socket = node.docker_socket
+    if (
+        sh(
+            "docker", "-H", f"unix://{socket}", "image", "inspect", BASE_IMAGE, check=False
+        ).returncode
+        != 0
+    ):
+        subprocess.run(
+            f"docker save {BASE_IMAGE} | docker -H unix://{socket} load",
+            shell=True,
+            check=True,
+            capture_output=True,
+        )
+    sh("docker", "-H", f"unix://{socket}", "tag", BASE_IMAGE, GPU_IMAGE)
+    return node
+
+
+def start_dockerd(node: Node) -> None:
+    """The node's own Docker engine, in its namespace; returns once it answers."""
+    netns, root, name = node.netns, node.root, node.name
+    bin_dir = root / "bin"
+    socket = node.docker_socket
     log = (root / "dockerd.log").open("ab")
     # dockerd looks for the NVIDIA hook on its own PATH, once, when it starts.
     env = {**os.environ, "PATH": f"{bin_dir}:{os.environ.get('PATH', '/usr/sbin:/usr/bin')}"}
@@ -218,20 +240,13 @@ def start_node(
                 f"dockerd of node {name} did not start: {(root / 'dockerd.log').read_text()[-2000:]}"
             )
         time.sleep(0.3)
-    if (
-        sh(
-            "docker", "-H", f"unix://{socket}", "image", "inspect", BASE_IMAGE, check=False
-        ).returncode
-        != 0
-    ):
-        subprocess.run(
-            f"docker save {BASE_IMAGE} | docker -H unix://{socket} load",
-            shell=True,
-            check=True,
-            capture_output=True,
-        )
-    sh("docker", "-H", f"unix://{socket}", "tag", BASE_IMAGE, GPU_IMAGE)
-    return node
+
+
+def restart_dockerd(node: Node) -> None:
+    """The node's engine stops (as an upgrade or a crash would: its containers are stopped with
+    it) and starts again."""
+    _kill_pidfile(node.pidfile("dockerd"))
+    start_dockerd(node)
 
 
 def client_key(root: Path) -> Path:

@@ -57,6 +57,9 @@ class Settings:
         "python3", "Python for use_docker=False runs on the server's machine"
     )
     ssh_keepalive_seconds: float = _setting(5.0, "seconds between SSH keepalives to a node")
+    engine_check_seconds: float = _setting(
+        5.0, "how often each node's Docker engine is asked whether it answers (and its free disk)"
+    )
     node_lost_grace_seconds: float = _setting(
         60.0, "how long a node may be Unreachable before its runs fail with node_lost"
     )

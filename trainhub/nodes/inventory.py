@@ -73,6 +73,17 @@ def docker_facts(
         "runtimes": runtimes,
         "nvidia_runtime": nvidia_runtime,
         "nvidia_hook": nvidia_hook,
+        "docker_root": info.get("DockerRootDir"),
         # Whether GPU device requests reach the GPUs on this node's engine.
         "gpu_support": nvidia_runtime or nvidia_hook is not None,
     }
+
+
+def df_command(path: str) -> str:
+    """Free bytes of the filesystem holding ``path``, as ``df`` prints them."""
+    return f"df -B1 --output=avail -- {shlex.quote(path)} | tail -n 1"
+
+
+def parse_df(text: str) -> int | None:
+    value = text.strip()
+    return int(value) if value.isdigit() else None

@@ -71,6 +71,11 @@ class NodePool:
         self.db = db
         self.local_engine = local_engine
         self.local_inventory: dict[str, Any] = {}
+        self.local_state = NodeState.READY
+        self.local_unreachable_since: float | None = None
+        self.local_ready = asyncio.Event()
+        self.local_ready.set()
+        self._local_task: asyncio.Task[None] | None = None
         self.remotes: dict[str, _Remote] = {}
         self._socket_dir = Path(tempfile.mkdtemp(prefix="trainhub-sock-"))
         # Called with a node's name each time it becomes Ready (the launcher tidies up there).
@@ -79,16 +84,16 @@ class NodePool:
     # Lifecycle ------------------------------------------------------------------------------
     async def start(self) -> None:
         self.local_inventory = await asyncio.to_thread(self._probe_local)
+        self._local_task = asyncio.create_task(self._watch_local(), name="node-local")
         for row in await self.db.read(node_store.list_nodes):
             self._watch(row)
 
     async def stop(self) -> None:
-        for remote in self.remotes.values():
-            if remote.task:
-                remote.task.cancel()
-        await asyncio.gather(
-            *(r.task for r in self.remotes.values() if r.task), return_exceptions=True
-        )
+        tasks = [r.task for r in self.remotes.values() if r.task]
+        tasks += [self._local_task] if self._local_task else []
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
         for remote in self.remotes.values():
             self._close(remote)
         shutil.rmtree(self._socket_dir, ignore_errors=True)
@@ -119,13 +124,21 @@ class NodePool:
 
     def state(self, name: str) -> str:
         if name == LOCAL:
-            return NodeState.READY
+            return self.local_state
         remote = self.remotes.get(name)
         if remote is None:
             return "Removed"
         if remote.state == NodeState.READY and remote.row.draining:
             return NodeState.DRAINING
         return remote.state
+
+    def connected(self, name: str) -> bool:
+        """Whether the server reaches the node itself (its SSH connection is up), whatever its
+        engine does."""
+        if name == LOCAL:
+            return True
+        remote = self.remotes.get(name)
+        return remote is not None and remote.conn is not None and not remote.conn.is_closed()
 
     def schedulable(self, name: str) -> bool:
         return self.state(name) == NodeState.READY
@@ -144,19 +157,21 @@ class NodePool:
         return remote.row.host
 
     def unreachable_for(self, name: str) -> float:
+        if name == LOCAL:
+            since = self.local_unreachable_since
+            return 0.0 if since is None else time.monotonic() - since
         remote = self.remotes.get(name)
         if remote is None or remote.unreachable_since is None:
             return 0.0
         return time.monotonic() - remote.unreachable_since
 
     async def wait_ready(self, name: str, timeout: float) -> bool:
-        if name == LOCAL:
-            return True
         remote = self.remotes.get(name)
-        if remote is None:
+        if name != LOCAL and remote is None:
             return False
+        ready = self.local_ready if remote is None else remote.ready
         try:
-            await asyncio.wait_for(remote.ready.wait(), timeout)
+            await asyncio.wait_for(ready.wait(), timeout)
         except TimeoutError:
             return False
         return True
@@ -294,29 +309,80 @@ class NodePool:
                 continue
             backoff = 1.0
             await self._start_bulk(remote)
-            remote.state = NodeState.READY
-            remote.unreachable_since = None
-            remote.ready.set()
-            await self.db.write(
-                lambda db: node_store.update_node(
-                    db,
-                    name,
-                    state=NodeState.READY,
-                    error=None,
-                    inventory=remote.row.inventory,
-                    last_seen_at=time.time(),
-                )
-            )
-            log.info("node %s is Ready", name)
-            if self.on_ready is not None:
-                try:
-                    await self.on_ready(name)
-                except Exception:
-                    log.exception("tidying node %s after it came back failed", name)
-            assert remote.conn is not None
-            await remote.conn.wait_closed()
+            await self._became_ready(remote)
+            await self._check_engine(remote)
             self._close(remote)
             await self._mark_unreachable(remote, "the SSH connection closed")
+
+    async def _became_ready(self, remote: _Remote) -> None:
+        name = remote.row.name
+        remote.state = NodeState.READY
+        remote.unreachable_since = None
+        remote.ready.set()
+        await self.db.write(
+            lambda db: node_store.update_node(
+                db,
+                name,
+                state=NodeState.READY,
+                error=None,
+                inventory=remote.row.inventory,
+                last_seen_at=time.time(),
+            )
+        )
+        log.info("node %s is Ready", name)
+        await self._tidy(name)
+
+    async def _tidy(self, name: str) -> None:
+        if self.on_ready is not None:
+            try:
+                await self.on_ready(name)
+            except Exception:
+                log.exception("tidying node %s after it came back failed", name)
+
+    async def _check_engine(self, remote: _Remote) -> None:
+        """Until the SSH connection closes: ask the node's Docker engine whether it answers every
+        few seconds (Unreachable while it does not, Ready again when it does) and how much disk
+        it has left."""
+        assert remote.conn is not None and remote.engine is not None
+        conn, engine = remote.conn, remote.engine
+        closed = asyncio.ensure_future(conn.wait_closed())
+        try:
+            while not closed.done():
+                answers = await engine_answers(engine)
+                if answers:
+                    root = remote.row.inventory.get("docker_root") or "/var/lib/docker"
+                    df = await conn.run(inv.df_command(root), check=False)
+                    remote.row.inventory["disk_free_bytes"] = inv.parse_df(str(df.stdout))
+                if not answers and remote.state == NodeState.READY:
+                    await self._mark_unreachable(remote, "its Docker engine does not answer")
+                elif answers and remote.state == NodeState.UNREACHABLE:
+                    await self._became_ready(remote)
+                await asyncio.wait({closed}, timeout=self.settings.engine_check_seconds)
+        finally:
+            closed.cancel()
+
+    async def _watch_local(self) -> None:
+        """The server's own engine: Unreachable while it does not answer (stopped, restarting),
+        Ready again (and tidied) when it does."""
+        while True:
+            answers = await engine_answers(self.local_engine)
+            if answers:
+                root = self.local_inventory.get("docker_root") or "/var/lib/docker"
+                with contextlib.suppress(OSError):
+                    free = (await asyncio.to_thread(shutil.disk_usage, root)).free
+                    self.local_inventory["disk_free_bytes"] = free
+            if not answers and self.local_state == NodeState.READY:
+                log.warning("node local is Unreachable: its Docker engine does not answer")
+                self.local_state = NodeState.UNREACHABLE
+                self.local_unreachable_since = time.monotonic()
+                self.local_ready.clear()
+            elif answers and self.local_state == NodeState.UNREACHABLE:
+                log.info("node local is Ready: its Docker engine answers again")
+                self.local_state = NodeState.READY
+                self.local_unreachable_since = None
+                self.local_ready.set()
+                await self._tidy(LOCAL)
+            await asyncio.sleep(self.settings.engine_check_seconds)
 
     async def _set_state(self, name: str, state: NodeState, error: str | None) -> None:
         await self.db.write(lambda db: node_store.update_node(db, name, state=state, error=error))
@@ -466,9 +532,17 @@ class NodePool:
         return {
             "name": LOCAL,
             "host": None,
-            "state": NodeState.READY,
+            "state": self.local_state,
             "inventory": self.local_inventory,
         }
+
+
+async def engine_answers(engine: DockerEngine) -> bool:
+    try:
+        await asyncio.wait_for(asyncio.to_thread(engine.client.ping), timeout=5)
+    except Exception:  # noqa: BLE001 - not answering, whatever the way
+        return False
+    return True
 
 
 def bulk_forward_command(

@@ -13,7 +13,7 @@ import logging
 from dataclasses import dataclass, field
 from typing import Any
 
-from trainhub.nodes.pool import LOCAL, NodePool, NodeUnavailable
+from trainhub.nodes.pool import LOCAL, NodePool, NodeUnavailable, engine_answers
 from trainhub.runs import containers
 from trainhub.runs.artifacts import DRIVER_LOG, prepare_run_dir
 from trainhub.runs.driving import Attempt, Canceled, Interruption
@@ -34,10 +34,9 @@ ENGINE_CHECK_SECONDS = 2.0
 async def _answers(pool: NodePool, node: str) -> bool:
     try:
         engine = pool.engine(node)
-        await asyncio.wait_for(asyncio.to_thread(engine.client.ping), timeout=5)
-    except Exception:  # noqa: BLE001 - not answering, whatever the way
+    except NodeUnavailable:
         return False
-    return True
+    return await engine_answers(engine)
 
 
 @dataclass
@@ -254,9 +253,9 @@ class ContainerDriver:
         log.warning("run %s: the Docker engine of node %s does not answer", run_id, node)
         grace = loop.time() + self.settings.node_lost_grace_seconds
         while not await _answers(self.pool, node):
-            if loop.time() >= grace:
-                if node != LOCAL:  # the node is gone: recovery's node-loss path takes it
-                    return Interruption.NONE, ""
+            if not self.pool.connected(node):  # the node is gone: recovery's node-loss path
+                return Interruption.NONE, ""
+            if loop.time() >= grace:  # reached, but its engine stays down
                 break
             await asyncio.sleep(0.5)
         else:

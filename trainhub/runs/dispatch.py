@@ -57,7 +57,7 @@ def capacities(pool: NodePool, local_slots: int, held: list[dict[str, Any]]) -> 
         facts = pool.inventory(name)
         gpus = [
             g["index"]
-            for g in facts.get("gpus", [])
+            for g in facts.get("gpus", [])[: usable_gpus(pool, name)]
             if g["index"] not in used_gpus.get(name, set())
         ]
         slots = local_slots if name == LOCAL else int(facts.get("cpus") or 1)
@@ -71,3 +71,13 @@ def capacities(pool: NodePool, local_slots: int, held: list[dict[str, Any]]) -> 
             )
         )
     return found
+
+
+def usable_gpus(pool: NodePool, name: str) -> int:
+    """GPUs of a node that runs can be given: all of them, except on an SSH node whose Docker
+    cannot hand GPUs to containers (no NVIDIA hook, no nvidia runtime). The server's own GPUs also
+    serve runs without a container, which need no hook."""
+    facts = pool.inventory(name)
+    if name != LOCAL and not facts.get("gpu_support"):
+        return 0
+    return len(facts.get("gpus", []))

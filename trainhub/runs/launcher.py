@@ -26,7 +26,7 @@ from trainhub.settings import Settings
 from trainhub.store import Database, lifecycle
 from trainhub.store import nodes as node_store
 from trainhub.store import runs as q
-from trainhub.store.lifecycle import RunStatus
+from trainhub.store.lifecycle import ACTIVE, RunStatus
 
 log = logging.getLogger("trainhub.launcher")
 GB = 1024**3
@@ -133,6 +133,16 @@ class Launcher:
     def spawn(self, run_id: str, attach: str | None = None) -> None:
         """Drive a claimed run, or (``attach``: its container or process) one that runs already."""
         self.track(run_id, self.drive(run_id, attach))
+
+    async def health(self) -> dict[str, list[str]]:
+        """Runs in a driven status that no task drives, and runs holding capacity they should
+        not: both empty unless something went wrong (the watchdog ends the first kind)."""
+        db = self.control.db
+        active = await db.read(lambda conn: q.runs_with_status(conn, ACTIVE))
+        return {
+            "runsWithoutTask": sorted(run.id for run in active if not self.driving(run.id)),
+            "allocationsOfEndedRuns": await db.read(node_store.allocations_of_ended_runs),
+        }
 
     def driving(self, run_id: str) -> bool:
         """Whether a task of this server drives (or waits for the node of) the run."""

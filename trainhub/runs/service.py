@@ -11,6 +11,7 @@ from typing import Any
 
 import msgspec
 
+from trainhub.runs import dispatch
 from trainhub.runs.artifacts import (
     DRIVER_LOG,
     SnapshotError,
@@ -226,10 +227,16 @@ async def _check_target(db: Database, launcher: Launcher, spec: EstimatorSpec) -
         members = remotes
     need = processes_per_node(spec)
     if spec.use_gpu:
-        sizes = sorted(
-            (len(launcher.pool.inventory(n).get("gpus", [])) for n in members), reverse=True
-        )
+        # A container gets GPUs only where Docker can hand them out (the NVIDIA hook or runtime).
+        sizes = sorted((dispatch.usable_gpus(launcher.pool, n) for n in members), reverse=True)
         what, field = "GPU(s)", "use_gpu"
+        if sizes and sizes[0] == 0 and any(launcher.pool.inventory(n).get("gpus") for n in members):
+            raise SpecError(
+                "use_gpu",
+                f"The GPUs of target '{spec.compute_target}' cannot be given to containers: its "
+                "nodes have neither the NVIDIA container toolkit's hook "
+                "(nvidia-container-runtime-hook) nor an nvidia runtime in Docker",
+            )
     else:
         # CPU-only runs take one run slot per process: CPUs on SSH nodes, the run limit locally.
         sizes = sorted(

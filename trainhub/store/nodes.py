@@ -137,3 +137,12 @@ def allocation_of(db: sqlite_utils.Database, run_id: str) -> list[dict[str, Any]
         {**r, "gpus": json.loads(r["gpus"])}
         for r in db.table("allocations").rows_where("run_id = ?", [run_id])
     ]
+
+
+def allocations_of_ended_runs(db: sqlite_utils.Database) -> list[str]:
+    """Runs that hold GPUs or slots although they are queued or finished (never, if all is well)."""
+    rows = db.execute(
+        "select distinct a.run_id from allocations a join runs r on r.id = a.run_id "
+        "where r.status in ('Queued', 'Completed', 'Failed', 'Canceled') order by a.run_id"
+    ).fetchall()
+    return [str(row[0]) for row in rows]
