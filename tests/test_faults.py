@@ -184,3 +184,33 @@ def test_the_watchdog_ends_a_run_whose_task_is_gone(make_server: type) -> None:
     # The slot was freed: the next run is claimed and started (and then dropped in its turn).
     second = submit(client, "import time; time.sleep(120)")
     wait_for_status(client, second["runId"], "Running", timeout=30)
+
+
+def test_a_locked_database_fails_writes_with_503_and_reads_go_on(make_server: type) -> None:
+    import sqlite3
+
+    srv: Server = make_server(db_busy_seconds="1")  # type: ignore[call-arg]
+    client = srv.client()
+    before = submit(client, "print('before the lock')")
+    wait_for_status(client, before["runId"], timeout=60)
+    holder = sqlite3.connect(srv.data / "trainhub.db", isolation_level=None)
+    holder.execute("BEGIN IMMEDIATE")  # another program holds the write lock
+    try:
+        response = submit_raw(
+            client, {"entry_script": "train.py"}, make_snapshot({"train.py": "print(1)"})
+        )
+        assert response.status_code == 503, response.text
+        assert (
+            "The server's database could not do this now (database is locked)"
+            in (response.json()["error"])
+        )
+        assert "nothing was changed, try again" in response.json()["error"]
+        # Reads are served meanwhile, and nothing of the refused submit is there.
+        listed = client.get("/api/v1/runs")
+        assert listed.status_code == 200
+        assert [r["runId"] for r in listed.json()["runs"]] == [before["runId"]]
+    finally:
+        holder.execute("ROLLBACK")
+        holder.close()
+    after = submit(client, "print('after the lock')")
+    assert wait_for_status(client, after["runId"], timeout=60)["status"] == "Completed"

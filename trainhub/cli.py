@@ -51,7 +51,7 @@ def serve(host: str | None, port: int | None, data: Path | None) -> None:
     logging.basicConfig(
         level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
-    db = Database(settings.db_path)
+    db = Database(settings.db_path, settings.db_busy_seconds)
     given = settings.admin_token
     if given and db.read_sync(lambda conn: find_token(conn, given)) is None:
         db.write_sync(lambda conn: add_token(conn, "admin", given, is_admin=True))

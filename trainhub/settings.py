@@ -71,6 +71,9 @@ class Settings:
         "network (CIDR, e.g. 10.0.0.0/24) that the containers of a multi-node MPI run talk over; "
         "by default Open MPI picks",
     )
+    db_busy_seconds: float = _setting(
+        30.0, "how long a write waits for a locked database before the request fails with 503"
+    )
     min_free_gb: float = _setting(
         1.0,
         "free space the data folder's disk must keep: below it no run starts and submits get 507",

@@ -50,7 +50,7 @@ def check_python() -> None:
 
 def create_app(settings: Settings, db: Database | None = None) -> Litestar:
     check_python()
-    database = db or Database(settings.db_path)
+    database = db or Database(settings.db_path, settings.db_busy_seconds)
     instance = database.read_sync(q.instance_id)
 
     @asynccontextmanager

@@ -23,18 +23,21 @@ T = TypeVar("T")
 _STOP = object()
 
 
-def _connect(path: Path) -> sqlite_utils.Database:
-    conn = sqlite3.connect(str(path), check_same_thread=False, timeout=30, isolation_level=None)
-    conn.execute("PRAGMA busy_timeout = 30000")
+def _connect(path: Path, busy_seconds: float) -> sqlite_utils.Database:
+    conn = sqlite3.connect(
+        str(path), check_same_thread=False, timeout=busy_seconds, isolation_level=None
+    )
+    conn.execute(f"PRAGMA busy_timeout = {int(busy_seconds * 1000)}")
     conn.execute("PRAGMA foreign_keys = ON")
     return sqlite_utils.Database(conn)
 
 
 class Database:
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, busy_seconds: float = 30.0) -> None:
         self.path = path
+        self.busy_seconds = busy_seconds
         path.parent.mkdir(parents=True, exist_ok=True)
-        self._writer = _connect(path)
+        self._writer = _connect(path, busy_seconds)
         self._writer.enable_wal()
         self._writer.execute("PRAGMA synchronous = NORMAL")
         MIGRATIONS.apply(self._writer)
@@ -82,7 +85,7 @@ class Database:
     def read_sync(self, fn: Callable[[sqlite_utils.Database], T]) -> T:
         db = getattr(self._local, "db", None)
         if db is None:
-            db = _connect(self.path)
+            db = _connect(self.path, self.busy_seconds)
             db.execute("PRAGMA query_only = ON")
             self._local.db = db
             with self._readers_lock:
