@@ -1,4 +1,5 @@
-"""A node's Docker engine stops and starts again (an upgrade, a crash) while runs use it.
+"""A node's Docker engine stops and starts again (an upgrade, a crash), or its disk fills up, while
+runs use it.
 
 Real engines: node n2's own dockerd, in its namespace, is stopped and started (the suite's main
 engine is never touched). Run under ``flock /tmp/trainhub-testbed.lock`` like the other node tests.
@@ -6,10 +7,15 @@ engine is never touched). Run under ``flock /tmp/trainhub-testbed.lock`` like th
 
 from __future__ import annotations
 
+import subprocess
+from collections.abc import Iterator
+from pathlib import Path
+
 import httpx
+import pytest
 
 from tests import testbed
-from tests.helpers import get_run, wait_for_log, wait_for_status, wait_until
+from tests.helpers import get_run, submit, wait_for_log, wait_for_status, wait_until
 from tests.test_nodes import GATED_SCRIPT, _submit, release
 
 
@@ -66,3 +72,67 @@ def test_an_engine_restart_ends_its_runs_engine_restarted_and_a_retry_completes(
     release(bed, str(retried["runId"]))
     finished = wait_for_status(nclient, str(retried["runId"]), timeout=60)
     assert finished["status"] == "Completed", finished["error"]
+
+
+@pytest.fixture
+def small_node(nclient: httpx.Client, bed: dict[str, testbed.Node]) -> Iterator[testbed.Node]:
+    """Node n4, whose Docker engine keeps its images and containers on a 700 MB disk of its own."""
+    root = bed["n1"].root.parent / "n4"
+    data_root = Path("/var/lib/docker-thn4")
+    testbed.stop_node("n4", root)
+    subprocess.run(["umount", "-l", str(data_root)], capture_output=True)
+    data_root.mkdir(parents=True, exist_ok=True)
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=700m", "tmpfs", str(data_root)], check=True)
+    node = testbed.start_node("n4", 4, root, bed["n1"].client_key, gpus=0)
+    try:
+        body = {
+            "name": "n4",
+            "host": node.address,
+            "user": "root",
+            "key_path": str(node.client_key),
+            "docker_socket": node.docker_socket,
+        }
+        response = nclient.post("/api/v1/nodes", json=body)
+        assert response.status_code == 201, response.text
+        nclient.post("/api/v1/targets", json={"name": "only-n4", "nodes": ["n4"]})
+        yield node
+    finally:
+        nclient.delete("/api/v1/nodes/n4")
+        testbed.stop_node("n4", root)
+        subprocess.run(["umount", "-l", str(data_root)], capture_output=True)
+
+
+FILL_THE_DISK = """
+import os
+chunk = b"x" * (1024 * 1024)
+with open("/tmp/fill", "wb") as f:
+    for _ in range(2000):
+        f.write(chunk)
+"""
+
+
+def test_a_full_node_disk_fails_the_run_node_disk_full_with_the_sentence(
+    nclient: httpx.Client, small_node: testbed.Node
+) -> None:
+    free = _node(nclient, "n4")["inventory"]["disk_free_bytes"]  # type: ignore[index]
+    assert isinstance(free, int) and 0 < free < 700 * 1024 * 1024
+    run = submit(nclient, FILL_THE_DISK, compute_target="only-n4", experiment="disk")
+    ended = wait_for_status(nclient, run["runId"], timeout=120)
+    assert ended["status"] == "Failed", ended
+    assert ended["properties"]["reason"] == "node_disk_full"
+    message = ended["error"]["message"]
+    assert message.startswith("The node's disk is full: the script failed with code 1")
+    assert "No space left on device" in message
+    assert ended["properties"]["allocation"] == []
+    # The run's container (and what it wrote) is gone: the node has its space back.
+    wait_until(
+        lambda: (
+            testbed.sh(
+                "docker", "-H", f"unix://{small_node.docker_socket}", "ps", "-aq"
+            ).stdout.strip()
+            == ""
+        ),
+        "no container left on n4",
+    )
+    ok = submit(nclient, "print('room again')", compute_target="only-n4", experiment="disk")
+    assert wait_for_status(nclient, ok["runId"], timeout=60)["status"] == "Completed"

@@ -522,8 +522,11 @@ class NodePool:
         bulk = (
             remote is not None and remote.bulk_proc is not None and remote.bulk_proc.poll() is None
         )
+        live = remote.row.inventory if remote is not None else {}
         return {
             **row.public(),
+            # What the server sees now (free disk is refreshed with every engine check).
+            "inventory": {**row.inventory, **live},
             "state": self.state(row.name),
             "bulkTransfer": "openssh" if bulk else "asyncssh",
         }

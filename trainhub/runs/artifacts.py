@@ -61,6 +61,11 @@ def is_disk_full(exc: BaseException) -> bool:
     return isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT)
 
 
+def says_disk_full(text: str) -> bool:
+    """An engine's or a program's sentence for a full disk (ENOSPC), as Docker and libc word it."""
+    return "no space left on device" in text.lower()
+
+
 def drop_partial(run_dir: Path, what: str, exc: BaseException) -> DiskFull:
     """After a copy into ``run_dir/what`` ran out of space: remove what it wrote, say how much."""
     target = run_dir / what

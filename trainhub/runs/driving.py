@@ -21,7 +21,7 @@ from typing import Any, Protocol, TypeVar
 
 import msgspec
 
-from trainhub.runs.artifacts import DRIVER_LOG, drop_partial, is_disk_full
+from trainhub.runs.artifacts import DRIVER_LOG, drop_partial, is_disk_full, says_disk_full
 from trainhub.runs.containers import log_tail
 from trainhub.runs.preparing import PrepareFailed
 from trainhub.settings import Settings
@@ -225,6 +225,14 @@ class RunControl:
             )
         else:
             tail = log_tail(self.settings.run_dir(run.id) / DRIVER_LOG)
+            if says_disk_full(tail):  # the node's disk filled up under the script
+                await self.fail(
+                    run.id,
+                    EndReason.NODE_DISK_FULL,
+                    f"The node's disk is full: the script failed with code {exit_code} writing "
+                    f"to it.\n{tail}".rstrip(),
+                )
+                return
             await self.fail(
                 run.id,
                 EndReason.EXIT_CODE,
@@ -244,7 +252,8 @@ async def drive(
         try:
             await driver.prepare(attempt)
         except PrepareFailed as exc:
-            await control.fail(run_id, exc.reason, exc.message)
+            reason = EndReason.NODE_DISK_FULL if says_disk_full(exc.message) else exc.reason
+            await control.fail(run_id, reason, exc.message)
             return
         if cancel.is_set() or not await control.move(
             run_id, RunStatus.STARTING, expect=[RunStatus.PREPARING]

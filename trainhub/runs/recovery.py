@@ -8,6 +8,7 @@ import logging
 from typing import TYPE_CHECKING
 
 from trainhub.nodes.pool import LOCAL, NodeUnavailable
+from trainhub.runs.artifacts import says_disk_full
 from trainhub.runs.driving import Attempt
 from trainhub.store import nodes as node_store
 from trainhub.store import runs as q
@@ -163,6 +164,9 @@ async def internal_error(launcher: Launcher, run_id: str, exc: BaseException) ->
             await launcher.driver_for(attempt).abandon(attempt)
     except Exception as cleanup:  # noqa: BLE001 - the run must end even if its cleanup fails
         log.warning("run %s: could not remove what it left: %s", run_id, cleanup)
+    if says_disk_full(sentence):  # the engine's own sentence: its node's disk is full
+        await launcher.control.fail(run_id, EndReason.NODE_DISK_FULL, sentence)
+        return
     await launcher.control.fail(
         run_id, EndReason.INTERNAL_ERROR, f"trainhub failed while running this: {sentence}"
     )
