@@ -1,0 +1,97 @@
+"""Whether a submitted run could ever run here: its compute target holds it (nodes, GPUs Docker can
+hand out, CPU slots), and conda packages have conda to install them. A 422 naming the field now
+beats a run that waits for ever or fails its build later."""
+
+from __future__ import annotations
+
+from trainhub.runs import dispatch
+from trainhub.runs.launcher import Launcher
+from trainhub.settings import Settings
+from trainhub.spec import EstimatorSpec, SpecError, processes_per_node
+from trainhub.store import Database
+from trainhub.store import nodes as node_store
+
+
+async def check_target(db: Database, launcher: Launcher, spec: EstimatorSpec) -> None:
+    """The compute target exists and could ever hold the run (GPUs, runs without a container)."""
+    targets = await db.read(node_store.list_targets)
+    members = targets.get(spec.compute_target)
+    if members is None:
+        known = ", ".join(sorted(targets))
+        raise SpecError(
+            "compute_target",
+            f"Unknown compute target '{spec.compute_target}' (this server has: {known})",
+        )
+    if not spec.use_docker and members != [node_store.LOCAL]:
+        raise SpecError(
+            "use_docker",
+            "use_docker=False runs on the server's own machine only: compute_target='local'",
+        )
+    if spec.node_count > 1:
+        # Multi-node runs reach each node at its SSH address: the server's own machine has none.
+        remotes = [n for n in members if n != node_store.LOCAL]
+        if len(remotes) < spec.node_count:
+            raise SpecError(
+                "node_count",
+                f"node_count={spec.node_count} needs {spec.node_count} SSH nodes in compute target "
+                f"'{spec.compute_target}'; it has {len(remotes)}",
+            )
+        members = remotes
+    need = processes_per_node(spec)
+    if spec.use_gpu:
+        # A container gets GPUs only where Docker can hand them out (the NVIDIA hook or runtime).
+        sizes = sorted((dispatch.usable_gpus(launcher.pool, n) for n in members), reverse=True)
+        what, field = "GPU(s)", "use_gpu"
+        if sizes and sizes[0] == 0 and any(launcher.pool.inventory(n).get("gpus") for n in members):
+            raise SpecError(
+                "use_gpu",
+                f"The GPUs of target '{spec.compute_target}' cannot be given to containers: its "
+                "nodes have neither the NVIDIA container toolkit's hook "
+                "(nvidia-container-runtime-hook) nor an nvidia runtime in Docker",
+            )
+    else:
+        # CPU-only runs take one run slot per process: CPUs on SSH nodes, the run limit locally.
+        sizes = sorted(
+            (
+                launcher.settings.max_concurrent_runs
+                if n == node_store.LOCAL
+                else int(launcher.pool.inventory(n).get("cpus") or 1)
+                for n in members
+            ),
+            reverse=True,
+        )
+        what = "CPU slots"
+        field = (
+            "distributed_training.process_count_per_node"
+            if spec.distributed_training and spec.distributed_training.process_count_per_node
+            else "process_count_per_node"
+        )
+    fitting = sizes[spec.node_count - 1] if len(sizes) >= spec.node_count else 0
+    if fitting < need:
+        nodes = "the largest node" if spec.node_count == 1 else f"node {spec.node_count} by size"
+        raise SpecError(
+            field,
+            f"{need} process(es) per node need {need} {what} per node, and {nodes} of target "
+            f"'{spec.compute_target}' has {fitting}",
+        )
+
+
+async def check_conda(
+    settings: Settings, launcher: Launcher, spec: EstimatorSpec, sha256: str
+) -> None:
+    """conda packages need conda or mamba in the base image: refuse now rather than fail a build later."""
+    if not (spec.conda_packages or spec.conda_dependencies_file):
+        return
+    field = "conda_packages" if spec.conda_packages else "conda_dependencies_file"
+    if not spec.use_docker:
+        raise SpecError(
+            field, f"{field} needs a container image with conda or mamba (use_docker=True)"
+        )
+    image = spec.image or (settings.default_gpu_image if spec.use_gpu else settings.default_image)
+    available = await launcher.conda_available(image)
+    if available is False:
+        raise SpecError(
+            field,
+            f"{field} need conda or mamba in the base image, and {image} has neither: "
+            "name an image with conda (custom_docker_image) or use pip_packages",
+        )
