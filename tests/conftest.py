@@ -120,11 +120,11 @@ class Server:
             except httpx.HTTPError:
                 return  # stopped meanwhile
             stranded = details["runsWithoutTask"], details["allocationsOfEndedRuns"]
-            if stranded == ([], []):
+            if stranded == (0, 0):
                 return
             if time.monotonic() > deadline:
                 pytest.fail(
-                    f"{self.url}: runs without a task / ended runs holding nodes: {stranded}"
+                    f"{self.url}: runs without a task, ended runs holding nodes: {stranded}"
                 )
             time.sleep(0.2)
 
@@ -271,15 +271,7 @@ def cluster(
     )
     client = srv.client()
     for node in bed.values():
-        body = {
-            "name": node.name,
-            "host": node.address,
-            "user": "root",
-            "key_path": str(node.client_key),
-            "docker_socket": node.docker_socket,
-        }
-        response = client.post("/api/v1/nodes", json=body)
-        assert response.status_code == 201, response.text
+        testbed.add_to(client, node)
     assert (
         client.post(
             "/api/v1/targets", json={"name": "gpu-cluster", "nodes": ["n1", "n2"]}

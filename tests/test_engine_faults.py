@@ -35,7 +35,7 @@ def test_an_engine_restart_ends_its_runs_engine_restarted_and_a_retry_completes(
     for run in (plain, retried):
         wait_for_log(nclient, str(run["runId"]), "started on n2", timeout=60)
 
-    testbed.sh("kill", testbed.sh("cat", str(n2.pidfile("dockerd"))).stdout.strip())
+    testbed.stop_dockerd(n2)
     try:
         # The machine stopped the scripts: said so, never "the script exited with code 143".
         ended = wait_for_status(nclient, str(plain["runId"]), timeout=60)
@@ -85,15 +85,7 @@ def small_node(nclient: httpx.Client, bed: dict[str, testbed.Node]) -> Iterator[
     subprocess.run(["mount", "-t", "tmpfs", "-o", "size=700m", "tmpfs", str(data_root)], check=True)
     node = testbed.start_node("n4", 4, root, bed["n1"].client_key, gpus=0)
     try:
-        body = {
-            "name": "n4",
-            "host": node.address,
-            "user": "root",
-            "key_path": str(node.client_key),
-            "docker_socket": node.docker_socket,
-        }
-        response = nclient.post("/api/v1/nodes", json=body)
-        assert response.status_code == 201, response.text
+        testbed.add_to(nclient, node, "n4")
         nclient.post("/api/v1/targets", json={"name": "only-n4", "nodes": ["n4"]})
         yield node
     finally:

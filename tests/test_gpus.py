@@ -221,15 +221,7 @@ def hookless(
     )
     srv = start_server(tmp_path_factory, "hookless-data")
     try:
-        body = {
-            "name": "n3",
-            "host": node.address,
-            "user": "root",
-            "key_path": str(node.client_key),
-            "docker_socket": node.docker_socket,
-        }
-        response = srv.client().post("/api/v1/nodes", json=body)
-        assert response.status_code == 201, response.text
+        testbed.add_to(srv.client(), node, "n3")
         yield srv, node
     finally:
         srv.cleanup()

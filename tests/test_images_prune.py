@@ -45,14 +45,7 @@ def remote(tmp_path_factory: pytest.TempPathFactory, node: testbed.Node) -> Iter
     (wheels / f"session-{uuid.uuid4().hex}.txt").write_text("marker\n")
     srv = start_server(tmp_path_factory, "prune-data", wheel_dir=str(wheels))
     client = srv.client()
-    body = {
-        "name": NODE,
-        "host": node.address,
-        "user": "root",
-        "key_path": str(node.client_key),
-        "docker_socket": node.docker_socket,
-    }
-    assert client.post("/api/v1/nodes", json=body).status_code == 201
+    testbed.add_to(client, node, NODE)
     assert client.post("/api/v1/targets", json={"name": TARGET, "nodes": [NODE]}).status_code == 201
     yield srv
     srv.cleanup()

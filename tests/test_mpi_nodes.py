@@ -142,14 +142,7 @@ def mpi_network_server(
     )
     client = srv.client()
     for node in bed.values():
-        body = {
-            "name": node.name,
-            "host": node.address,
-            "user": "root",
-            "key_path": str(node.client_key),
-            "docker_socket": node.docker_socket,
-        }
-        assert client.post("/api/v1/nodes", json=body).status_code == 201
+        testbed.add_to(client, node)
     client.post("/api/v1/targets", json={"name": "gpu-cluster", "nodes": ["n1", "n2"]})
     yield srv
     srv.cleanup()

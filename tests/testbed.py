@@ -9,12 +9,15 @@ made (daemons by their pid files, namespaces, the bridge).
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import subprocess
 import time
 from dataclasses import dataclass
 from pathlib import Path
+
+import httpx
 
 BRIDGE = "thbr0"
 SUBNET = "10.77.0"
@@ -203,6 +206,19 @@ def start_node(
     return node
 
 
+def add_to(client: httpx.Client, node: Node, name: str | None = None) -> None:
+    """Register ``node`` with a server (as ``trainhub node add`` would), asserting it is Ready."""
+    body = {
+        "name": name or node.name,
+        "host": node.address,
+        "user": "root",
+        "key_path": str(node.client_key),
+        "docker_socket": node.docker_socket,
+    }
+    response = client.post("/api/v1/nodes", json=body)
+    assert response.status_code == 201, response.text
+
+
 def start_dockerd(node: Node) -> None:
     """The node's own Docker engine, in its namespace; returns once it answers."""
     netns, root, name = node.netns, node.root, node.name
@@ -242,11 +258,24 @@ def start_dockerd(node: Node) -> None:
         time.sleep(0.3)
 
 
-def restart_dockerd(node: Node) -> None:
-    """The node's engine stops (as an upgrade or a crash would: its containers are stopped with
-    it) and starts again."""
-    _kill_pidfile(node.pidfile("dockerd"))
-    start_dockerd(node)
+def stop_dockerd(node: Node) -> None:
+    """The node's engine stops as for an upgrade (its containers are stopped with it, then its
+    containerd); returns once all of it is gone."""
+    try:
+        pid = int(node.pidfile("dockerd").read_text().strip())
+    except (OSError, ValueError):
+        return
+    with contextlib.suppress(ProcessLookupError):
+        os.kill(pid, signal.SIGTERM)
+    deadline = time.monotonic() + 60  # containers get their stop timeout, then containerd goes
+    while Path(f"/proc/{pid}").exists() and time.monotonic() < deadline:
+        time.sleep(0.2)
+    mark = f"/run/docker-{node.netns}/containerd".encode()
+    for proc in Path("/proc").iterdir():
+        if proc.name.isdigit():
+            with contextlib.suppress(OSError):
+                if mark in (proc / "cmdline").read_bytes():
+                    os.kill(int(proc.name), signal.SIGKILL)
 
 
 def client_key(root: Path) -> Path:

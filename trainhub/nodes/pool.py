@@ -308,11 +308,16 @@ class NodePool:
                 backoff = min(backoff * 2, 30.0)
                 continue
             backoff = 1.0
-            await self._start_bulk(remote)
-            await self._became_ready(remote)
-            await self._check_engine(remote)
+            why = "the SSH connection closed"
+            try:
+                await self._start_bulk(remote)
+                await self._became_ready(remote)
+                await self._check_engine(remote)
+            except Exception as exc:  # noqa: BLE001 - whatever broke, the node reconnects
+                why = f"{type(exc).__name__}: {exc}"
+                log.warning("node %s: %s; reconnecting", name, why)
             self._close(remote)
-            await self._mark_unreachable(remote, "the SSH connection closed")
+            await self._mark_unreachable(remote, why)
 
     async def _became_ready(self, remote: _Remote) -> None:
         name = remote.row.name
@@ -350,9 +355,7 @@ class NodePool:
             while not closed.done():
                 answers = await engine_answers(engine)
                 if answers:
-                    root = remote.row.inventory.get("docker_root") or "/var/lib/docker"
-                    df = await conn.run(inv.df_command(root), check=False)
-                    remote.row.inventory["disk_free_bytes"] = inv.parse_df(str(df.stdout))
+                    remote.row.inventory["disk_free_bytes"] = await self.disk_free(remote.row.name)
                 if not answers and remote.state == NodeState.READY:
                     await self._mark_unreachable(remote, "its Docker engine does not answer")
                 elif answers and remote.state == NodeState.UNREACHABLE:
@@ -361,16 +364,31 @@ class NodePool:
         finally:
             closed.cancel()
 
+    async def disk_free(self, name: str) -> int | None:
+        """Free bytes where the node's engine keeps images and containers, asked now (None: the
+        node cannot say)."""
+        root = self.inventory(name).get("docker_root") or "/var/lib/docker"
+        if name == LOCAL:
+            try:
+                return (await asyncio.to_thread(shutil.disk_usage, root)).free
+            except OSError:  # the server in a container of its own: the engine's disk is not here
+                return None
+        remote = self.remotes.get(name)
+        if remote is None or remote.conn is None:
+            return None
+        try:
+            df = await asyncio.wait_for(remote.conn.run(inv.df_command(root), check=False), 10)
+        except (OSError, asyncssh.Error, TimeoutError):
+            return None
+        return inv.parse_df(str(df.stdout))
+
     async def _watch_local(self) -> None:
         """The server's own engine: Unreachable while it does not answer (stopped, restarting),
         Ready again (and tidied) when it does."""
         while True:
             answers = await engine_answers(self.local_engine)
             if answers:
-                root = self.local_inventory.get("docker_root") or "/var/lib/docker"
-                with contextlib.suppress(OSError):
-                    free = (await asyncio.to_thread(shutil.disk_usage, root)).free
-                    self.local_inventory["disk_free_bytes"] = free
+                self.local_inventory["disk_free_bytes"] = await self.disk_free(LOCAL)
             if not answers and self.local_state == NodeState.READY:
                 log.warning("node local is Unreachable: its Docker engine does not answer")
                 self.local_state = NodeState.UNREACHABLE
@@ -541,11 +559,7 @@ class NodePool:
 
 
 async def engine_answers(engine: DockerEngine) -> bool:
-    try:
-        await asyncio.wait_for(asyncio.to_thread(engine.client.ping), timeout=5)
-    except Exception:  # noqa: BLE001 - not answering, whatever the way
-        return False
-    return True
+    return await asyncio.to_thread(engine.answers)
 
 
 def bulk_forward_command(

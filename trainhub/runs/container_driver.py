@@ -271,6 +271,9 @@ class ContainerDriver:
             "and its container was stopped with it"
         )
 
+    async def disk_left(self, handle: Started) -> int | None:
+        return await self.pool.disk_free(handle.attempt.node)
+
     async def lost_node(self, handle: Started) -> str | None:
         """Its MPI daemons on a node that went down: the run is lost with that node."""
         workers = handle.attempt.workers

@@ -82,6 +82,8 @@ async def load_attempt(control: RunControl, run_id: str, default_node: str) -> A
 
 
 H = TypeVar("H")
+# Below this a node's disk counts as full when a script fails for want of space.
+NODE_DISK_LOW = 256 * 1024 * 1024
 # Exit codes of a script stopped from outside (SIGKILL, SIGTERM) or gone without one.
 KILLED = frozenset({None, 128 + 9, 128 + 15})
 
@@ -113,6 +115,9 @@ class Driver(Protocol[H]):
 
     async def interrupted(self, handle: H) -> tuple[Interruption, str]:
         """After a killed or vanished script: whether the machine did it (with a sentence)."""
+
+    async def disk_left(self, handle: H) -> int | None:
+        """Free bytes of the disk the script writes to (None: unknown)."""
 
     async def lost_node(self, handle: H) -> str | None:
         """After a failing end: the node of the attempt that no longer answers, if any."""
@@ -184,6 +189,9 @@ class RunControl:
         """A node of the run (or its engine) is gone: queued again when the run allows retries
         (True), otherwise Failed with ``reason`` (its allocation is freed with either)."""
         run = await self.db.read(lambda db: q.get_run(db, run_id))
+        if run is not None and run.status is RunStatus.CANCEL_REQUESTED:
+            await self.canceled(run_id)  # it was being canceled anyway
+            return False
         if (
             run is not None
             and run.retries < run.max_retries
@@ -203,8 +211,10 @@ class RunControl:
         spec: EstimatorSpec,
         exit_code: int | None,
         stopped_for: EndReason | None,
+        node_disk_full: bool = False,
     ) -> None:
-        """The end status: Canceled, Failed (timeout, exit code) or Completed."""
+        """The end status: Canceled, Failed (timeout, exit code, the node's disk full) or
+        Completed."""
         await self.db.write(lambda db: q.update_run(db, run.id, exit_code=exit_code))
         if stopped_for is EndReason.CANCELED or self.cancel_event(run.id).is_set():
             await self.canceled(run.id)
@@ -216,7 +226,8 @@ class RunControl:
                 "and was stopped",
             )
         elif exit_code == 0:
-            await self.move(run.id, RunStatus.COMPLETED, expect=[RunStatus.FINALIZING])
+            if not await self.move(run.id, RunStatus.COMPLETED, expect=[RunStatus.FINALIZING]):
+                await self.canceled(run.id)  # a cancel came in meanwhile (or it has ended)
         elif exit_code is None:
             await self.fail(
                 run.id,
@@ -225,7 +236,7 @@ class RunControl:
             )
         else:
             tail = log_tail(self.settings.run_dir(run.id) / DRIVER_LOG)
-            if says_disk_full(tail):  # the node's disk filled up under the script
+            if node_disk_full:  # the node's disk filled up under the script
                 await self.fail(
                     run.id,
                     EndReason.NODE_DISK_FULL,
@@ -311,7 +322,12 @@ async def drive(
         await driver.remove(handle, lost)
         return
     if lost is None:
-        await control.finish(attempt.run, attempt.spec, exit_code, stopped_for)
+        disk = (
+            stopped_for is None
+            and exit_code not in (0, None)
+            and await _node_disk_full(control, driver, handle)
+        )
+        await control.finish(attempt.run, attempt.spec, exit_code, stopped_for, disk)
     await driver.remove(handle, lost)
     if lost is not None:  # only now: a retry may be placed on the same nodes at once
         retried = await control.lost(
@@ -322,6 +338,16 @@ async def drive(
         )
         if not retried:
             await control.db.write(lambda db: q.update_run(db, run_id, exit_code=exit_code))
+
+
+async def _node_disk_full(control: RunControl, driver: Driver[Any], handle: Any) -> bool:
+    """The script failed saying its disk is full, and the node's disk is indeed nearly full (not,
+    say, a small /dev/shm: that is the script's own business)."""
+    tail = log_tail(control.settings.run_dir(handle.attempt.run_id) / DRIVER_LOG)
+    if not says_disk_full(tail):
+        return False
+    free = await driver.disk_left(handle)
+    return free is not None and free < NODE_DISK_LOW
 
 
 async def _until_end(
@@ -343,6 +369,7 @@ async def _until_end(
     canceled: asyncio.Future[Any] = asyncio.ensure_future(cancel.wait())
     interval = control.settings.sync_interval_seconds
     next_sync = time.monotonic() + interval
+    syncing: asyncio.Future[None] | None = None  # a sync never holds up noticing the end
     try:
         while not ended.done():
             wait = next_sync - time.monotonic()
@@ -357,13 +384,21 @@ async def _until_end(
                 await driver.stop(handle, ended)
                 return EndReason.CANCELED if cancel.is_set() else EndReason.TIMEOUT
             if time.monotonic() >= next_sync:
-                try:
-                    await driver.sync(handle)
-                except Exception as exc:  # noqa: BLE001 - a failed sync is retried next time
-                    log.warning("syncing %s failed: %s", attempt.run_id, exc)
+                if syncing is None or syncing.done():
+                    syncing = asyncio.ensure_future(_sync(driver, handle, attempt.run_id))
                 next_sync = time.monotonic() + interval
     finally:
         canceled.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await canceled
+        if syncing is not None:  # the final copy follows: let a sync under way finish first
+            with contextlib.suppress(asyncio.CancelledError):
+                await syncing
     return None
+
+
+async def _sync(driver: Driver[Any], handle: Any, run_id: str) -> None:
+    try:
+        await driver.sync(handle)
+    except Exception as exc:  # noqa: BLE001 - a failed sync is retried next time
+        log.warning("syncing %s failed: %s", run_id, exc)

@@ -119,7 +119,7 @@ class Launcher:
             starve_after=self.settings.starvation_seconds,
         )
         for allocation in result.allocations:
-            if await db.write(functools.partial(_claim, allocation)):
+            if await db.write(functools.partial(_claim_allocation, allocation)):
                 self.spawn(allocation.run_id)
         changed = {
             run.id: result.waiting[run.id]
@@ -167,7 +167,10 @@ class Launcher:
         except asyncio.CancelledError:
             raise  # server shutdown: the container runs on and is re-attached at the next start
         except Exception as exc:
-            await recovery.internal_error(self, run_id, exc)
+            try:
+                await recovery.internal_error(self, run_id, exc)
+            except Exception:  # the database too: the watchdog ends the run later
+                log.exception("run %s: could not end it after an error", run_id)
 
     async def _drop_when_running(self, run_id: str) -> None:
         """Fault injection for tests: the run's task is canceled behind its back once it runs."""
@@ -203,5 +206,5 @@ class Launcher:
             await recovery.after_error(self, attempt, exc)
 
 
-def _claim(allocation: Allocation, conn: Any) -> bool:
+def _claim_allocation(allocation: Allocation, conn: Any) -> bool:
     return lifecycle.claim(conn, allocation.run_id, allocation.placements)

@@ -23,7 +23,13 @@ from pathlib import Path
 from typing import Any
 
 from trainhub.runs import environment as envs
-from trainhub.runs.artifacts import BUILD_LOG, DRIVER_LOG, SERVER_WRITTEN, prepare_run_dir
+from trainhub.runs.artifacts import (
+    BUILD_LOG,
+    DRIVER_LOG,
+    SERVER_WRITTEN,
+    free_bytes,
+    prepare_run_dir,
+)
 from trainhub.runs.driving import Attempt, Interruption
 from trainhub.runs.preparing import PrepareFailed, append_log, environment_of
 from trainhub.runtime.incontainer import runtime_archive
@@ -219,6 +225,9 @@ class ProcessDriver:
 
     async def interrupted(self, handle: Started) -> tuple[Interruption, str]:
         return Interruption.NONE, ""  # no engine: the process is the server machine's own
+
+    async def disk_left(self, handle: Started) -> int | None:
+        return await asyncio.to_thread(free_bytes, self.settings.work_dir(handle.attempt.run_id))
 
     async def lost_node(self, handle: Started) -> str | None:
         return None  # the server's own machine

@@ -7,8 +7,8 @@ import asyncio
 import logging
 from typing import TYPE_CHECKING
 
-from trainhub.nodes.pool import LOCAL, NodeUnavailable
-from trainhub.runs.artifacts import says_disk_full
+from trainhub.nodes.pool import LOCAL, NodeUnavailable, engine_answers
+from trainhub.runs.artifacts import is_disk_full, says_disk_full
 from trainhub.runs.driving import Attempt
 from trainhub.store import nodes as node_store
 from trainhub.store import runs as q
@@ -112,6 +112,9 @@ async def node_trouble(launcher: Launcher, run_id: str, node: str) -> None:
             log.info("run %s: node %s is back; re-attaching", run_id, node)
             await launcher.drive(run_id, container.id)
             return
+        attempt = await launcher.attempt(run_id)
+        if attempt is not None:  # a multi-node run's containers on its other nodes go with it
+            await launcher.containers.abandon(attempt)
         await control.fail(
             run_id,
             EndReason.CONTAINER_GONE,
@@ -138,6 +141,11 @@ async def after_error(launcher: Launcher, attempt: Attempt, exc: Exception) -> N
     if node != LOCAL and not pool.schedulable(node) and pool.state(node) != "Draining":
         await node_trouble(launcher, run_id, node)
         return
+    if await _engine_down(launcher, node):  # reached, but its engine stopped under the run
+        await launcher.driver_for(attempt).abandon(attempt)
+        why = f"The Docker engine of node {node} stopped or restarted while the run was starting"
+        await launcher.control.lost(run_id, why, why, EndReason.ENGINE_RESTARTED)
+        return
     gone = [w for w in attempt.workers if pool.state(w) not in ("Ready", "Draining")]
     try:
         await launcher.driver_for(attempt).abandon(attempt)
@@ -153,6 +161,17 @@ async def after_error(launcher: Launcher, attempt: Attempt, exc: Exception) -> N
     await internal_error(launcher, run_id, exc)
 
 
+async def _engine_down(launcher: Launcher, node: str) -> bool:
+    pool = launcher.pool
+    if not pool.connected(node):
+        return False
+    try:
+        engine = pool.engine(node)
+    except NodeUnavailable:
+        return True  # the node is reached but marked Unreachable: its engine does not answer
+    return not await engine_answers(engine)
+
+
 async def internal_error(launcher: Launcher, run_id: str, exc: BaseException) -> None:
     """An error inside trainhub: logged once with its traceback; the run ends Failed with the
     exception's sentence, whatever of it exists is removed and what it held is freed."""
@@ -164,6 +183,9 @@ async def internal_error(launcher: Launcher, run_id: str, exc: BaseException) ->
             await launcher.driver_for(attempt).abandon(attempt)
     except Exception as cleanup:  # noqa: BLE001 - the run must end even if its cleanup fails
         log.warning("run %s: could not remove what it left: %s", run_id, cleanup)
+    if is_disk_full(exc):  # the server's own disk (a copy, the database)
+        await launcher.control.fail(run_id, EndReason.DISK_FULL, sentence)
+        return
     if says_disk_full(sentence):  # the engine's own sentence: its node's disk is full
         await launcher.control.fail(run_id, EndReason.NODE_DISK_FULL, sentence)
         return

@@ -88,8 +88,8 @@ async def submit(
     The snapshot is either ``upload`` (a file in the uploads folder, moved to its content address or
     removed) or ``snapshot_id``, one the server already holds.
     """
-    check_room(settings)
     try:
+        check_room(settings)
         check_experiment_name(experiment)
         spec = parse_estimator(estimator)
         run_tags = parse_tags(tags)

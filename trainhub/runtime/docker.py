@@ -5,6 +5,8 @@ forwarded over SSH. Everything here is blocking (docker-py); callers run it off 
 from __future__ import annotations
 
 import io
+import os
+import socket
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -43,9 +45,30 @@ class DockerEngine:
             self.client = docker.DockerClient(base_url=base_url, max_pool_size=64)
         else:
             self.client = docker.DockerClient.from_env(max_pool_size=64)
+        url = base_url or os.environ.get("DOCKER_HOST") or "unix:///var/run/docker.sock"
+        self.socket_path = url.removeprefix("unix://") if url.startswith("unix://") else None
 
     def close(self) -> None:
         self.client.close()
+
+    def answers(self, timeout: float = 3.0) -> bool:
+        """Whether the engine takes a new connection and answers ``/_ping`` now. A fresh connection
+        each time: a stopping engine closes its socket first but keeps serving the kept-alive
+        connections of the client's pool."""
+        if self.socket_path is None:  # a TCP engine: its own ping
+            try:
+                return bool(self.client.ping())
+            except Exception:  # noqa: BLE001 - not answering, whatever the way
+                return False
+        try:
+            with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as conn:
+                conn.settimeout(timeout)
+                conn.connect(self.socket_path)
+                conn.sendall(b"GET /_ping HTTP/1.0\r\nHost: docker\r\n\r\n")
+                status = conn.recv(64).split(b"\r\n", 1)[0]
+        except OSError:
+            return False
+        return status.startswith(b"HTTP/1.") and b" 200 " in status + b" "
 
     # Images ---------------------------------------------------------------------------------
     def image_present(self, tag: str) -> bool:
@@ -223,19 +246,25 @@ class DockerEngine:
 
     def get_archive(self, container_id: str, path: str) -> Iterator[bytes] | None:
         """The archive of ``path`` as it streams; closing the iterator (or reading it to the end)
-        closes the response, so an aborted copy never leaves the engine holding the container."""
+        closes the response, so an aborted copy never leaves the engine holding the container.
+        docker-py's own ``get_archive`` gives no way to close its response: the same request,
+        kept (uncompressed, no read timeout on a long copy)."""
         api = self.client.api
-        # docker-py's get_archive gives no way to close its response: the same call, kept.
         response = api._get(  # noqa: SLF001
             api._url("/containers/{0}/archive", container_id),  # noqa: SLF001
             params={"path": path},
             stream=True,
+            headers={"Accept-Encoding": "identity"},
         )
         try:
             api._raise_for_status(response)  # noqa: SLF001
+            api._disable_socket_timeout(api._get_raw_response_socket(response))  # noqa: SLF001
         except docker.errors.NotFound:
             response.close()
             return None
+        except BaseException:
+            response.close()
+            raise
 
         def chunks() -> Iterator[bytes]:
             try:

@@ -68,7 +68,9 @@ def _storage_full(_: Request[Any, Any, Any], exc: StorageFull) -> Response[dict[
     return error_response(507, str(exc))
 
 
-def _database(request: Request[Any, Any, Any], exc: sqlite3.Error) -> Response[dict[str, Any]]:
+def _database(
+    request: Request[Any, Any, Any], exc: sqlite3.OperationalError
+) -> Response[dict[str, Any]]:
     log.error("database error on %s %s: %s", request.method, request.url.path, exc)
     return error_response(
         503,
@@ -96,6 +98,6 @@ EXCEPTION_HANDLERS: dict[Any, Any] = {
     RunNotFound: _not_found,
     RunConflict: _conflict,
     StorageFull: _storage_full,
-    sqlite3.Error: _database,
+    sqlite3.OperationalError: _database,
     Exception: _unexpected,
 }

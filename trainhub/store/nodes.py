@@ -110,24 +110,6 @@ def list_targets(db: sqlite_utils.Database) -> dict[str, list[str]]:
     return found
 
 
-def allocate(
-    db: sqlite_utils.Database, run_id: str, node: str, gpus: list[int], slots: int
-) -> None:
-    db.table("allocations").insert(
-        {
-            "run_id": run_id,
-            "node": node,
-            "gpus": json.dumps(gpus),
-            "slots": slots,
-            "created_at": time.time(),
-        }
-    )
-
-
-def release(db: sqlite_utils.Database, run_id: str) -> None:
-    db.execute("delete from allocations where run_id = ?", [run_id])
-
-
 def allocations(db: sqlite_utils.Database) -> list[dict[str, Any]]:
     return [{**r, "gpus": json.loads(r["gpus"])} for r in db.table("allocations").rows]
 

@@ -56,7 +56,11 @@ class RunsController(Controller):
                 )
             if isinstance(snapshot, UploadFile):
                 upload = service.new_upload_path(state.settings)
-                await asyncio.to_thread(_spool, snapshot, upload)
+                try:
+                    await asyncio.to_thread(_spool, snapshot, upload)
+                except BaseException:  # a full disk, say: no partial upload is left behind
+                    upload.unlink(missing_ok=True)
+                    raise
             elif snapshot_id is None:
                 raise SpecError(
                     "snapshot",
