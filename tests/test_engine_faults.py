@@ -113,8 +113,8 @@ def test_a_full_node_disk_fails_the_run_node_disk_full_with_the_sentence(
     assert ended["status"] == "Failed", ended
     assert ended["properties"]["reason"] == "node_disk_full"
     message = ended["error"]["message"]
-    assert message.startswith("The node's disk is full: the script failed with code 1")
-    assert "No space left on device" in message
+    assert message.startswith("The node's disk is full (")
+    assert " free): the script failed with code 1" in message
     assert ended["properties"]["allocation"] == []
     # The run's container (and what it wrote) is gone: the node has its space back.
     wait_until(

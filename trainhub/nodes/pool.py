@@ -84,6 +84,7 @@ class NodePool:
     # Lifecycle ------------------------------------------------------------------------------
     async def start(self) -> None:
         self.local_inventory = await asyncio.to_thread(self._probe_local)
+        self.local_inventory["disk_free_bytes"] = await self.disk_free(LOCAL)
         self._local_task = asyncio.create_task(self._watch_local(), name="node-local")
         for row in await self.db.read(node_store.list_nodes):
             self._watch(row)
@@ -321,6 +322,7 @@ class NodePool:
 
     async def _became_ready(self, remote: _Remote) -> None:
         name = remote.row.name
+        remote.row.inventory["disk_free_bytes"] = await self.disk_free(name)
         remote.state = NodeState.READY
         remote.unreachable_since = None
         remote.ready.set()

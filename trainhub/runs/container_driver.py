@@ -19,7 +19,7 @@ from trainhub.runs.artifacts import DRIVER_LOG, prepare_run_dir
 from trainhub.runs.driving import Attempt, Canceled, Interruption
 from trainhub.runs.preparing import ImagePreparer
 from trainhub.runtime.docker import DockerEngine
-from trainhub.runtime.incontainer import command_for
+from trainhub.runtime.incontainer import EXIT_FILE, command_for
 from trainhub.runtime.mpi import MpiLayout, port_for, ssh_material, worker_command
 from trainhub.runtime.mpi import head_environment as mpi_env
 from trainhub.settings import Settings
@@ -214,6 +214,16 @@ class ContainerDriver:
         return handle.ended
 
     async def sync(self, handle: Started) -> None:
+        done = handle.script_done
+        if done is not None and not done.done():  # its exit line may be lost (a full disk)
+            text = await asyncio.to_thread(
+                handle.engine.read_small_file, handle.container_id, EXIT_FILE
+            )
+            if text and ":" in text and not done.done():
+                code, present = text.strip().split(":", 1)
+                handle.present[0] = present
+                done.set_result(int(code))
+                return
         run_dir = self.settings.run_dir(handle.attempt.run_id)
         await asyncio.to_thread(
             containers.collect, handle.engine, handle.container_id, run_dir, ("logs",)

@@ -21,7 +21,13 @@ from typing import Any, Protocol, TypeVar
 
 import msgspec
 
-from trainhub.runs.artifacts import DRIVER_LOG, drop_partial, is_disk_full, says_disk_full
+from trainhub.runs.artifacts import (
+    DRIVER_LOG,
+    drop_partial,
+    human_size,
+    is_disk_full,
+    says_disk_full,
+)
 from trainhub.runs.containers import log_tail
 from trainhub.runs.preparing import PrepareFailed
 from trainhub.settings import Settings
@@ -211,7 +217,7 @@ class RunControl:
         spec: EstimatorSpec,
         exit_code: int | None,
         stopped_for: EndReason | None,
-        node_disk_full: bool = False,
+        node_disk_free: int | None = None,
     ) -> None:
         """The end status: Canceled, Failed (timeout, exit code, the node's disk full) or
         Completed."""
@@ -236,12 +242,12 @@ class RunControl:
             )
         else:
             tail = log_tail(self.settings.run_dir(run.id) / DRIVER_LOG)
-            if node_disk_full:  # the node's disk filled up under the script
+            if node_disk_free is not None:  # the node's disk filled up under the script
                 await self.fail(
                     run.id,
                     EndReason.NODE_DISK_FULL,
-                    f"The node's disk is full: the script failed with code {exit_code} writing "
-                    f"to it.\n{tail}".rstrip(),
+                    f"The node's disk is full ({human_size(node_disk_free)} free): the script "
+                    f"failed with code {exit_code}.\n{tail}".rstrip(),
                 )
                 return
             await self.fail(
@@ -322,11 +328,9 @@ async def drive(
         await driver.remove(handle, lost)
         return
     if lost is None:
-        disk = (
-            stopped_for is None
-            and exit_code not in (0, None)
-            and await _node_disk_full(control, driver, handle)
-        )
+        disk = None
+        if stopped_for is None and exit_code not in (0, None):
+            disk = await _node_disk_full(driver, handle)
         await control.finish(attempt.run, attempt.spec, exit_code, stopped_for, disk)
     await driver.remove(handle, lost)
     if lost is not None:  # only now: a retry may be placed on the same nodes at once
@@ -340,14 +344,12 @@ async def drive(
             await control.db.write(lambda db: q.update_run(db, run_id, exit_code=exit_code))
 
 
-async def _node_disk_full(control: RunControl, driver: Driver[Any], handle: Any) -> bool:
-    """The script failed saying its disk is full, and the node's disk is indeed nearly full (not,
-    say, a small /dev/shm: that is the script's own business)."""
-    tail = log_tail(control.settings.run_dir(handle.attempt.run_id) / DRIVER_LOG)
-    if not says_disk_full(tail):
-        return False
+async def _node_disk_full(driver: Driver[Any], handle: Any) -> int | None:
+    """After a failed script: the free bytes of its node's disk when that is nearly full (its
+    output may not even have reached the log then); None otherwise (a full /dev/shm, say, is the
+    script's own business)."""
     free = await driver.disk_left(handle)
-    return free is not None and free < NODE_DISK_LOW
+    return free if free is not None and free < NODE_DISK_LOW else None
 
 
 async def _until_end(

@@ -274,6 +274,17 @@ class DockerEngine:
 
         return chunks()
 
+    def read_small_file(self, container_id: str, path: str) -> str | None:
+        """A small file of a running container, read by a process in it (works where copying out
+        does not: a tmpfs such as /dev/shm)."""
+        try:
+            result = self.client.api.exec_create(container_id, ["cat", path], stdout=True)
+            output = self.client.api.exec_start(result["Id"])
+            code = self.client.api.exec_inspect(result["Id"]).get("ExitCode")
+        except docker.errors.APIError:
+            return None
+        return output.decode(errors="replace") if code == 0 else None
+
     def remove(self, container_id: str) -> None:
         try:
             self.client.api.remove_container(container_id, force=True)

@@ -115,6 +115,7 @@ def combined_archive(snapshot: Path, workdir: str, azureml_compat: bool) -> byte
 # has copied its results out: copies out of a running container are ~10x cheaper than out of a stopped
 # one. SIGTERM (cancel, timeout) is passed on to the script.
 EXIT_SENTINEL = b"\x1etrainhub-exit:"
+EXIT_FILE = "/dev/shm/trainhub-exit"
 _LAUNCH = '"$py" -u "$@" &\n'
 # MPI runs: mpirun over the script (trainhub/runtime/mpi_launch.py), in the same wrapper.
 _LAUNCH_MPI = f'"$py" {MPI_LAUNCHER} launch "$py" "$@" &\n'
@@ -127,6 +128,8 @@ CONTAINER_WRAPPER = (
     'found=""; [ -d outputs ] && found="${found}o"; [ -d logs ] && found="${found}l"\n'
     '{ [ -s /trainhub/ctx/metrics.jsonl ] || [ -n "$(ls -A /trainhub/ctx/files 2>/dev/null)" ]; }'
     ' && found="${found}c"\n'
+    # Also where it can be read when the container's disk is full and its log is lost.
+    'printf \'%s:%s\\n\' "$code" "$found" > /dev/shm/trainhub-exit 2>/dev/null || :\n'
     'printf \'\\036trainhub-exit:%s:%s\\n\' "$code" "$found"\n'
     "exec sleep 2147483647\n"
 )
