@@ -31,6 +31,8 @@ from trainhub.store import nodes as node_store
 
 log = logging.getLogger("trainhub.nodes")
 LOCAL = node_store.LOCAL
+# Unanswered engine checks in a row before a node counts as Unreachable.
+ENGINE_MISSES = 2
 
 
 class NodeState(StrEnum):
@@ -353,15 +355,16 @@ class NodePool:
         assert remote.conn is not None and remote.engine is not None
         conn, engine = remote.conn, remote.engine
         closed = asyncio.ensure_future(conn.wait_closed())
+        misses = 0  # in a row: one unanswered ping is not yet an engine down
         try:
             while not closed.done():
-                answers = await engine_answers(engine)
-                if answers:
+                misses = 0 if await engine_answers(engine) else misses + 1
+                if misses == 0:
                     remote.row.inventory["disk_free_bytes"] = await self.disk_free(remote.row.name)
-                if not answers and remote.state == NodeState.READY:
+                    if remote.state == NodeState.UNREACHABLE:
+                        await self._became_ready(remote)
+                elif misses >= ENGINE_MISSES and remote.state == NodeState.READY:
                     await self._mark_unreachable(remote, "its Docker engine does not answer")
-                elif answers and remote.state == NodeState.UNREACHABLE:
-                    await self._became_ready(remote)
                 await asyncio.wait({closed}, timeout=self.settings.engine_check_seconds)
         finally:
             closed.cancel()
@@ -387,16 +390,17 @@ class NodePool:
     async def _watch_local(self) -> None:
         """The server's own engine: Unreachable while it does not answer (stopped, restarting),
         Ready again (and tidied) when it does."""
+        misses = 0
         while True:
-            answers = await engine_answers(self.local_engine)
-            if answers:
+            misses = 0 if await engine_answers(self.local_engine) else misses + 1
+            if misses == 0:
                 self.local_inventory["disk_free_bytes"] = await self.disk_free(LOCAL)
-            if not answers and self.local_state == NodeState.READY:
+            if misses >= ENGINE_MISSES and self.local_state == NodeState.READY:
                 log.warning("node local is Unreachable: its Docker engine does not answer")
                 self.local_state = NodeState.UNREACHABLE
                 self.local_unreachable_since = time.monotonic()
                 self.local_ready.clear()
-            elif answers and self.local_state == NodeState.UNREACHABLE:
+            elif misses == 0 and self.local_state == NodeState.UNREACHABLE:
                 log.info("node local is Ready: its Docker engine answers again")
                 self.local_state = NodeState.READY
                 self.local_unreachable_since = None
