@@ -33,8 +33,7 @@ def node(docker_ready: None) -> Iterator[testbed.Node]:
     root = Path("/tmp/trainhub-testbed")  # short paths: unix socket names are limited to 108 bytes
     made = testbed.start_node(NODE, 5, root / NODE, testbed.client_key(root), gpus=0)
     yield made
-    testbed.stop_node(made.name, made.root)
-    testbed.remove_bridge()
+    testbed.stop_node(made.name, made.root)  # the bridge stays: the session's nodes use it
 
 
 @pytest.fixture(scope="module")
