@@ -363,8 +363,8 @@ class NodePool:
                     remote.row.inventory["disk_free_bytes"] = await self.disk_free(remote.row.name)
                     if remote.state == NodeState.UNREACHABLE:
                         await self._became_ready(remote)
-                elif misses >= ENGINE_MISSES and remote.state == NodeState.READY:
-                    await self._mark_unreachable(remote, "its Docker engine does not answer")
+                elif misses >= ENGINE_MISSES:
+                    await self.engine_down(remote.row.name)
                 await asyncio.wait({closed}, timeout=self.settings.engine_check_seconds)
         finally:
             closed.cancel()
@@ -387,6 +387,21 @@ class NodePool:
             return None
         return inv.parse_df(str(df.stdout))
 
+    async def engine_down(self, name: str) -> None:
+        """A run saw the node's engine not answer for a while: the node is Unreachable now (the
+        engine checks make it Ready again once the engine answers), so nothing is placed there."""
+        why = "its Docker engine does not answer"
+        if name == LOCAL:
+            if self.local_state == NodeState.READY:
+                log.warning("node local is Unreachable: %s", why)
+                self.local_state = NodeState.UNREACHABLE
+                self.local_unreachable_since = time.monotonic()
+                self.local_ready.clear()
+            return
+        remote = self.remotes.get(name)
+        if remote is not None and remote.state == NodeState.READY:
+            await self._mark_unreachable(remote, why)
+
     async def _watch_local(self) -> None:
         """The server's own engine: Unreachable while it does not answer (stopped, restarting),
         Ready again (and tidied) when it does."""
@@ -395,11 +410,8 @@ class NodePool:
             misses = 0 if await engine_answers(self.local_engine) else misses + 1
             if misses == 0:
                 self.local_inventory["disk_free_bytes"] = await self.disk_free(LOCAL)
-            if misses >= ENGINE_MISSES and self.local_state == NodeState.READY:
-                log.warning("node local is Unreachable: its Docker engine does not answer")
-                self.local_state = NodeState.UNREACHABLE
-                self.local_unreachable_since = time.monotonic()
-                self.local_ready.clear()
+            if misses >= ENGINE_MISSES:
+                await self.engine_down(LOCAL)
             elif misses == 0 and self.local_state == NodeState.UNREACHABLE:
                 log.info("node local is Ready: its Docker engine answers again")
                 self.local_state = NodeState.READY

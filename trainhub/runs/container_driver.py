@@ -265,7 +265,8 @@ class ContainerDriver:
         while not await _answers(self.pool, node):
             if not self.pool.connected(node):  # the node is gone: recovery's node-loss path
                 return Interruption.NONE, ""
-            if loop.time() >= grace:  # reached, but its engine stays down
+            if loop.time() >= grace:  # reached, but its engine stays down: place nothing there
+                await self.pool.engine_down(node)
                 break
             await asyncio.sleep(0.5)
         else:

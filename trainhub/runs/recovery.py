@@ -142,6 +142,7 @@ async def after_error(launcher: Launcher, attempt: Attempt, exc: Exception) -> N
         await node_trouble(launcher, run_id, node)
         return
     if await _engine_down(launcher, node):  # reached, but its engine stopped under the run
+        await pool.engine_down(node)
         await launcher.driver_for(attempt).abandon(attempt)
         why = f"The Docker engine of node {node} stopped or restarted while the run was starting"
         await launcher.control.lost(run_id, why, why, EndReason.ENGINE_RESTARTED)
