@@ -169,9 +169,15 @@ class NodePool:
         return time.monotonic() - remote.unreachable_since
 
     async def wait_ready(self, name: str, timeout: float) -> bool:
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
         remote = self.remotes.get(name)
-        if name != LOCAL and remote is None:
-            return False
+        while name != LOCAL and remote is None:  # being reconnected (enabled, trusted) or removed
+            if loop.time() >= deadline:
+                return False
+            await asyncio.sleep(0.2)
+            remote = self.remotes.get(name)
+        timeout = max(0.0, deadline - loop.time())
         ready = self.local_ready if remote is None else remote.ready
         try:
             await asyncio.wait_for(ready.wait(), timeout)
@@ -259,8 +265,14 @@ class NodePool:
         return await self._row(name)
 
     async def set_flags(self, name: str, **flags: Any) -> node_store.NodeRow:
-        await self._row(name)
+        before = await self._row(name)
         await self.db.write(lambda db: node_store.update_node(db, name, **flags))
+        row = await self._row(name)
+        remote = self.remotes.get(name)
+        if remote is not None and row.enabled == before.enabled:
+            # Draining or not: the connection, and the runs it carries, stay as they are.
+            remote.row = dataclasses.replace(remote.row, draining=row.draining)
+            return row
         await self._restart(name)
         return await self._row(name)
 
