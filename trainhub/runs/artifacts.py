@@ -28,6 +28,7 @@ from typing import IO, Any
 
 CHUNK = 1024 * 1024
 MB = 1024 * 1024
+GB = 1024 * MB
 # Files the server writes into a run's folder itself.
 DRIVER_LOG = "logs/driver_log.txt"
 BUILD_LOG = "logs/build_log.txt"

@@ -16,7 +16,7 @@ from typing import Any
 
 from trainhub.nodes.pool import LOCAL, NodePool
 from trainhub.runs import dispatch, recovery
-from trainhub.runs.artifacts import free_bytes, human_size
+from trainhub.runs.artifacts import GB, free_bytes, human_size
 from trainhub.runs.container_driver import ContainerDriver
 from trainhub.runs.driving import Attempt, Driver, RunControl, drive, load_attempt
 from trainhub.runs.preparing import ImagePreparer
@@ -29,7 +29,6 @@ from trainhub.store import runs as q
 from trainhub.store.lifecycle import ACTIVE, RunStatus
 
 log = logging.getLogger("trainhub.launcher")
-GB = 1024**3
 
 
 class Launcher:

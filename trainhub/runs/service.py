@@ -14,6 +14,7 @@ import msgspec
 from trainhub.runs import admission
 from trainhub.runs.artifacts import (
     DRIVER_LOG,
+    GB,
     SnapshotError,
     check_snapshot,
     free_bytes,
@@ -38,8 +39,6 @@ from trainhub.spec import (
 from trainhub.store import Database, environments, lifecycle, snapshots
 from trainhub.store import runs as q
 from trainhub.store.lifecycle import RunStatus
-
-GB = 1024**3
 
 
 class RunNotFound(LookupError):

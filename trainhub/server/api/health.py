@@ -10,9 +10,7 @@ from litestar.datastructures import State
 
 from trainhub import __version__
 from trainhub.nodes.pool import LOCAL
-from trainhub.runs.artifacts import free_bytes
-
-GB = 1024**3
+from trainhub.runs.artifacts import GB, free_bytes
 
 
 @get("/healthz", summary="Liveness and the server's vital signs (no token needed)", tags=["health"])
