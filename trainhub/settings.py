@@ -84,6 +84,27 @@ class Settings:
     fault_injection: str | None = _setting(
         None, "for trainhub's own tests: faults to inject, comma-separated (drop-task)"
     )
+    public_url: str | None = _setting(
+        None,
+        "the server's address as users' browsers reach it (for the SDK's and CLI's Web View links); "
+        "by default the address the client used",
+    )
+    session_hours: float = _setting(12.0, "how long a browser login lasts without being used")
+    login_attempts_per_minute: int = _setting(
+        5, "wrong passwords allowed per user name and per client address in a minute"
+    )
+    gpu_sample_seconds: float = _setting(
+        5.0, "how often GPU utilisation is sampled on nodes whose GPUs runs hold"
+    )
+    tensorboard_reload_seconds: float = _setting(
+        5.0, "how often a run's TensorBoard reloads its event files"
+    )
+    tensorboard_idle_minutes: float = _setting(
+        15.0, "a run's TensorBoard that nobody opened for this long is stopped"
+    )
+    tensorboard_max: int = _setting(
+        4, "most TensorBoard processes at once (the least recently used one is stopped)"
+    )
     azureml_compat: bool = _setting(
         False, "make `from azureml.core.run import Run` work in runs (a small azureml.core shim)"
     )
