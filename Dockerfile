@@ -21,12 +21,15 @@ RUN if [ -f /tmp/trainhub-deploy/extra-ca.crt ]; then \
 WORKDIR /src
 COPY pyproject.toml README.md ./
 COPY trainhub ./trainhub
+COPY templates ./templates
+COPY static ./static
 RUN python3 -m venv /opt/trainhub \
  && PIP_CERT=/etc/ssl/certs/ca-certificates.crt /opt/trainhub/bin/pip install --no-cache-dir /src
 
 ENV PATH=/opt/trainhub/bin:$PATH \
     TRAINHUB_DATA=/data \
     TRAINHUB_HOST=0.0.0.0 \
+    TRAINHUB_WEB_DIR=/src \
     PYTHONUNBUFFERED=1
 VOLUME /data
 EXPOSE 8000

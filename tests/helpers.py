@@ -159,3 +159,38 @@ def db_dump(data: Path) -> str:
         return "\n".join(conn.iterdump())
     finally:
         conn.close()
+
+
+def add_user(
+    admin: httpx.Client, name: str, password: str = "a-good-password", role: str = "member"
+) -> str:
+    """Create a user through the API (with an admin's client); return an API token of theirs."""
+    response = admin.post(
+        "/api/v1/users", json={"name": name, "password": password, "role": role, "token": True}
+    )
+    assert response.status_code == 201, response.text
+    token: str = response.json()["token"]
+    return token
+
+
+def csrf_of(page: str) -> str:
+    """The CSRF token a page carries (in its forms and in the htmx headers on <body>)."""
+    import re
+
+    found = re.search(r'name="_csrf_token" value="([^"]+)"', page) or re.search(
+        r'"x-csrftoken": "([^"]+)"', page
+    )
+    assert found, "the page carries no CSRF token"
+    return found.group(1)
+
+
+def login(base_url: str, name: str, password: str = "a-good-password") -> httpx.Client:
+    """A browser-like client logged in through the login form. Its POSTs carry the CSRF header."""
+    client = httpx.Client(base_url=base_url, timeout=30)
+    token = csrf_of(client.get("/login").text)
+    response = client.post(
+        "/login", data={"name": name, "password": password, "_csrf_token": token, "next": "/"}
+    )
+    assert response.status_code == 303, response.text
+    client.headers["x-csrftoken"] = token
+    return client

@@ -40,7 +40,7 @@ def serve(host: str | None, port: int | None, data: Path | None) -> None:
 
     from trainhub.server.app import check_python, create_app
     from trainhub.store import Database
-    from trainhub.store.tokens import add_token, find_token, generate_token, has_admin
+    from trainhub.store.tokens import add_token, admin_id, find_token, generate_token, has_admin
 
     try:
         check_python()
@@ -54,10 +54,14 @@ def serve(host: str | None, port: int | None, data: Path | None) -> None:
     db = Database(settings.db_path, settings.db_busy_seconds)
     given = settings.admin_token
     if given and db.read_sync(lambda conn: find_token(conn, given)) is None:
-        db.write_sync(lambda conn: add_token(conn, "admin", given, is_admin=True))
+        db.write_sync(
+            lambda conn: add_token(conn, "admin", given, user_id=admin_id(conn), is_admin=True)
+        )
     elif not db.read_sync(has_admin):
         token = generate_token()
-        db.write_sync(lambda conn: add_token(conn, "admin", token, is_admin=True))
+        db.write_sync(
+            lambda conn: add_token(conn, "admin", token, user_id=admin_id(conn), is_admin=True)
+        )
         click.echo("Admin API token (shown once; only its hash is stored, keep it now):", err=True)
         click.echo(f"    {token}", err=True)
     click.echo(f"trainhub {__version__}: data in {settings.data.resolve()}", err=True)

@@ -89,6 +89,11 @@ class Settings:
         "the server's address as users' browsers reach it (for the SDK's and CLI's Web View links); "
         "by default the address the client used",
     )
+    web_dir: str | None = _setting(
+        None,
+        "folder holding the dashboard's templates/ and static/ (by default the one beside the "
+        "trainhub package)",
+    )
     session_hours: float = _setting(12.0, "how long a browser login lasts without being used")
     login_attempts_per_minute: int = _setting(
         5, "wrong passwords allowed per user name and per client address in a minute"
@@ -170,6 +175,13 @@ class Settings:
 
     def snapshot_path(self, sha256: str) -> Path:
         return self.snapshots_dir / f"{sha256}.tar.gz"
+
+    @property
+    def web_root(self) -> Path:
+        """The folder with the dashboard's ``templates/`` and ``static/``."""
+        if self.web_dir:
+            return Path(self.web_dir)
+        return Path(__file__).resolve().parent.parent
 
     def fault(self, name: str) -> bool:
         return name in (self.fault_injection or "").split(",")

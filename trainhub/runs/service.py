@@ -11,6 +11,7 @@ from typing import Any
 
 import msgspec
 
+from trainhub.accounts import User, require_run_owner
 from trainhub.runs import admission
 from trainhub.runs.artifacts import (
     DRIVER_LOG,
@@ -36,7 +37,7 @@ from trainhub.spec import (
     redact,
     stored_processes_per_node,
 )
-from trainhub.store import Database, environments, lifecycle, snapshots
+from trainhub.store import Database, environments, lifecycle, metrics, snapshots
 from trainhub.store import runs as q
 from trainhub.store.lifecycle import RunStatus
 
@@ -81,6 +82,7 @@ async def submit(
     tags: bytes | str | None = None,
     priority: str | None = None,
     max_retries: str | None = None,
+    user: str | None = None,
 ) -> q.RunRow:
     """Validate the spec and the snapshot, store both, queue the run.
 
@@ -138,6 +140,7 @@ async def submit(
             snapshot_uploaded=upload is not None,
             priority=run_priority,
             max_retries=run_retries,
+            user=user,
         )
     )
     launcher.wake()
@@ -197,8 +200,9 @@ async def _resolve_definition(db: Database, spec: EstimatorSpec) -> EstimatorSpe
     )
 
 
-async def cancel(db: Database, launcher: Launcher, run_id: str) -> q.RunRow:
+async def cancel(db: Database, launcher: Launcher, run_id: str, user: User) -> q.RunRow:
     run = await get(db, run_id)
+    require_run_owner(user, run_id, run.user, "cancel")
     if run.status is RunStatus.CANCELED or run.status is RunStatus.CANCEL_REQUESTED:
         return run
     if run.status.is_terminal():
@@ -218,6 +222,18 @@ async def cancel(db: Database, launcher: Launcher, run_id: str) -> q.RunRow:
         await db.write(lambda conn: lifecycle.request_cancel(conn, run_id, _now()))
         launcher.request_cancel(run_id)
     return await get(db, run_id)
+
+
+async def set_tags(db: Database, run_id: str, tags: Any, user: User) -> dict[str, Any]:
+    """Add or change tags of a run (its submitter or an admin); returns all its tags."""
+    run = await get(db, run_id)
+    require_run_owner(user, run_id, run.user, "tag")
+    if not isinstance(tags, dict):
+        raise SpecError("tags", 'Send {"tags": {"key": "value", ...}}')
+    clean = check_tags(tags)
+    check_tags({**run.tags, **clean})  # the run's tags stay within the limits too
+    merged: dict[str, Any] = await db.write(lambda conn: metrics.set_tags(conn, run_id, clean))
+    return merged
 
 
 async def get(db: Database, run_id: str) -> q.RunRow:
@@ -247,6 +263,7 @@ def details(run: q.RunRow, events: list[dict[str, Any]] | None = None) -> dict[s
         "number": run.number,
         "target": run.target,
         "status": run.status.value,
+        "submittedBy": run.user,
         "startTimeUtc": iso(run.started_at),
         "endTimeUtc": iso(run.ended_at),
         "properties": {

@@ -12,27 +12,54 @@ from contextlib import asynccontextmanager
 
 import docker.errors
 from litestar import Litestar
-from litestar.datastructures import State
+from litestar.config.csrf import CSRFConfig
+from litestar.contrib.jinja import JinjaTemplateEngine
+from litestar.datastructures import MutableScopeHeaders, State
 from litestar.middleware import DefineMiddleware
+from litestar.middleware.session.client_side import CookieBackendConfig
 from litestar.openapi import OpenAPIConfig
 from litestar.openapi.spec import Components, SecurityScheme
+from litestar.plugins.htmx import HTMXPlugin, HTMXRequest
+from litestar.static_files import create_static_files_router
+from litestar.template.config import TemplateConfig
+from litestar.types import Message, Scope
 
 from trainhub import __version__
+from trainhub.accounts import LoginThrottle
 from trainhub.nodes.pool import NodePool
 from trainhub.runs.launcher import Launcher
 from trainhub.runtime.docker import DockerEngine
+from trainhub.server.api.accounts import AccountsController
 from trainhub.server.api.environments import EnvironmentsController
 from trainhub.server.api.health import healthz
 from trainhub.server.api.images import ImagesController
 from trainhub.server.api.nodes import NodesController
 from trainhub.server.api.runs import RunsController
-from trainhub.server.auth import PUBLIC_PATHS, BearerTokenAuth
+from trainhub.server.auth import PUBLIC_PATHS, Authenticate, is_api
 from trainhub.server.errors import EXCEPTION_HANDLERS
+from trainhub.server.pages import PAGE_CONTROLLERS
 from trainhub.settings import MB, Settings
 from trainhub.store import Database
 from trainhub.store import runs as q
 
 log = logging.getLogger("trainhub.server")
+
+# Pages allow scripts and styles from this server only: a name with <script> in it stays text,
+# and an injected inline script would not run anyway. TensorBoard's own pages (proxied) keep theirs.
+CSP = (
+    "default-src 'self'; img-src 'self' data: blob:; style-src 'self' 'unsafe-inline'; "
+    "script-src 'self'; frame-ancestors 'self'; base-uri 'self'; form-action 'self'"
+)
+
+
+async def security_headers(message: Message, scope: Scope) -> None:
+    if message["type"] != "http.response.start" or "/tensorboard" in scope.get("path", ""):
+        return
+    headers = MutableScopeHeaders.from_message(message)
+    headers.setdefault("X-Content-Type-Options", "nosniff")
+    if not is_api(scope.get("path", "")):
+        headers.setdefault("Content-Security-Policy", CSP)
+        headers.setdefault("Referrer-Policy", "same-origin")
 
 
 class EngineUnavailable(RuntimeError):
@@ -52,6 +79,20 @@ def create_app(settings: Settings, db: Database | None = None) -> Litestar:
     check_python()
     database = db or Database(settings.db_path, settings.db_busy_seconds)
     instance = database.read_sync(q.instance_id)
+    secret = bytes.fromhex(database.read_sync(q.session_secret))
+    web = settings.web_root
+    if not (web / "templates").is_dir() or not (web / "static").is_dir():
+        raise RuntimeError(
+            f"The dashboard's templates/ and static/ are not in {web}: set TRAINHUB_WEB_DIR"
+        )
+    session = CookieBackendConfig(
+        secret=secret,
+        key="trainhub_session",
+        max_age=int(settings.session_hours * 3600),
+        httponly=True,
+        samesite="lax",
+        exclude=["^/api/", "^/static/", "^/healthz$"],
+    )
 
     @asynccontextmanager
     async def lifespan(app: Litestar) -> AsyncIterator[None]:
@@ -82,14 +123,36 @@ def create_app(settings: Settings, db: Database | None = None) -> Litestar:
     return Litestar(
         route_handlers=[
             healthz,
+            AccountsController,
             RunsController,
             EnvironmentsController,
             ImagesController,
             NodesController,
+            *PAGE_CONTROLLERS,
+            create_static_files_router(
+                path="/static", directories=[web / "static"], include_in_schema=False
+            ),
         ],
         lifespan=[lifespan],
-        state=State({"settings": settings, "db": database}),
-        middleware=[DefineMiddleware(BearerTokenAuth, exclude=PUBLIC_PATHS)],
+        state=State(
+            {
+                "settings": settings,
+                "db": database,
+                "login_throttle": LoginThrottle(settings.login_attempts_per_minute),
+            }
+        ),
+        middleware=[session.middleware, DefineMiddleware(Authenticate, exclude=PUBLIC_PATHS)],
+        csrf_config=CSRFConfig(
+            secret=secret.hex(),
+            cookie_name="trainhub_csrf",
+            header_name="x-csrftoken",
+            cookie_samesite="lax",
+            exclude=["^/api/"],
+        ),
+        template_config=TemplateConfig(directory=web / "templates", engine=JinjaTemplateEngine),
+        plugins=[HTMXPlugin()],
+        request_class=HTMXRequest,
+        before_send=[security_headers],
         exception_handlers=EXCEPTION_HANDLERS,
         request_max_body_size=settings.max_snapshot_bytes + MB,
         openapi_config=OpenAPIConfig(

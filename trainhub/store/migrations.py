@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import secrets
+import time
 import uuid
 
 import sqlite_utils
@@ -140,3 +142,63 @@ def nodes_and_scheduling(db: sqlite_utils.Database) -> None:
     db.table("runs").add_column("wait_reason", str)
     db.table("runs").add_column("max_retries", int, not_null_default=0)
     db.table("runs").add_column("retries", int, not_null_default=0)
+
+
+@MIGRATIONS(name="0005_accounts")
+def accounts(db: sqlite_utils.Database) -> None:
+    """Users with roles; every token and every run belongs to one. The tokens that existed before
+    (the first-start admin token) belong to the user ``admin``, and so do the runs."""
+    now = time.time()
+    db.table("users").create(
+        {
+            "id": int,
+            "name": str,
+            "password_hash": str,
+            "role": str,
+            "disabled": int,
+            "created_at": float,
+            "last_login_at": float,
+        },
+        pk="id",
+        not_null={"name", "role", "disabled", "created_at"},
+        defaults={"disabled": 0},
+    )
+    db.table("users").create_index(["name"], unique=True)
+    admin_id = (
+        db.table("users")
+        .insert(
+            {
+                "name": "admin",
+                "password_hash": None,
+                "role": "admin",
+                "disabled": 0,
+                "created_at": now,
+            }
+        )
+        .last_pk
+    )
+    db.table("tokens").add_column("user_id", int)
+    db.table("tokens").add_column("last_used_at", float)
+    db.table("tokens").add_column("revoked_at", float)
+    db.execute("update tokens set user_id = ?", [admin_id])
+    db.table("tokens").create_index(["user_id"])
+    db.table("runs").add_column("user", str)
+    db.execute("update runs set user = 'admin'")
+    # The runs table is paged newest first (by seq) under each filter: one index per filter.
+    db.table("runs").create_index(["experiment", "seq"])
+    db.table("runs").create_index(["status", "seq"])
+    db.table("runs").create_index(["user", "seq"])
+    db.table("meta").insert({"key": "session_secret", "value": secrets.token_hex(32)})
+
+
+@MIGRATIONS(name="0006_gpu_samples")
+def gpu_samples(db: sqlite_utils.Database) -> None:
+    # GPU telemetry per run (trainhub/store/telemetry.py). Without rowid: the primary key is the
+    # table, so one run's samples lie together and are read as one range of it.
+    db.execute(
+        "create table gpu_samples ("
+        " run_id text not null, node text not null, gpu integer not null, step integer not null,"
+        " at real not null, utilization real, memory_used real,"
+        " primary key (run_id, node, gpu, step)"
+        ") without rowid"
+    )

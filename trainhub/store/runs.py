@@ -46,6 +46,7 @@ class RunRow:
     wait_reason: str | None
     max_retries: int
     retries: int
+    user: str | None
 
     @classmethod
     def from_row(cls, row: dict[str, Any]) -> RunRow:
@@ -71,6 +72,7 @@ def insert_run(
     snapshot_uploaded: bool = True,
     priority: int = 0,
     max_retries: int = 0,
+    user: str | None = None,
 ) -> RunRow:
     now = time.time()
     if not db.table("experiments").count_where("name = ?", [experiment]):
@@ -93,6 +95,7 @@ def insert_run(
             "snapshot_uploaded": int(snapshot_uploaded),
             "priority": priority,
             "max_retries": max_retries,
+            "user": user,
         }
     )
     db.table("run_events").insert(
@@ -115,12 +118,27 @@ def list_runs(
     statuses: Iterable[RunStatus] | None = None,
     before_seq: int | None = None,
     limit: int = 50,
+    user: str | None = None,
+    tag: str | None = None,
 ) -> list[RunRow]:
+    """Newest first, ``limit`` at most, before ``before_seq`` (keyset paging). ``tag`` is ``key``
+    (the run has the tag) or ``key=value``."""
     where: list[str] = []
     params: list[Any] = []
     if experiment is not None:
         where.append("experiment = ?")
         params.append(experiment)
+    if user is not None:
+        where.append("user = ?")
+        params.append(user)
+    if tag is not None:
+        key, has_value, value = tag.partition("=")
+        if has_value:
+            where.append("exists (select 1 from json_each(runs.tags) where key = ? and value = ?)")
+            params.extend([key, value])
+        else:
+            where.append("exists (select 1 from json_each(runs.tags) where key = ?)")
+            params.append(key)
     if statuses is not None:
         values = [s.value for s in statuses]
         where.append(f"status in ({', '.join('?' for _ in values)})")
@@ -161,6 +179,11 @@ def run_events(db: sqlite_utils.Database, run_id: str) -> list[dict[str, Any]]:
 
 def instance_id(db: sqlite_utils.Database) -> str:
     return str(db.table("meta").get("instance_id")["value"])
+
+
+def session_secret(db: sqlite_utils.Database) -> str:
+    """The key that signs and encrypts login sessions and CSRF tokens (made by a migration)."""
+    return str(db.table("meta").get("session_secret")["value"])
 
 
 def queue_position(db: sqlite_utils.Database, run: RunRow) -> int:

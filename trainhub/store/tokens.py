@@ -22,17 +22,35 @@ def generate_token() -> str:
 
 
 def has_admin(db: sqlite_utils.Database) -> bool:
-    return bool(db.table("tokens").count_where("is_admin = 1"))
+    """Whether some admin holds a token that works."""
+    row = db.execute(
+        "select count(*) from tokens t join users u on u.id = t.user_id "
+        "where u.role = 'admin' and u.disabled = 0 and t.revoked_at is null"
+    ).fetchone()
+    return bool(row[0])
 
 
-def add_token(db: sqlite_utils.Database, name: str, token: str, *, is_admin: bool) -> None:
-    db.table("tokens").insert(
-        {
-            "name": name,
-            "hash": hash_token(token),
-            "is_admin": int(is_admin),
-            "created_at": time.time(),
-        }
+def admin_id(db: sqlite_utils.Database) -> int:
+    """The first-start admin's user id (the migration creates the user ``admin``)."""
+    return int(db.execute("select id from users where name = 'admin'").fetchone()[0])
+
+
+def add_token(
+    db: sqlite_utils.Database, name: str, token: str, *, user_id: int, is_admin: bool = False
+) -> int:
+    """Store a new token (its hash) for ``user_id``; returns the token's id."""
+    return int(
+        db.table("tokens")  # type: ignore[arg-type]
+        .insert(
+            {
+                "name": name,
+                "hash": hash_token(token),
+                "is_admin": int(is_admin),
+                "created_at": time.time(),
+                "user_id": user_id,
+            }
+        )
+        .last_pk
     )
 
 

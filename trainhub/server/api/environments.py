@@ -13,6 +13,7 @@ from litestar.datastructures import State
 from litestar.exceptions import NotFoundException
 
 from trainhub.runs.service import iso
+from trainhub.server.auth import admin_only
 from trainhub.spec import parse_environment_definition, redact
 from trainhub.store import environments as env_store
 
@@ -30,7 +31,12 @@ class EnvironmentsController(Controller):
     path = "/api/v1/environments"
     tags = ["environments"]
 
-    @post("/", status_code=201, summary="Register an environment (a new version of its name)")
+    @post(
+        "/",
+        status_code=201,
+        summary="Register an environment (a new version of its name; admins)",
+        guards=[admin_only],
+    )
     async def register(self, state: State, request: Request[Any, Any, Any]) -> dict[str, Any]:
         env = parse_environment_definition(await request.body())
         definition = msgspec.to_builtins(env)

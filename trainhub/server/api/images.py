@@ -10,6 +10,7 @@ from litestar.params import Parameter
 
 from trainhub.nodes import images
 from trainhub.runs.service import iso
+from trainhub.server.auth import admin_only
 
 
 class ImagesController(Controller):
@@ -39,7 +40,8 @@ class ImagesController(Controller):
     @post(
         "/prune",
         status_code=200,
-        summary="Remove environment images no run used for N days, on every node",
+        summary="Remove environment images no run used for N days, on every node (admins)",
+        guards=[admin_only],
     )
     async def prune(self, state: State, days: float = Parameter(ge=0)) -> dict[str, Any]:
         pruned = await images.prune(state.pool, days)

@@ -14,6 +14,7 @@ from litestar.datastructures import State
 from litestar.exceptions import HTTPException, NotFoundException
 
 from trainhub.nodes import service
+from trainhub.server.auth import admin_only
 from trainhub.spec import SpecError
 
 
@@ -57,7 +58,12 @@ class NodesController(Controller):
     path = "/api/v1"
     tags = ["nodes"]
 
-    @post("/nodes", status_code=201, summary="Add a node reached over SSH (its host key is pinned)")
+    @post(
+        "/nodes",
+        status_code=201,
+        summary="Add a node reached over SSH (its host key is pinned)",
+        guards=[admin_only],
+    )
     async def add(self, state: State, request: Request[Any, Any, Any]) -> dict[str, Any]:
         node = _decode(await request.body(), NodeIn)
         return await service.add(
@@ -84,13 +90,17 @@ class NodesController(Controller):
         "/nodes/{name:str}/{action:str}",
         status_code=200,
         summary="drain, enable, disable or trust a node",
+        guards=[admin_only],
     )
     async def act(self, state: State, name: str, action: str) -> dict[str, Any]:
         with _answers():
             return await service.act(state.pool, state.launcher.wake, name, action)
 
     @delete(
-        "/nodes/{name:str}", status_code=200, summary="Remove a node (refused while runs use it)"
+        "/nodes/{name:str}",
+        status_code=200,
+        summary="Remove a node (refused while runs use it)",
+        guards=[admin_only],
     )
     async def remove(self, state: State, name: str) -> dict[str, Any]:
         with _answers():
@@ -101,6 +111,7 @@ class NodesController(Controller):
         "/targets",
         status_code=201,
         summary="Create or change a compute target (a named group of nodes)",
+        guards=[admin_only],
     )
     async def set_target(self, state: State, request: Request[Any, Any, Any]) -> dict[str, Any]:
         target = _decode(await request.body(), TargetIn)

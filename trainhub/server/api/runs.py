@@ -15,9 +15,10 @@ from litestar.exceptions import HTTPException, NotFoundException
 from litestar.params import Body, Parameter
 from litestar.response import File, Stream
 
+from trainhub.accounts import User
 from trainhub.runs import service
 from trainhub.runs.artifacts import CHUNK, DRIVER_LOG, list_artifacts, resolve_artifact
-from trainhub.spec import SpecError, check_tags
+from trainhub.spec import SpecError
 from trainhub.store import metrics, snapshots
 from trainhub.store import nodes as node_store
 from trainhub.store import runs as q
@@ -33,6 +34,7 @@ class RunsController(Controller):
     @post("/experiments/{experiment:str}/runs", status_code=201, summary="Submit a run")
     async def submit(
         self,
+        request: Request[User, Any, Any],
         state: State,
         experiment: str,
         data: Annotated[dict[str, Any], Body(media_type=RequestEncodingType.MULTI_PART)],
@@ -81,6 +83,7 @@ class RunsController(Controller):
             tags=tags,
             priority=_as_str(priority),
             max_retries=_as_str(max_retries),
+            user=request.user.name,
         )
         return service.details(run)
 
@@ -146,8 +149,10 @@ class RunsController(Controller):
         return out
 
     @post("/runs/{run_id:str}/cancel", status_code=200, summary="Cancel a run")
-    async def cancel(self, state: State, run_id: str) -> dict[str, Any]:
-        run = await service.cancel(state.db, state.launcher, run_id)
+    async def cancel(
+        self, request: Request[User, Any, Any], state: State, run_id: str
+    ) -> dict[str, Any]:
+        run = await service.cancel(state.db, state.launcher, run_id, request.user)
         return service.details(run)
 
     @get(
@@ -172,14 +177,10 @@ class RunsController(Controller):
         }
 
     @post("/runs/{run_id:str}/tags", status_code=200, summary="Add or change tags of a run")
-    async def set_tags(self, state: State, run_id: str, data: dict[str, Any]) -> dict[str, Any]:
-        run = await service.get(state.db, run_id)
-        tags = data.get("tags")
-        if not isinstance(tags, dict):
-            raise SpecError("tags", 'Send {"tags": {"key": "value", ...}}')
-        clean = check_tags(tags)
-        check_tags({**run.tags, **clean})  # the run's tags stay within the limits too
-        merged = await state.db.write(lambda db: metrics.set_tags(db, run_id, clean))
+    async def set_tags(
+        self, request: Request[User, Any, Any], state: State, run_id: str, data: dict[str, Any]
+    ) -> dict[str, Any]:
+        merged = await service.set_tags(state.db, run_id, data.get("tags"), request.user)
         return {"runId": run_id, "tags": merged}
 
     @get("/runs/{run_id:str}/files", summary="Every artifact of a run with its size")

@@ -1,0 +1,16 @@
+"""The dashboard: server-rendered pages (Jinja templates in ``templates/``, htmx from ``static/``).
+
+One module per area, each a litestar Controller. Handlers are thin: they call the same services as
+the API (so the same permission rules hold) and render a template, or only its partial when htmx
+asks for a piece of the page.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from trainhub.server.pages.account import AccountPages
+
+PAGE_CONTROLLERS: list[Any] = [
+    AccountPages,
+]
