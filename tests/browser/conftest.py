@@ -19,7 +19,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
-from playwright.sync_api import Browser, BrowserContext, Page, Playwright, sync_playwright
+from playwright.sync_api import (
+    Browser,
+    BrowserContext,
+    ConsoleMessage,
+    Page,
+    Playwright,
+    expect,
+    sync_playwright,
+)
 
 from tests import helpers
 from tests.conftest import TOKEN, Server, start_server
@@ -99,18 +107,16 @@ def context(chromium: Browser, web: Server) -> Iterator[BrowserContext]:
 def page(context: BrowserContext) -> Iterator[Page]:
     """A tab that fails its test on an uncaught script error or a Content-Security-Policy refusal
     (the pages must work without inline script)."""
-    from playwright.sync_api import expect
-
     expect.set_options(timeout=EXPECT_TIMEOUT_MS)
     problems = Problems()
     tab = context.new_page()
+
+    def on_console(msg: ConsoleMessage) -> None:
+        if msg.type == "error" and "Content Security Policy" in msg.text:
+            problems.found.append(f"console: {msg.text}")
+
     tab.on("pageerror", lambda exc: problems.found.append(f"script error: {exc}"))
-    tab.on(
-        "console",
-        lambda msg: problems.found.append(f"console: {msg.text}")
-        if msg.type == "error" and "Content Security Policy" in msg.text
-        else None,
-    )
+    tab.on("console", on_console)
     yield tab
     assert not problems.found, "\n".join(problems.found)
 
