@@ -28,9 +28,13 @@ FORWARD_RULE = ("FORWARD", "-i", BRIDGE, "-o", BRIDGE, "-j", "ACCEPT")
 
 FAKE_NVIDIA_SMI = """#!/bin/sh
 # Stand-in for nvidia-smi on a test node: the CSV the real one prints for
-# --query-gpu=index,uuid,name,memory.total --format=csv,noheader,nounits
+# --query-gpu=index,uuid,name,memory.total --format=csv,noheader,nounits (gpus.csv), and for
+# --query-gpu=index,utilization.gpu,memory.used --format=csv,noheader,nounits (usage.csv, which a
+# test sets with Node.set_gpu_usage); each usage query is counted in ../nvidia-smi-usage.log.
+here="$(dirname "$0")"
 case "$*" in
-  *--query-gpu*) cat "$(dirname "$0")/gpus.csv" ;;
+  *utilization.gpu*) echo "$*" >> "$here/../nvidia-smi-usage.log"; cat "$here/usage.csv" ;;
+  *--query-gpu*) cat "$here/gpus.csv" ;;
   *) echo "NVIDIA-SMI stand-in for trainhub tests" ;;
 esac
 """
@@ -71,6 +75,23 @@ class Node:
 
     def pidfile(self, what: str) -> Path:
         return self.root / f"{what}.pid"
+
+    def set_gpu_usage(self, usage: dict[int, tuple[int, int]]) -> None:
+        """What the stand-in nvidia-smi reports from now on: GPU index -> (utilisation in percent,
+        memory used in MiB); GPUs left out report 0 and 0."""
+        (self.root / "bin" / "usage.csv").write_text(
+            "".join(
+                f"{i}, {usage.get(i, (0, 0))[0]}, {usage.get(i, (0, 0))[1]}\n"
+                for i in range(self.gpus)
+            )
+        )
+
+    def usage_queries(self) -> int:
+        """How often the node's nvidia-smi was asked for utilisation and memory used."""
+        try:
+            return len((self.root / "nvidia-smi-usage.log").read_text().splitlines())
+        except FileNotFoundError:
+            return 0
 
     def hook_records(self) -> dict[str, str]:
         """What the stand-in hook saw: container id -> its NVIDIA_VISIBLE_DEVICES value."""
@@ -183,10 +204,13 @@ def start_node(
                 for i in range(gpus)
             )
         )
+    (root / "nvidia-smi-usage.log").unlink(missing_ok=True)
     Path("/run/sshd").mkdir(exist_ok=True)
     node = Node(
         name, address, root, host_key, client_key, f"/run/docker-{netns}.sock", gpus, nvidia_hook
     )
+    if gpus:
+        node.set_gpu_usage({})
     _start_sshd(node)
     start_dockerd(node)
     socket = node.docker_socket
