@@ -15,12 +15,13 @@ import logging
 import os
 import shutil
 import signal
+import stat
 import subprocess
 import tarfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 from trainhub.runs import environment as envs
 from trainhub.runs.artifacts import (
@@ -30,6 +31,7 @@ from trainhub.runs.artifacts import (
     free_bytes,
     prepare_run_dir,
 )
+from trainhub.runs.containers import OVERLAP, bytes_at, open_fresh
 from trainhub.runs.driving import Attempt, Interruption
 from trainhub.runs.preparing import PrepareFailed, append_log, environment_of
 from trainhub.runtime.incontainer import runtime_archive
@@ -305,11 +307,13 @@ class ProcessDriver:
             return []
 
 
-def _copy_tree(src: Path, dest: Path, run_dir: Path) -> None:
+def _copy_tree(src: Path, dest: Path, run_dir: Path) -> int:
     """Regular files only (links are never followed), never outside ``run_dir``, never over files the
-    server writes itself."""
+    server writes itself; only files that changed (see :func:`_copy_changed`). Returns the bytes
+    copied."""
+    copied = 0
     if not src.is_dir() or src.is_symlink():
-        return
+        return copied
     root = run_dir.resolve()
     skipped = {root / name for name in SERVER_WRITTEN}
     for dirpath, dirnames, filenames in os.walk(src, followlinks=False):
@@ -322,5 +326,44 @@ def _copy_tree(src: Path, dest: Path, run_dir: Path) -> None:
             target = (dest / source.relative_to(src)).resolve()
             if not target.is_relative_to(root) or target in skipped:
                 continue
-            target.parent.mkdir(parents=True, exist_ok=True)
-            shutil.copyfile(source, target)
+            copied += _copy_changed(source, target)
+    return copied
+
+
+def _copy_changed(source: Path, target: Path) -> int:
+    """``source`` over ``target`` unless it is unchanged (same size and time); a file that grew only
+    from where ``target`` ends, appended in place (a TensorBoard reading it reads on)."""
+    try:
+        fd = os.open(source, os.O_RDONLY | os.O_NOFOLLOW)
+    except OSError:
+        return 0  # gone meanwhile
+    with os.fdopen(fd, "rb") as src:
+        now = os.fstat(fd)
+        try:
+            have: os.stat_result | None = target.lstat()
+        except OSError:
+            have = None
+        regular = have is not None and stat.S_ISREG(have.st_mode)
+        if have is not None and regular:
+            if have.st_size == now.st_size and have.st_mtime_ns == now.st_mtime_ns:
+                return 0
+        offset = 0
+        if have is not None and regular and OVERLAP <= have.st_size < now.st_size:
+            src.seek(have.st_size - OVERLAP)
+            if src.read(OVERLAP) == bytes_at(target, have.st_size - OVERLAP, OVERLAP):
+                offset = have.st_size
+        out: IO[bytes]
+        if offset:
+            out = target.open("r+b")
+            out.seek(offset)
+            out.truncate()
+        else:
+            out = open_fresh(target)
+        with out:
+            src.seek(offset)
+            copied = 0
+            while chunk := src.read(1024 * 1024):
+                out.write(chunk)
+                copied += len(chunk)
+    os.utime(target, ns=(now.st_atime_ns, now.st_mtime_ns))
+    return copied
