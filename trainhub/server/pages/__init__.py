@@ -10,18 +10,10 @@ from __future__ import annotations
 from typing import Any
 
 from trainhub.server.pages.account import AccountPages
-from trainhub.server.pages.cluster import ClusterPages
-from trainhub.server.pages.run_charts import RunChartPages
-from trainhub.server.pages.run_logs import RunLogPages
-from trainhub.server.pages.runs import RunPages
 from trainhub.server.pages.tensorboard import TensorboardApi, TensorboardPages
 
 PAGE_CONTROLLERS: list[Any] = [
     AccountPages,
-    RunPages,
-    RunLogPages,
-    RunChartPages,
     TensorboardPages,
     TensorboardApi,
-    ClusterPages,
 ]
