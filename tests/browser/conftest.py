@@ -18,6 +18,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import httpx
 import pytest
 from playwright.sync_api import (
     Browser,
@@ -74,15 +75,28 @@ def chromium(playwright: Playwright) -> Iterator[Browser]:
     browser.close()
 
 
+@dataclass
+class Web:
+    """The browser tests' server and the API tokens of its users."""
+
+    server: Server
+    tokens: dict[str, str]
+
+    def api(self, name: str = MEMBER) -> httpx.Client:
+        return self.server.client(self.tokens[name])
+
+
 @pytest.fixture(scope="session")
-def web(tmp_path_factory: pytest.TempPathFactory, docker_ready: None) -> Iterator[Server]:
+def web(tmp_path_factory: pytest.TempPathFactory, docker_ready: None) -> Iterator[Web]:
     """The browser tests' own server, with a member and an admin who log in with a password
     (the first-start admin has a token, no password)."""
     srv = start_server(tmp_path_factory, "browser-data")
     admin = srv.client(TOKEN)
-    helpers.add_user(admin, MEMBER, PASSWORD)
-    helpers.add_user(admin, ADMIN, PASSWORD, role="admin")
-    yield srv
+    tokens = {
+        MEMBER: helpers.add_user(admin, MEMBER, PASSWORD),
+        ADMIN: helpers.add_user(admin, ADMIN, PASSWORD, role="admin"),
+    }
+    yield Web(srv, tokens)
     srv.cleanup()
 
 
@@ -94,9 +108,9 @@ class Problems:
 
 
 @pytest.fixture
-def context(chromium: Browser, web: Server) -> Iterator[BrowserContext]:
+def context(chromium: Browser, web: Web) -> Iterator[BrowserContext]:
     ctx = chromium.new_context(
-        base_url=web.url, accept_downloads=True, viewport={"width": 1400, "height": 900}
+        base_url=web.server.url, accept_downloads=True, viewport={"width": 1400, "height": 900}
     )
     ctx.set_default_timeout(EXPECT_TIMEOUT_MS)
     yield ctx
