@@ -10,10 +10,14 @@ from __future__ import annotations
 from typing import Any
 
 from trainhub.server.pages.account import AccountPages
+from trainhub.server.pages.run_charts import RunChartPages
+from trainhub.server.pages.run_logs import RunLogPages
 from trainhub.server.pages.tensorboard import TensorboardApi, TensorboardPages
 
 PAGE_CONTROLLERS: list[Any] = [
     AccountPages,
+    RunLogPages,
+    RunChartPages,
     TensorboardPages,
     TensorboardApi,
 ]
