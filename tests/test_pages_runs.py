@@ -354,3 +354,25 @@ def test_clone_with_a_changed_parameter_runs_it_on_the_same_snapshot(people: Peo
     assert "args ['--lr', '0.9']" in people.ann_api.get(f"/api/v1/runs/{new_id}/logs").text
     model = people.ann.get(f"/runs/{new_id}/files/outputs/model.txt")
     assert model.text == "weights 0.9"
+
+
+def test_a_registry_password_never_reaches_the_run_page_or_the_clone_form(people: People) -> None:
+    run_id = submit(
+        people.ann_api,
+        QUICK,
+        experiment="rp-secret",
+        custom_docker_image="127.0.0.1:9/rp/none:1",
+        image_registry_details={
+            "address": "127.0.0.1:9",
+            "username": "rp",
+            "password": "rp-hunter2-secret",
+        },
+    )["runId"]
+    wait_for_status(people.ann_api, run_id)
+    page = people.ann.get(f"/runs/{run_id}")
+    assert page.status_code == 200
+    assert "127.0.0.1:9/rp/none:1" in page.text
+    assert "rp-hunter2-secret" not in page.text and "***" in page.text
+    form = people.ann.get(f"/runs/{run_id}/clone")
+    assert form.status_code == 200 and 'value="127.0.0.1:9/rp/none:1"' in form.text
+    assert "rp-hunter2-secret" not in form.text

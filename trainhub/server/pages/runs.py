@@ -114,7 +114,7 @@ class RunPages(Controller):
                 context=context,
                 status_code=200 if table.active else STOP_POLLING,
             )
-        if request.htmx:
+        if request.htmx and not request.htmx.history_restore_request:
             return Template("runs/_page.html", context=context)
         return Template("runs/list.html", context=context)
 
