@@ -278,6 +278,7 @@ def submit(
             click.echo(
                 f"Submitted {run.id} (run {run.number} of {experiment}); follow it with: trainhub logs {run.id} -f"
             )
+            click.echo(f"Web View: {run.get_portal_url()}")
         return
     try:
         details = run.wait_for_completion(show_output=not as_json)
@@ -373,7 +374,10 @@ def runs_list(experiment: str | None, status: str | None, limit: int, as_json: b
 @client_command
 def runs_show(run_id: str, as_json: bool) -> None:
     """A run's details."""
-    details = workspace().client.json("GET", f"/api/v1/runs/{run_id}")
+    from trainhub.sdk.run import Experiment, Run
+
+    ws = workspace()
+    details = ws.client.json("GET", f"/api/v1/runs/{run_id}")
     if as_json:
         emit_json(details)
         return
@@ -386,6 +390,7 @@ def runs_show(run_id: str, as_json: bool) -> None:
         f"Ended:       {details['endTimeUtc'] or '-'}",
         f"Script:      {details['runDefinition']['script']} {' '.join(details['runDefinition']['arguments'])}",
         f"Exit code:   {props['exitCode'] if props['exitCode'] is not None else '-'}",
+        f"Web View:    {Run(Experiment(ws, details['experiment']), run_id, _details=details).get_portal_url()}",
     ]
     if details.get("tags"):
         lines.append("Tags:        " + ", ".join(f"{k}={v}" for k, v in details["tags"].items()))

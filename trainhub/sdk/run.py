@@ -8,8 +8,10 @@ import os
 import sys
 import time
 from collections.abc import Iterator
+from html import escape
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
 from trainhub import context
 from trainhub.sdk import snapshot as snapshots
@@ -156,6 +158,15 @@ class Run:
         self._details = self._client.json("GET", f"/api/v1/runs/{self.id}")
         return dict(self._details)
 
+    def get_portal_url(self) -> str:
+        """The run's page on the server's dashboard (Azure ML: its studio link). The server names
+        it (``portalUrl``: its TRAINHUB_PUBLIC_URL, or a path on the address used here)."""
+        given = self._details.get("portalUrl")
+        if isinstance(given, str) and given.startswith(("http://", "https://")):
+            return given
+        path = given if isinstance(given, str) and given.startswith("/") else None
+        return f"{self._client.url}{path or '/runs/' + quote(self.id, safe='')}"
+
     def get_status(self) -> str:
         return str(self.get_details()["status"])
 
@@ -168,7 +179,7 @@ class Run:
         """Block until the run ends; with ``show_output`` stream its log live, then a summary."""
         if show_output:
             print(f"RunId: {self.id}")
-            print(f"Web View: {self._client.url}/api/v1/runs/{self.id}\n")
+            print(f"Web View: {self.get_portal_url()}\n")
             print("Streaming logs/driver_log.txt")
             print("=" * 28 + "\n", flush=True)
             with self._client.stream(
@@ -263,3 +274,20 @@ class Run:
 
     def __repr__(self) -> str:
         return f"Run(Experiment: {self.experiment.name},\nId: {self.id},\nType: trainhub.scriptrun,\nStatus: {self.status})"
+
+    def _repr_html_(self) -> str:
+        """A notebook shows a run as Azure ML does: a table with a link to its page."""
+        cells = [
+            ("Experiment", escape(self.experiment.name)),
+            ("Id", escape(self.id)),
+            ("Type", "trainhub.scriptrun"),
+            ("Status", escape(self.status)),
+            (
+                "Details Page",
+                f'<a href="{escape(self.get_portal_url())}" target="_blank" '
+                'rel="noopener">Link to the run\'s page</a>',
+            ),
+        ]
+        head = "".join(f"<th>{name}</th>" for name, _ in cells)
+        body = "".join(f"<td>{value}</td>" for _, value in cells)
+        return f"<table><tr>{head}</tr><tr>{body}</tr></table>"

@@ -10,8 +10,10 @@ from __future__ import annotations
 from typing import Any
 
 from trainhub.server.pages.account import AccountPages
+from trainhub.server.pages.experiments import ExperimentPages
 from trainhub.server.pages.run_charts import RunChartPages
 from trainhub.server.pages.run_logs import RunLogPages
+from trainhub.server.pages.submit import SubmitPages
 from trainhub.server.pages.tensorboard import TensorboardApi, TensorboardPages
 
 PAGE_CONTROLLERS: list[Any] = [
@@ -20,4 +22,6 @@ PAGE_CONTROLLERS: list[Any] = [
     RunChartPages,
     TensorboardPages,
     TensorboardApi,
+    ExperimentPages,
+    SubmitPages,
 ]

@@ -1,0 +1,339 @@
+"""The experiments pages through a real server and real runs: the list with counts by status and
+the last run, an experiment's runs, comparing chosen runs (parameters and final metrics side by
+side, differing values marked, overlaid curves as JSON), and the SDK's and CLI's Web View link to a
+run's page. Pages are read with an HTML parser, not by searching text."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from html.parser import HTMLParser
+from typing import Any
+
+import httpx
+import pytest
+
+from tests.conftest import Server
+from tests.helpers import add_user, cli_for, login, submit, wait_for_status
+
+VOID = {"area", "base", "br", "col", "embed", "hr", "img", "input", "link", "meta", "source", "wbr"}
+
+# Logs a curve and a final value that depend on --lr, and one value that does not.
+TRAIN = """
+import sys
+from trainhub import Run
+args = sys.argv[1:]
+lr = float(args[args.index("--lr") + 1])
+run = Run.get_context()
+for step in range(STEPS):
+    run.log("loss", lr * 10 / (step + 1), step=step)
+run.log("accuracy", 0.5 + lr)
+run.log("batches", 7)
+print("trained with", lr, flush=True)
+"""
+
+
+# A small DOM, enough to find elements by id, class and attribute --------------------------------
+@dataclass
+class Element:
+    tag: str
+    attrs: dict[str, str]
+    children: list[Element | str] = field(default_factory=list)
+
+    @property
+    def text(self) -> str:
+        parts = [c if isinstance(c, str) else c.text for c in self.children]
+        return " ".join(" ".join(parts).split())
+
+    def iter(self) -> Iterator[Element]:
+        yield self
+        for child in self.children:
+            if isinstance(child, Element):
+                yield from child.iter()
+
+    def by_id(self, element_id: str) -> Element | None:
+        return next((e for e in self.iter() if e.attrs.get("id") == element_id), None)
+
+    def find(self, element_id: str) -> Element:
+        found = self.by_id(element_id)
+        assert found is not None, f"no element #{element_id}"
+        return found
+
+    def all(self, css_class: str | None = None, tag: str | None = None) -> list[Element]:
+        return [
+            e
+            for e in self.iter()
+            if (css_class is None or css_class in e.classes) and (tag is None or e.tag == tag)
+        ]
+
+    @property
+    def classes(self) -> list[str]:
+        return self.attrs.get("class", "").split()
+
+
+class _Builder(HTMLParser):
+    def __init__(self) -> None:
+        super().__init__(convert_charrefs=True)
+        self.root = Element("document", {})
+        self.stack = [self.root]
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        element = Element(tag, {k: v or "" for k, v in attrs})
+        self.stack[-1].children.append(element)
+        if tag not in VOID:
+            self.stack.append(element)
+
+    def handle_endtag(self, tag: str) -> None:
+        for index in range(len(self.stack) - 1, 0, -1):
+            if self.stack[index].tag == tag:
+                del self.stack[index:]
+                return
+
+    def handle_data(self, data: str) -> None:
+        self.stack[-1].children.append(data)
+
+
+def parse(html: str) -> Element:
+    builder = _Builder()
+    builder.feed(html)
+    builder.close()
+    return builder.root
+
+
+# Helpers --------------------------------------------------------------------------------------
+def experiment_name(prefix: str) -> str:
+    return f"{prefix}-{uuid.uuid4().hex[:8]}"
+
+
+def train(api: httpx.Client, experiment: str, lr: float, steps: int = 5) -> dict[str, Any]:
+    return submit(
+        api,
+        TRAIN.replace("STEPS", str(steps)),
+        experiment=experiment,
+        script_params={"--lr": lr, "--epochs": 3},
+    )
+
+
+@pytest.fixture
+def alice(server: Server) -> tuple[httpx.Client, httpx.Client]:
+    """A member's API client and logged-in browser client."""
+    name = f"alice{uuid.uuid4().hex[:6]}"
+    token = add_user(server.client(), name)
+    page = login(server.url, name)
+    return server.client(token=token), page
+
+
+# The list -------------------------------------------------------------------------------------
+def test_experiments_list_counts_runs_by_status_and_names_the_last_run(
+    server: Server, alice: tuple[httpx.Client, httpx.Client]
+) -> None:
+    api, page = alice
+    name = experiment_name("counts")
+    done = [submit(api, "print('ok')", experiment=name) for _ in range(2)]
+    failed = submit(api, "import sys; sys.exit(3)", experiment=name)
+    sleeper = submit(api, "import time; time.sleep(300)", experiment=name)
+    for run in [*done, failed]:
+        wait_for_status(api, run["runId"])
+    assert api.post(f"/api/v1/runs/{sleeper['runId']}/cancel").status_code == 200
+    wait_for_status(api, sleeper["runId"], "Canceled")
+
+    response = page.get("/experiments")
+    assert response.status_code == 200
+    rows = [
+        r
+        for r in parse(response.text).all("experiment-row", "tr")
+        if r.attrs["data-experiment"] == name
+    ]
+    assert len(rows) == 1
+    row = rows[0]
+    counts = {
+        b.attrs["data-status"]: int(b.all(tag="b")[0].text)
+        for b in row.all("badge")
+        if "data-status" in b.attrs
+    }
+    assert counts == {"Completed": 2, "Failed": 1, "Canceled": 1}
+    total = next(e for e in row.iter() if e.attrs.get("data-count") == "total")
+    assert total.text == "4"
+    links = [a.attrs["href"] for a in row.all(tag="a")]
+    assert f"/experiments/{name}" in links
+    assert f"/runs/{sleeper['runId']}" in links  # the last run submitted
+
+
+def test_an_experiment_lists_its_runs_newest_first_with_a_checkbox_each(
+    server: Server, alice: tuple[httpx.Client, httpx.Client]
+) -> None:
+    api, page = alice
+    name = experiment_name("runs")
+    ids = [submit(api, "print('ok')", experiment=name)["runId"] for _ in range(3)]
+    for run_id in ids:
+        wait_for_status(api, run_id)
+    doc = parse(page.get(f"/experiments/{name}").text)
+    rows = doc.find("experiment-runs").all("run-row", "tr")
+    assert [r.attrs["data-run"] for r in rows] == ids[::-1]
+    boxes = [i for i in doc.find("compare-form").all(tag="input") if i.attrs.get("name") == "runs"]
+    assert [b.attrs["value"] for b in boxes] == ids[::-1]
+    assert doc.find("compare-form").attrs["action"] == f"/experiments/{name}/compare"
+
+
+# Comparing ------------------------------------------------------------------------------------
+def test_compare_shows_parameters_and_final_metrics_with_differences_marked(
+    server: Server, alice: tuple[httpx.Client, httpx.Client]
+) -> None:
+    api, page = alice
+    name = experiment_name("compare")
+    runs = [train(api, name, lr) for lr in (0.1, 0.2)]
+    other = submit(api, "print('no params')", experiment=name)  # not chosen
+    for run in [*runs, other]:
+        wait_for_status(api, run["runId"], "Completed")
+    ids = [r["runId"] for r in runs]
+
+    response = page.get(f"/experiments/{name}/compare", params={"runs": ",".join(ids)})
+    assert response.status_code == 200, response.text
+    doc = parse(response.text)
+    table = doc.find("compare-table")
+    headers = {th.attrs["data-key"]: th for th in table.all(tag="th") if "data-key" in th.attrs}
+    assert set(headers) == {"--lr", "--epochs", "loss", "accuracy", "batches"}
+    assert {k for k, th in headers.items() if "diff" in th.classes} == {"--lr", "loss", "accuracy"}
+    assert headers["--lr"].attrs["data-kind"] == "param"
+    assert headers["accuracy"].attrs["data-kind"] == "metric"
+
+    rows = {r.attrs["data-run"]: r for r in table.all("compare-row", "tr")}
+    assert list(rows) == ids
+
+    def cell(run_id: str, key: str) -> Element:
+        return next(td for td in rows[run_id].all(tag="td") if td.attrs.get("data-key") == key)
+
+    assert cell(ids[0], "--lr").text == "0.1"
+    assert cell(ids[1], "--lr").text == "0.2"
+    assert cell(ids[0], "--epochs").text == cell(ids[1], "--epochs").text == "3"
+    assert "diff" in cell(ids[0], "--lr").classes
+    assert "diff" not in cell(ids[0], "--epochs").classes
+    # The final value of each scalar: the last logged.
+    assert float(cell(ids[0], "loss").text) == pytest.approx(0.1 * 10 / 5)
+    assert float(cell(ids[1], "loss").text) == pytest.approx(0.2 * 10 / 5)
+    assert float(cell(ids[1], "accuracy").text) == pytest.approx(0.7)
+    assert cell(ids[0], "batches").text == "7"
+
+    link = doc.find("tensorboard-link").attrs["href"]
+    assert link == f"/experiments/{name}/tensorboard?runs={','.join(ids)}"
+    charts = [f.attrs["data-metric"] for f in doc.all("compare-chart", "figure")]
+    assert charts == ["accuracy", "batches", "loss"]
+
+
+def test_the_overlay_chart_data_has_each_runs_series_downsampled(
+    server: Server, alice: tuple[httpx.Client, httpx.Client]
+) -> None:
+    api, page = alice
+    name = experiment_name("curves")
+    long_run = train(api, name, 0.1, steps=2500)
+    short_run = train(api, name, 0.3, steps=4)
+    for run in (long_run, short_run):
+        wait_for_status(api, run["runId"], "Completed", timeout=120)
+    ids = [long_run["runId"], short_run["runId"]]
+    src = parse(page.get(f"/experiments/{name}/compare", params={"runs": ",".join(ids)}).text)
+    url = src.find("compare-chart").attrs["data-src"]
+
+    response = page.get(url + "&metric=loss")  # as compare.js asks
+    assert response.status_code == 200, response.text
+    series = response.json()["metrics"]["loss"]
+    assert [s["runId"] for s in series] == ids
+    long_series, short_series = series
+    assert short_series["x"] == [0, 1, 2, 3]
+    assert short_series["y"] == pytest.approx([0.3 * 10 / (s + 1) for s in range(4)])
+    # 2,500 points logged, at most 2,000 sent: the first and the last kept, in step order.
+    assert len(long_series["x"]) == 2000
+    assert long_series["x"][0] == 0 and long_series["x"][-1] == 2499
+    assert long_series["x"] == sorted(long_series["x"])
+    assert long_series["y"][-1] == pytest.approx(0.1 * 10 / 2500)
+
+    everything = page.get(url).json()["metrics"]
+    assert set(everything) == {"loss", "accuracy", "batches"}
+    assert [s["y"] for s in everything["accuracy"]] == [[pytest.approx(0.6)], [pytest.approx(0.8)]]
+
+
+def test_compare_refuses_more_than_fifty_runs_and_runs_of_other_experiments(
+    server: Server, alice: tuple[httpx.Client, httpx.Client]
+) -> None:
+    api, page = alice
+    name = experiment_name("limits")
+    run = submit(api, "print('ok')", experiment=name)
+    elsewhere = submit(api, "print('ok')", experiment=experiment_name("elsewhere"))
+    for r in (run, elsewhere):
+        wait_for_status(api, r["runId"])
+    too_many = ",".join(f"{name}_{i}" for i in range(51))
+    response = page.get(f"/experiments/{name}/compare", params={"runs": too_many})
+    assert response.status_code == 400
+    assert "at most 50" in parse(response.text).find("error-message").text
+    response = page.get(
+        f"/experiments/{name}/compare", params={"runs": f"{run['runId']},{elsewhere['runId']}"}
+    )
+    assert response.status_code == 404
+    assert elsewhere["runId"] in parse(response.text).find("error-message").text
+    empty = parse(page.get(f"/experiments/{name}/compare").text)
+    assert empty.by_id("compare-empty") is not None
+
+
+# Missing, anonymous, empty --------------------------------------------------------------------
+def test_a_missing_experiment_is_a_404_page(
+    server: Server, alice: tuple[httpx.Client, httpx.Client]
+) -> None:
+    _, page = alice
+    for path in ("/experiments/no-such-thing", "/experiments/no-such-thing/compare?runs=a"):
+        response = page.get(path)
+        assert response.status_code == 404
+        assert "no-such-thing" in parse(response.text).find("error-message").text
+
+
+def test_anonymous_visitors_are_sent_to_log_in(server: Server) -> None:
+    with httpx.Client(base_url=server.url) as anonymous:
+        for path in ("/experiments", "/experiments/x", "/experiments/x/compare?runs=a,b"):
+            response = anonymous.get(path)
+            assert response.status_code == 303
+            assert response.headers["location"].startswith("/login?next=/experiments")
+
+
+def test_an_experiment_list_with_no_experiments_says_how_to_start(
+    make_server: Any,
+) -> None:
+    fresh = make_server()
+    add_user(fresh.client(), "newbie")
+    page = login(fresh.url, "newbie")
+    doc = parse(page.get("/experiments").text)
+    assert doc.by_id("experiments-empty") is not None
+    assert doc.by_id("experiments-table") is None
+
+
+# The Web View link ----------------------------------------------------------------------------
+def test_the_sdk_and_cli_web_view_link_opens_the_runs_page(
+    server: Server, alice: tuple[httpx.Client, httpx.Client], tmp_path: Any
+) -> None:
+    from trainhub.sdk.run import Run
+    from trainhub.sdk.workspace import Workspace
+
+    api, page = alice
+    token = api.headers["Authorization"].removeprefix("Bearer ")
+    name = experiment_name("webview")
+    details = submit(api, "print('ok')", experiment=name)
+    wait_for_status(api, details["runId"])
+    run = Run.get(Workspace(server.url, token), details["runId"])
+    url = run.get_portal_url()
+    assert url == f"{server.url}/runs/{details['runId']}"
+    assert f'href="{url}"' in run._repr_html_()
+    assert page.get(url).status_code == 200
+
+    cli = cli_for(server.url, token)
+    shown = cli("runs", "show", details["runId"])
+    assert shown.returncode == 0, shown.stderr
+    assert f"Web View:    {url}" in shown.stdout.splitlines()
+    project = tmp_path / "proj"
+    project.mkdir()
+    (project / "train.py").write_text("print('from the cli')\n")
+    submitted = cli("submit", str(project), "-e", name, "--entry-script", "train.py")
+    assert submitted.returncode == 0, submitted.stderr
+    lines = [line for line in submitted.stdout.splitlines() if line.startswith("Web View: ")]
+    assert len(lines) == 1
+    assert lines[0].removeprefix("Web View: ").startswith(f"{server.url}/runs/{name}_")
+    new_id = lines[0].rsplit("/", 1)[1]
+    assert page.get(f"/runs/{new_id}").status_code == 200
+    wait_for_status(api, new_id)

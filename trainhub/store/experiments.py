@@ -1,0 +1,223 @@
+"""Queries behind the experiments pages: the list with counts by status, and comparing runs.
+
+Read-only plain functions of a sqlite_utils.Database (call them with ``await db.read(fn)``).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass
+from typing import Any
+
+import sqlite_utils
+
+from trainhub.store import runs as q
+
+MAX_COMPARE = 50
+MAX_POINTS = 2000
+
+
+@dataclass(frozen=True)
+class ExperimentSummary:
+    name: str
+    created_at: float
+    counts: dict[str, int]
+    total: int
+    last_run_id: str | None
+    last_number: int | None
+    last_status: str | None
+    last_user: str | None
+    last_created_at: float | None
+
+
+# The counts come from ``experiment_counts`` (one row per experiment and status, kept by triggers
+# on ``runs``: see :func:`create_counts`) when the database has it; otherwise from one pass over
+# the runs. The last run of each experiment is a max(seq) seek on runs(experiment, seq).
+_LIST = """
+with grouped as (
+  select e.name, e.created_at,
+    (select json_group_object(c.status, c.n) from {counts} c
+      where c.experiment = e.name and c.n > 0) as counts,
+    (select coalesce(sum(c.n), 0) from {counts} c where c.experiment = e.name) as total,
+    (select max(seq) from runs r where r.experiment = e.name) as last_seq
+  from experiments e {where}
+)
+select g.name, g.created_at, g.counts, g.total,
+  l.id, l.number, l.status, l.user, l.created_at
+from grouped g left join runs l on l.seq = g.last_seq
+order by coalesce(l.seq, 0) desc, g.name
+"""
+_COUNTED = "(select experiment, status, count(*) as n from runs group by experiment, status)"
+
+
+def list_sql(db: sqlite_utils.Database, where: str = "") -> str:
+    has_table = db.execute(
+        "select 1 from sqlite_master where type = 'table' and name = 'experiment_counts'"
+    ).fetchone()
+    return _LIST.format(counts="experiment_counts" if has_table else _COUNTED, where=where)
+
+
+def list_experiments(db: sqlite_utils.Database) -> list[ExperimentSummary]:
+    """Every experiment with its runs counted by status and its newest run; the most recently
+    used experiment first."""
+    return _summaries(db, list_sql(db), [])
+
+
+def summary(db: sqlite_utils.Database, name: str) -> ExperimentSummary | None:
+    """One experiment's counts and newest run; None when there is no such experiment."""
+    found = _summaries(db, list_sql(db, "where e.name = ?"), [name])
+    return found[0] if found else None
+
+
+def _summaries(db: sqlite_utils.Database, sql: str, params: list[Any]) -> list[ExperimentSummary]:
+    out = []
+    for row in db.execute(sql, params).fetchall():
+        out.append(
+            ExperimentSummary(
+                name=row[0],
+                created_at=row[1],
+                counts=json.loads(row[2]) if row[2] else {},
+                total=int(row[3]),
+                last_run_id=row[4],
+                last_number=row[5],
+                last_status=row[6],
+                last_user=row[7],
+                last_created_at=row[8],
+            )
+        )
+    return out
+
+
+def create_counts(db: sqlite_utils.Database) -> None:
+    """The body of a migration: runs counted per experiment and status, kept in step with every
+    insert, status change and delete of a run by triggers (in the same transaction, so no code
+    path that moves a run can forget it)."""
+    db.execute(
+        "create table experiment_counts (experiment text not null, status text not null,"
+        " n integer not null, primary key (experiment, status)) without rowid"
+    )
+    db.execute(
+        "insert into experiment_counts (experiment, status, n)"
+        " select experiment, status, count(*) from runs group by experiment, status"
+    )
+    add_one = (
+        "insert into experiment_counts (experiment, status, n) values (new.experiment, new.status, 1)"
+        " on conflict (experiment, status) do update set n = n + 1;"
+    )
+    take_one = (
+        "update experiment_counts set n = n - 1"
+        " where experiment = old.experiment and status = old.status;"
+    )
+    db.execute(f"create trigger runs_counted_insert after insert on runs begin {add_one} end")
+    db.execute(
+        "create trigger runs_counted_status after update of status on runs"
+        f" when old.status is not new.status begin {take_one} {add_one} end"
+    )
+    db.execute(f"create trigger runs_counted_delete after delete on runs begin {take_one} end")
+
+
+def exists(db: sqlite_utils.Database, name: str) -> bool:
+    return bool(db.execute("select 1 from experiments where name = ?", [name]).fetchone())
+
+
+def runs_of(db: sqlite_utils.Database, experiment: str, run_ids: list[str]) -> list[q.RunRow]:
+    """The runs ``run_ids`` of ``experiment``, in the order given (ids of other experiments and
+    unknown ids are left out)."""
+    if not run_ids:
+        return []
+    marks = ", ".join("?" for _ in run_ids)
+    rows = db.table("runs").rows_where(
+        f"experiment = ? and id in ({marks})", [experiment, *run_ids]
+    )
+    found = {r.id: r for r in (q.RunRow.from_row(row) for row in rows)}
+    return [found[i] for i in run_ids if i in found]
+
+
+# The distinct metric names of each run walked through the runs' (run_id, name) index one seek at
+# a time (a loose index scan), then each name's last record found by one more seek: the cost
+# grows with the number of names, not with the number of points logged.
+_FINAL = """
+with recursive names(run_id, name) as (
+  select r.value, (select min(name) from metrics where run_id = r.value) from json_each(?) r
+  union all
+  select n.run_id,
+    (select min(m.name) from metrics m where m.run_id = n.run_id and m.name > n.name)
+  from names n where n.name is not null
+)
+select n.run_id, n.name, m.kind, m.value
+from names n join metrics m on m.id = (
+  select max(id) from metrics where run_id = n.run_id and name = n.name
+)
+where n.name is not null
+"""
+
+
+def final_metrics(db: sqlite_utils.Database, run_ids: list[str]) -> dict[str, dict[str, Any]]:
+    """``{run_id: {metric: last value}}`` of each scalar metric the runs logged."""
+    out: dict[str, dict[str, Any]] = {run_id: {} for run_id in run_ids}
+    for run_id, name, kind, value in db.execute(_FINAL, [json.dumps(run_ids)]).fetchall():
+        if kind == "scalar":
+            out[run_id][name] = json.loads(value)
+    return out
+
+
+def metric_series(
+    db: sqlite_utils.Database, run_ids: list[str], name: str, max_points: int = MAX_POINTS
+) -> dict[str, dict[str, list[float]]]:
+    """Each run's scalar series ``name`` as ``{"x": steps, "y": values}`` sorted by step, at most
+    ``max_points`` points a run: beyond that points evenly spread, the first and last among them. Only the index on
+    (run_id, name) is read for the points left out. A point logged without a step gets its index in
+    the series; values that are not finite numbers are left out."""
+    out: dict[str, dict[str, list[float]]] = {}
+    for run_id in run_ids:
+        ids = [
+            r[0]
+            for r in db.execute(
+                "select id from metrics where run_id = ? and name = ? order by id", [run_id, name]
+            )
+        ]
+        positions = stride(len(ids), max_points)
+        where = {ids[i]: i for i in positions}
+        rows = db.execute(
+            "select id, step, kind, value from metrics "
+            "where id in (select value from json_each(?)) order by id",
+            [json.dumps(list(where))],
+        )
+        points: list[tuple[float, float]] = []
+        for row_id, step, kind, raw in rows:
+            value = _number(raw) if kind == "scalar" else None
+            if value is not None:
+                points.append((float(step if step is not None else where[row_id]), value))
+        points.sort(key=lambda p: p[0])
+        out[run_id] = {"x": [p[0] for p in points], "y": [p[1] for p in points]}
+    return out
+
+
+def stride(count: int, limit: int) -> list[int]:
+    """Positions ``0 .. count - 1``, or at most ``limit`` of them evenly spread (the last kept)."""
+    if count <= limit:
+        return list(range(count))
+    return [round(i * (count - 1) / (limit - 1)) for i in range(limit)]
+
+
+def scalar_names(db: sqlite_utils.Database, run_ids: list[str]) -> list[str]:
+    """The scalar metrics any of ``run_ids`` logged, sorted."""
+    names: set[str] = set()
+    for values in final_metrics(db, run_ids).values():
+        names.update(k for k, v in values.items() if number_value(v) is not None)
+    return sorted(names)
+
+
+def _number(raw: str) -> float | None:
+    try:
+        return number_value(json.loads(raw))
+    except ValueError:
+        return None
+
+
+def number_value(value: Any) -> float | None:
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return None
+    number = float(value)
+    return number if math.isfinite(number) else None
