@@ -14,6 +14,8 @@ import pytest
 
 from tests.conftest import Server
 from tests.helpers import add_user, get_run, login, submit, wait_for_log, wait_for_status
+from trainhub.runs import views
+from trainhub.spec import SpecError
 
 TRAIN = textwrap.dedent(
     """
@@ -376,3 +378,48 @@ def test_a_registry_password_never_reaches_the_run_page_or_the_clone_form(people
     form = people.ann.get(f"/runs/{run_id}/clone")
     assert form.status_code == 200 and 'value="127.0.0.1:9/rp/none:1"' in form.text
     assert "rp-hunter2-secret" not in form.text
+
+
+# Pure logic behind the pages (no server). ------------------------------------------------------------
+def test_artifacts_tree_nests_folders_and_leaves_out_files_beyond_its_cap() -> None:
+    found = [("logs/driver_log.txt", 5), ("outputs/a/b.bin", 7), ("outputs/m.txt", 1), ("z.txt", 2)]
+    tree = views.artifact_tree(found, limit=3)
+    assert sorted(tree.folders) == ["logs", "outputs"] and tree.files == []
+    outputs = tree.folders["outputs"]
+    assert outputs.files == [("m.txt", "outputs/m.txt", 1)]
+    assert outputs.folders["a"].files == [("b.bin", "outputs/a/b.bin", 7)]
+    assert outputs.size() == 8 and tree.left_out == 1
+
+
+def test_clone_form_round_trip_keeps_types_and_reports_the_field() -> None:
+    stored = {
+        "entry_script": "train.py",
+        "script_params": {"--lr": 0.5, "--verbose": None, "--name": "x"},
+        "environment_definition": {"name": "torch", "version": 2},
+        "pip_packages": ["numpy"],
+        "distributed_training": {"type": "mpi", "process_count_per_node": 2},
+        "node_count": 2,
+    }
+    form = views.clone_form(stored)
+    assert form.params == [("--lr", "0.5"), ("--verbose", ""), ("--name", "x")]
+    assert form.process_count_per_node == "2"
+    unchanged = views.spec_from_form(stored, form)
+    assert unchanged["script_params"] == stored["script_params"]  # 0.5 stays a number
+    assert unchanged["environment_definition"] == {"name": "torch", "version": 2}
+
+    form.params = [("--lr", "0.9")]
+    form.pip_packages = "numpy\npandas"
+    form.process_count_per_node = "4"
+    edited = views.spec_from_form(stored, form)
+    assert edited["script_params"] == {"--lr": "0.9"}
+    assert edited["pip_packages"] == ["numpy", "pandas"]
+    assert "environment_definition" not in edited  # the environment is now the form's
+    assert edited["distributed_training"] == {"type": "mpi", "process_count_per_node": 4}
+
+    form.environment_variables = "NO_EQUALS_SIGN"
+    with pytest.raises(SpecError) as caught:
+        views.spec_from_form(stored, form)
+    assert caught.value.field == "environment_variables"
+    with pytest.raises(SpecError) as caught:
+        views.parse_metric_columns([f"m{i}:max" for i in range(views.MAX_METRIC_COLUMNS + 1)])
+    assert caught.value.field == "metric"

@@ -31,6 +31,7 @@ MAX_PAGE = 200
 MAX_METRIC_COLUMNS = 8
 BUILD_LOG_TAIL = 64 * 1024
 MAX_PARAMS = 200
+MAX_TREE_FILES = 2000  # files shown in a run's artifacts tree; the API lists them all
 
 
 def parse_filter(
@@ -175,14 +176,15 @@ class ArtifactFolder:
     path: str
     folders: dict[str, ArtifactFolder] = field(default_factory=dict)
     files: list[tuple[str, str, int]] = field(default_factory=list)  # (name, path, size)
+    left_out: int = 0  # files beyond MAX_TREE_FILES (root folder only)
 
     def size(self) -> int:
         return sum(f[2] for f in self.files) + sum(f.size() for f in self.folders.values())
 
 
-def artifact_tree(found: list[tuple[str, int]]) -> ArtifactFolder:
-    root = ArtifactFolder("", "")
-    for path, size in found:
+def artifact_tree(found: list[tuple[str, int]], limit: int = MAX_TREE_FILES) -> ArtifactFolder:
+    root = ArtifactFolder("", "", left_out=max(0, len(found) - limit))
+    for path, size in found[:limit]:
         parts = path.split("/")
         folder = root
         for i, part in enumerate(parts[:-1]):
