@@ -13,11 +13,13 @@ from trainhub.server.pages.account import AccountPages
 from trainhub.server.pages.experiments import ExperimentPages
 from trainhub.server.pages.run_charts import RunChartPages
 from trainhub.server.pages.run_logs import RunLogPages
+from trainhub.server.pages.runs import RunPages
 from trainhub.server.pages.submit import SubmitPages
 from trainhub.server.pages.tensorboard import TensorboardApi, TensorboardPages
 
 PAGE_CONTROLLERS: list[Any] = [
     AccountPages,
+    RunPages,
     RunLogPages,
     RunChartPages,
     TensorboardPages,
