@@ -92,6 +92,9 @@ class GpuTelemetry:
         self.db = db
         self.pool = pool
         self._task: asyncio.Task[None] | None = None
+        # node -> (when, what its GPUs did then): the last answer of each node, for the nodes page.
+        self._latest: dict[str, tuple[float, dict[int, Reading]]] = {}
+        self._asking: dict[str, asyncio.Lock] = {}
 
     async def start(self) -> None:
         self._task = asyncio.create_task(self._loop(), name="gpu-telemetry")
@@ -121,16 +124,37 @@ class GpuTelemetry:
             return 0
         nodes = sorted(holders)
         answers = await asyncio.gather(*(self.read_node(node) for node in nodes))
+        now = time.monotonic()
+        self._latest.update(
+            {node: (now, found) for node, found in zip(nodes, answers, strict=True)}
+        )
         readings = {node: found for node, found in zip(nodes, answers, strict=True) if found}
         samples = attribute(holders, readings, time.time())
         if not samples:
             return 0
         return await self.db.write(lambda db: store.add_samples(db, samples))
 
-    async def read_node(self, node: str) -> dict[int, Reading]:
+    async def current(
+        self, node: str, timeout: float = QUERY_TIMEOUT_SECONDS
+    ) -> dict[int, Reading]:
+        """What ``node``'s GPUs do now, for people watching the nodes page: the node's last answer
+        while it is younger than one sampling interval, else asked now (once, however many pages
+        ask at the same time)."""
+        lock = self._asking.setdefault(node, asyncio.Lock())
+        async with lock:
+            at, found = self._latest.get(node, (float("-inf"), {}))
+            if time.monotonic() - at < self.settings.gpu_sample_seconds:
+                return found
+            found = await self.read_node(node, timeout)
+            self._latest[node] = (time.monotonic(), found)
+            return found
+
+    async def read_node(
+        self, node: str, timeout: float = QUERY_TIMEOUT_SECONDS
+    ) -> dict[int, Reading]:
         """What ``nvidia-smi`` on ``node`` says now; nothing when the node cannot be asked."""
         try:
-            output = await asyncio.wait_for(self._query(node), QUERY_TIMEOUT_SECONDS)
+            output = await asyncio.wait_for(self._query(node), timeout)
         except (OSError, asyncssh.Error, TimeoutError) as exc:
             log.debug("node %s: no GPU reading (%s)", node, exc)
             return {}

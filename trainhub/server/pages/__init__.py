@@ -10,6 +10,7 @@ from __future__ import annotations
 from typing import Any
 
 from trainhub.server.pages.account import AccountPages
+from trainhub.server.pages.cluster import ClusterPages
 from trainhub.server.pages.experiments import ExperimentPages
 from trainhub.server.pages.run_charts import RunChartPages
 from trainhub.server.pages.run_logs import RunLogPages
@@ -24,6 +25,7 @@ PAGE_CONTROLLERS: list[Any] = [
     RunChartPages,
     TensorboardPages,
     TensorboardApi,
+    ClusterPages,
     ExperimentPages,
     SubmitPages,
 ]
