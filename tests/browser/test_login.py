@@ -50,7 +50,7 @@ def test_a_member_is_refused_an_admin_page(page: Page, screenshots: Screenshots)
 
 def test_an_admin_opens_the_users_page(page: Page, screenshots: Screenshots) -> None:
     log_in(page, ADMIN)
-    page.get_by_role("link", name="Users").click()
+    page.get_by_role("navigation", name="main").get_by_role("link", name="Users").click()
     expect(page).to_have_url(re.compile(r"/users$"))
     expect(page.get_by_role("cell", name=MEMBER, exact=True)).to_be_visible()
     screenshots.take(page, "users")
