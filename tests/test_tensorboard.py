@@ -243,6 +243,8 @@ def test_several_runs_in_one_tensorboard_from_the_experiment_page_and_the_sdk(
     assert chosen.status_code == 303
     base = chosen.headers["location"]
     assert base.startswith("/tensorboard/") and base.endswith("/")
+    as_a_form = browser.get(f"/experiments/tbmulti/tensorboard?runs={second}&runs={first}")
+    assert as_a_form.headers["location"] == base
     assert [p[1] for p in wait_for_points(browser, base, f"{first}/logs/train", "loss", 3)] == [
         0,
         1,

@@ -218,6 +218,8 @@ class TensorboardManager:
 
     async def wait_ready(self, board: Board, timeout: float) -> bool:
         """Whether the board answers within ``timeout`` seconds; raises BoardFailed if it died."""
+        if board.ready.is_set() and board.failed is None:
+            return True
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(board.ready.wait(), timeout)
         if board.failed is not None:
@@ -230,6 +232,10 @@ class TensorboardManager:
     async def _open(
         self, key: str, prefix: str, prepare: Callable[[], Path], run_ids: tuple[str, ...]
     ) -> Board:
+        board = self.boards.get(key)
+        if board is not None and board.alive and board.failed is None:
+            board.touch()  # the common case, without waiting for the lock
+            return board
         async with self._lock:
             board = self.boards.get(key)
             if board is not None and board.alive and board.failed is None:

@@ -41,6 +41,7 @@ HOP_BY_HOP = frozenset(
 NOT_FORWARDED = HOP_BY_HOP | {"host", "cookie", "authorization", "content-length"}
 PAGE_WAIT = 1.5  # seconds a page load waits for a starting board before the "starting" page
 REQUEST_WAIT = 90.0  # seconds any other request waits for it
+SMALL_BODY = 64 * 1024  # answers up to this size are relayed in one piece, larger ones streamed
 
 
 def request_headers(request: Request[Any, Any, Any]) -> list[tuple[str, str]]:
@@ -136,6 +137,16 @@ async def forward(
     except httpx.HTTPError as exc:
         log.warning("TensorBoard %s did not answer %s: %s", board.key, request.method, exc)
         return failed_page(request, title, "It stopped answering; reload to start it again.")
+
+    length = upstream.headers.get("content-length", "")
+    if length.isdigit() and int(length) <= SMALL_BODY:  # one message, no chunked encoding
+        try:
+            content = b"".join([chunk async for chunk in upstream.aiter_raw()])  # as compressed
+        finally:
+            await upstream.aclose()
+        return Response(
+            content, status_code=upstream.status_code, headers=response_headers(upstream)
+        )
 
     async def relay() -> AsyncIterator[bytes]:
         try:

@@ -41,6 +41,13 @@ def _slash_redirect(request: Request[Any, Any, Any]) -> Redirect | None:
     return Redirect(raw.decode("latin-1") + "/" + (f"?{query}" if query else ""), status_code=307)
 
 
+async def _run_exists(state: State, run_id: str) -> None:
+    """A 404 for a run that does not exist. A run whose board is running exists (runs are never
+    removed), so the many requests of an open TensorBoard page skip the database."""
+    if f"run:{run_id}" not in get_manager(state).boards:
+        await service.get(state.db, run_id)
+
+
 async def _existing(db: Database, run_ids: list[str]) -> list[str]:
     """``run_ids`` if every one exists (a 404 naming the first that does not)."""
     for run_id in run_ids:
@@ -64,7 +71,7 @@ class TensorboardPages(Controller):
     async def run_board_root(
         self, request: Request[Any, Any, Any], state: State, run_id: str
     ) -> Response[Any]:
-        await service.get(state.db, run_id)  # 404 before anything starts
+        await _run_exists(state, run_id)  # 404 before anything starts
         redirect = _slash_redirect(request)
         if redirect is not None:
             return redirect
@@ -74,7 +81,7 @@ class TensorboardPages(Controller):
     async def run_board(
         self, request: Request[Any, Any, Any], state: State, run_id: str, path: str
     ) -> Response[Any]:
-        await service.get(state.db, run_id)
+        await _run_exists(state, run_id)
         return await self._run_board(request, state, run_id)
 
     async def _run_board(
@@ -86,11 +93,13 @@ class TensorboardPages(Controller):
         return await proxy.forward(manager, board, request, f"run {run_id}")
 
     @get("/experiments/{name:str}/tensorboard")
-    async def experiment_board(self, state: State, name: str, runs: str | None = None) -> Redirect:
-        """One TensorBoard over the chosen runs of the experiment (``?runs=a,b``), or over its
-        latest runs when none are chosen."""
+    async def experiment_board(
+        self, state: State, name: str, runs: list[str] | None = None
+    ) -> Redirect:
+        """One TensorBoard over the chosen runs of the experiment (``?runs=a,b``, or ``runs``
+        repeated as a form of checkboxes sends it), or over its latest runs when none are chosen."""
         db: Database = state.db
-        chosen = _parse_runs(runs)
+        chosen = _parse_runs(",".join(runs or []))
         if chosen:
             for run_id in chosen:
                 run = await service.get(db, run_id)
