@@ -134,10 +134,10 @@ def list_runs(
     if tag is not None:
         key, has_value, value = tag.partition("=")
         if has_value:
-            where.append("exists (select 1 from json_each(runs.tags) where key = ? and value = ?)")
+            where.append("seq in (select seq from run_tags where key = ? and value = ?)")
             params.extend([key, value])
         else:
-            where.append("exists (select 1 from json_each(runs.tags) where key = ?)")
+            where.append("seq in (select seq from run_tags where key = ?)")
             params.append(key)
     if statuses is not None:
         values = [s.value for s in statuses]

@@ -24,27 +24,32 @@ class RunFilter:
     user: str | None = None
     tag: str | None = None
 
+    def source(self) -> str:
+        """The FROM clause: a tag filter starts from the indexed ``run_tags`` table."""
+        return "run_tags t join runs on runs.seq = t.seq" if self.tag is not None else "runs"
+
+    def key(self) -> str:
+        """The column that pages are cut on (the one the chosen index is ordered by)."""
+        return "t.seq" if self.tag is not None else "runs.seq"
+
     def where(self) -> tuple[list[str], list[Any]]:
         where: list[str] = []
         params: list[Any] = []
         if self.experiment is not None:
-            where.append("experiment = ?")
+            where.append("runs.experiment = ?")
             params.append(self.experiment)
         if self.user is not None:
-            where.append("user = ?")
+            where.append("runs.user = ?")
             params.append(self.user)
         if self.tag is not None:
             key, has_value, value = self.tag.partition("=")
+            where.append("t.key = ?")
+            params.append(key)
             if has_value:
-                where.append(
-                    "exists (select 1 from json_each(runs.tags) where key = ? and value = ?)"
-                )
-                params.extend([key, value])
-            else:
-                where.append("exists (select 1 from json_each(runs.tags) where key = ?)")
-                params.append(key)
+                where.append("t.value = ?")
+                params.append(value)
         if self.statuses is not None:
-            where.append(f"status in ({', '.join('?' for _ in self.statuses)})")
+            where.append(f"runs.status in ({', '.join('?' for _ in self.statuses)})")
             params.extend(s.value for s in self.statuses)
         return where, params
 
@@ -67,40 +72,54 @@ def page_of_runs(
     """Newest first, ``limit`` runs older than ``before`` or newer than ``after`` (keyset paging on
     ``seq``: one index range per filter, never OFFSET and never a count)."""
     where, params = filters.where()
+    key = filters.key()
     if after is not None:
-        rows = _select(db, [*where, "seq > ?"], [*params, after], "seq asc", limit + 1)
+        rows = _select(db, filters, [*where, f"{key} > ?"], [*params, after], "asc", limit + 1)
         runs = list(reversed(rows[:limit]))
         newer = runs[0].seq if len(rows) > limit else None
         edge = runs[-1].seq if runs else after + 1
-        older = edge if _exists(db, where, params, "seq < ?", edge) else None
+        older = edge if _exists(db, filters, where, params, f"{key} < ?", edge) else None
         return RunPage(runs, older, newer)
-    extra = [*where, "seq < ?"] if before is not None else where
+    extra = [*where, f"{key} < ?"] if before is not None else where
     rows = _select(
-        db, extra, [*params, before] if before is not None else params, "seq desc", limit + 1
+        db, filters, extra, [*params, before] if before is not None else params, "desc", limit + 1
     )
     runs = rows[:limit]
     older = runs[-1].seq if len(rows) > limit else None
     newer = None
     if before is not None:
         edge = runs[0].seq if runs else before - 1
-        if _exists(db, where, params, "seq > ?", edge):
+        if _exists(db, filters, where, params, f"{key} > ?", edge):
             newer = edge
     return RunPage(runs, older, newer)
 
 
 def _select(
-    db: sqlite_utils.Database, where: list[str], params: list[Any], order: str, limit: int
+    db: sqlite_utils.Database,
+    filters: RunFilter,
+    where: list[str],
+    params: list[Any],
+    direction: str,
+    limit: int,
 ) -> list[RunRow]:
-    rows = db.table("runs").rows_where(
-        " and ".join(where) or None, params, order_by=order, limit=limit
-    )
-    return [RunRow.from_row(r) for r in rows]
+    sql = f"select runs.* from {filters.source()}"
+    if where:
+        sql += " where " + " and ".join(where)
+    sql += f" order by {filters.key()} {direction} limit {int(limit)}"
+    cursor = db.execute(sql, params)
+    columns = [c[0] for c in cursor.description]
+    return [RunRow.from_row(dict(zip(columns, row, strict=True))) for row in cursor.fetchall()]
 
 
 def _exists(
-    db: sqlite_utils.Database, where: list[str], params: list[Any], clause: str, seq: int
+    db: sqlite_utils.Database,
+    filters: RunFilter,
+    where: list[str],
+    params: list[Any],
+    clause: str,
+    seq: int,
 ) -> bool:
-    sql = "select 1 from runs where " + " and ".join([*where, clause]) + " limit 1"
+    sql = f"select 1 from {filters.source()} where " + " and ".join([*where, clause]) + " limit 1"
     return db.execute(sql, [*params, seq]).fetchone() is not None
 
 

@@ -109,6 +109,8 @@ class RunsController(Controller):
         status: str | None = Parameter(default=None, description="comma-separated statuses"),
         limit: int = Parameter(default=50, ge=1, le=500),
         cursor: str | None = None,
+        user: str | None = Parameter(default=None, description="who submitted them"),
+        tag: str | None = Parameter(default=None, description="`key` or `key=value`"),
     ) -> dict[str, Any]:
         statuses = None
         if status:
@@ -128,7 +130,13 @@ class RunsController(Controller):
             before = int(cursor)
         rows = await state.db.read(
             lambda db: q.list_runs(
-                db, experiment=experiment, statuses=statuses, before_seq=before, limit=limit + 1
+                db,
+                experiment=experiment,
+                statuses=statuses,
+                before_seq=before,
+                limit=limit + 1,
+                user=user,
+                tag=tag,
             )
         )
         page = rows[:limit]
