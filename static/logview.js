@@ -1,11 +1,12 @@
 /* trainhub's log viewer (templates/runs/_log.html). No framework, no innerHTML of log text: every
-   piece of a log goes into the page as textContent. The page holds at most MAX_LINES lines: blocks
+   piece of a log goes into the page as textContent. The page holds at most MAX_CHARS characters of log: blocks
    scrolled far away are dropped and read again by byte range when scrolled back to. */
 (function () {
   "use strict";
   if (window.trainhubLogView) { window.trainhubLogView.scan(document); return; }
 
-  var MAX_LINES = 5000;
+  var MAX_CHARS = 1024 * 1024; // log text the page holds at most (~30,000 lines of 35 characters)
+  var BLOCK = 64 * 1024; // bytes one scroll step reads
   var NEAR = 120; // pixels from an edge that count as "at" it
 
   function countLines(text) {
@@ -20,6 +21,7 @@
     span.dataset.start = String(start);
     span.dataset.end = String(end);
     span.dataset.lines = String(countLines(text));
+    span.dataset.chars = String(text.length);
     span.textContent = text;
     return span;
   }
@@ -35,7 +37,10 @@
     this.loading = false;
     this.source = null;
     var first = this.pre.querySelector(".blk");
-    if (first) first.dataset.lines = String(countLines(first.textContent));
+    if (first) {
+      first.dataset.lines = String(countLines(first.textContent));
+      first.dataset.chars = String(first.textContent.length);
+    }
     this.pre.scrollTop = this.pre.scrollHeight;
     this.pre.addEventListener("scroll", this.onScroll.bind(this));
     view.addEventListener("click", this.onClick.bind(this));
@@ -55,9 +60,9 @@
     var all = this.blocks();
     return all.length ? Number(all[all.length - 1].dataset.end) : this.liveEnd;
   };
-  Viewer.prototype.lineCount = function () {
+  Viewer.prototype.charCount = function () {
     var n = 0;
-    this.blocks().forEach(function (b) { n += Number(b.dataset.lines) || 0; });
+    this.blocks().forEach(function (b) { n += Number(b.dataset.chars) || 0; });
     return n;
   };
   Viewer.prototype.atBottom = function () {
@@ -80,15 +85,16 @@
     if (button) button.hidden = !detached;
   };
 
-  // Drop whole blocks from one end until the page holds at most MAX_LINES lines.
+  // Drop whole blocks from one end (never the one just added at the other) until the page
+  // holds at most MAX_CHARS characters of log.
   Viewer.prototype.trim = function (fromTop) {
-    var total = this.lineCount();
-    while (total > MAX_LINES) {
+    var total = this.charCount();
+    while (total > MAX_CHARS) {
       var all = this.blocks();
       if (all.length < 2) break;
       var victim = fromTop ? all[0] : all[all.length - 1];
       var height = victim.offsetHeight;
-      total -= Number(victim.dataset.lines) || 0;
+      total -= Number(victim.dataset.chars) || 0;
       victim.remove();
       if (fromTop) this.pre.scrollTop -= height;
       else this.setDetached(true);
@@ -106,7 +112,7 @@
     if (this.loading || start <= 0) return;
     this.loading = true;
     var self = this;
-    this.fetchBlock({ before: start }).then(function (block) {
+    this.fetchBlock({ before: start, size: BLOCK }).then(function (block) {
       if (block.end !== start || !block.text) return;
       var height = self.pre.scrollHeight;
       self.pre.insertBefore(makeBlock(block.start, block.end, block.text), self.pre.firstChild);
@@ -121,7 +127,7 @@
     if (this.loading || !this.detached) return;
     this.loading = true;
     var self = this;
-    this.fetchBlock({ after: end }).then(function (block) {
+    this.fetchBlock({ after: end, size: BLOCK }).then(function (block) {
       self.size = block.fileSize;
       if (!block.text) { if (end >= self.liveEnd) self.setDetached(false); return; }
       self.pre.appendChild(makeBlock(block.start, block.end, block.text));
@@ -138,7 +144,7 @@
   // Jump to a search result: the lines from its byte offset, the matching one marked.
   Viewer.prototype.jump = function (offset) {
     var self = this;
-    this.fetchBlock({ after: offset }).then(function (block) {
+    this.fetchBlock({ after: offset, size: BLOCK }).then(function (block) {
       while (self.pre.firstChild) self.pre.removeChild(self.pre.firstChild);
       var cut = block.text.indexOf("\n") + 1 || block.text.length;
       var hit = makeBlock(block.start, block.start + new TextEncoder().encode(block.text.slice(0, cut)).length, block.text.slice(0, cut), "hit");

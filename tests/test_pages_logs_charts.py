@@ -20,7 +20,15 @@ import httpx
 import pytest
 
 from tests.conftest import Server
-from tests.helpers import add_user, login, submit, wait_for_log, wait_for_status
+from tests.helpers import (
+    TERMINAL,
+    add_user,
+    get_run,
+    login,
+    submit,
+    wait_for_log,
+    wait_for_status,
+)
 
 HTMX = {"HX-Request": "true"}
 
@@ -191,7 +199,7 @@ import time
 print("started", flush=True)
 time.sleep(8)
 print("printed while you watched", flush=True)
-time.sleep(1)
+time.sleep(5)
 """
 
 
@@ -221,6 +229,7 @@ def test_the_live_stream_delivers_a_line_printed_after_it_opened_and_ends_with_t
     end = int(attr(html, "log-view", "data-end"))
     assert stream_url.endswith(f"offset={end}")
     seen: list[str] = []
+    status_when_seen = ""
     ended: dict[str, Any] = {}
     with page.stream("GET", stream_url, timeout=60) as response:
         assert response.status_code == 200
@@ -232,10 +241,13 @@ def test_the_live_stream_delivers_a_line_printed_after_it_opened_and_ends_with_t
                 assert body["start"] == end  # no gap, no overlap
                 end = body["end"]
                 seen.append(body["text"])
+                if "printed while you watched" in body["text"]:
+                    status_when_seen = get_run(api, run_id)["status"]
             elif event == "end":
                 ended = body
                 break
     assert "printed while you watched\n" in "".join(seen)
+    assert status_when_seen not in TERMINAL  # it came live, not at the end
     assert ended == {"status": "Completed", "end": end}
     assert wait_for_status(api, run_id)["status"] == "Completed"
     # A finished run's viewer has no stream; asking for one anyway ends at once.
