@@ -279,7 +279,11 @@ def test_a_missing_experiment_is_a_404_page(
     server: Server, alice: tuple[httpx.Client, httpx.Client]
 ) -> None:
     _, page = alice
-    for path in ("/experiments/no-such-thing", "/experiments/no-such-thing/compare?runs=a"):
+    for path in (
+        "/experiments/no-such-thing",
+        "/experiments/no-such-thing/compare",
+        "/experiments/no-such-thing/compare/metrics?runs=a",
+    ):
         response = page.get(path)
         assert response.status_code == 404
         assert "no-such-thing" in parse(response.text).find("error-message").text
@@ -337,3 +341,53 @@ def test_the_sdk_and_cli_web_view_link_opens_the_runs_page(
     new_id = lines[0].rsplit("/", 1)[1]
     assert page.get(f"/runs/{new_id}").status_code == 200
     wait_for_status(api, new_id)
+
+
+# The counts table the list can read instead of counting ----------------------------------------
+def test_counts_kept_by_triggers_match_counting_the_runs(tmp_path: Any) -> None:
+    """``experiment_counts`` (made by ``create_counts``) stays equal to counting the runs through
+    inserts, status moves, a status written directly and a deleted run; the list reads it."""
+    from trainhub.store import Database, lifecycle
+    from trainhub.store import experiments as ex
+    from trainhub.store import runs as q
+    from trainhub.store.lifecycle import RunStatus
+
+    db = Database(tmp_path / "trainhub.db")
+    try:
+
+        def add(conn: Any, experiment: str) -> str:
+            spec = {"entry_script": "train.py"}
+            return q.insert_run(
+                conn, experiment=experiment, spec=spec, snapshot="x", target="local"
+            ).id
+
+        early = [db.write_sync(lambda conn: add(conn, "early")) for _ in range(2)]
+        db.write_sync(ex.create_counts)  # counts what is there already
+        late = [db.write_sync(lambda conn, e=e: add(conn, e)) for e in ("early", "late", "late")]
+        assert db.write_sync(
+            lambda conn: lifecycle.move(conn, early[0], RunStatus.CANCELED, detail="canceled")
+        )
+        db.write_sync(
+            lambda conn: conn.execute("update runs set status = 'Failed' where id = ?", [late[1]])
+        )
+        db.write_sync(lambda conn: conn.execute("delete from runs where id = ?", [late[2]]))
+
+        def counted(conn: Any) -> dict[str, dict[str, int]]:
+            out: dict[str, dict[str, int]] = {}
+            for experiment, status, n in conn.execute(
+                "select experiment, status, count(*) from runs group by experiment, status"
+            ):
+                out.setdefault(experiment, {})[status] = n
+            return out
+
+        expected = db.read_sync(counted)
+        assert expected == {"early": {"Canceled": 1, "Queued": 2}, "late": {"Failed": 1}}
+        assert "experiment_counts" in db.read_sync(ex.list_sql)
+        listed = {e.name: e.counts for e in db.read_sync(ex.list_experiments)}
+        assert listed == expected
+        assert {e.name: e.total for e in db.read_sync(ex.list_experiments)} == {
+            "early": 3,
+            "late": 1,
+        }
+    finally:
+        db.close()

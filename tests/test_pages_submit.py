@@ -138,6 +138,12 @@ def test_a_run_submitted_with_an_archive_is_the_users_and_completes(
         ({"node_count": "0"}, True, "node_count", "node_count"),
         ({"node_count": "two"}, True, "node_count", "node_count"),
         ({"process_count_per_node": "0"}, True, "process_count_per_node", "process_count"),
+        (
+            {"node_count": "2", "process_count_per_node": "0"},
+            True,
+            "process_count_per_node",
+            "process_count_per_node",
+        ),
         ({"pip_packages": "--index-url=http://evil"}, True, "pip_packages", "pip_packages"),
         ({"experiment": "no spaces"}, True, "experiment", "Experiment names"),
         ({"compute_target": "no-such-target"}, True, "compute_target", "no-such-target"),
