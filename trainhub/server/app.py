@@ -27,6 +27,7 @@ from litestar.types import Message, Scope
 from trainhub import __version__
 from trainhub.accounts import LoginThrottle
 from trainhub.nodes.pool import NodePool
+from trainhub.nodes.telemetry import GpuTelemetry
 from trainhub.runs.launcher import Launcher
 from trainhub.runtime.docker import DockerEngine
 from trainhub.server.api.accounts import AccountsController
@@ -35,12 +36,14 @@ from trainhub.server.api.health import healthz
 from trainhub.server.api.images import ImagesController
 from trainhub.server.api.nodes import NodesController
 from trainhub.server.api.runs import RunsController
+from trainhub.server.api.telemetry import TelemetryController
 from trainhub.server.auth import PUBLIC_PATHS, Authenticate, is_api
 from trainhub.server.errors import EXCEPTION_HANDLERS
 from trainhub.server.pages import PAGE_CONTROLLERS
 from trainhub.settings import MB, Settings
 from trainhub.store import Database
 from trainhub.store import runs as q
+from trainhub.tensorboard.processes import TensorboardManager
 
 log = logging.getLogger("trainhub.server")
 
@@ -112,9 +115,17 @@ def create_app(settings: Settings, db: Database | None = None) -> Litestar:
         app.state.pool = pool
         app.state.launcher = launcher
         await launcher.start()
+        telemetry = GpuTelemetry(settings, database, pool)
+        app.state.telemetry = telemetry  # the nodes page reads GPU values through it
+        await telemetry.start()
+        boards = TensorboardManager(settings, database)
+        app.state.tensorboard = boards
+        await boards.start()
         try:
             yield
         finally:
+            await boards.stop()
+            await telemetry.stop()
             await launcher.stop()
             await pool.stop()
             engine.close()
@@ -128,6 +139,7 @@ def create_app(settings: Settings, db: Database | None = None) -> Litestar:
             EnvironmentsController,
             ImagesController,
             NodesController,
+            TelemetryController,
             *PAGE_CONTROLLERS,
             create_static_files_router(
                 path="/static", directories=[web / "static"], include_in_schema=False
