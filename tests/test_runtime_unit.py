@@ -165,3 +165,15 @@ def test_a_container_asks_the_engine_for_exactly_its_gpus(docker_ready: None) ->
     finally:
         engine.remove(container_id)
         engine.close()
+
+
+def test_the_log_holds_every_line_before_the_run_is_told_its_script_ended() -> None:
+    """A run shown Completed has its whole driver log: the lines before the wrapper's exit line
+    are written (and flushed) before the exit is reported."""
+    from trainhub.runtime.incontainer import EXIT_SENTINEL, LogSink
+
+    out = io.BytesIO()
+    seen: list[bytes] = []
+    sink = LogSink(out, lambda code, present: seen.append(out.getvalue()))
+    sink.write(b"epoch 1\nlast line\n" + EXIT_SENTINEL + b"0:\n")
+    assert seen == [b"epoch 1\nlast line\n"]

@@ -100,7 +100,8 @@ def copy_log(
     on_exit: Callable[[int, str | None], None],
 ) -> None:
     # From the first line every time: a re-attached run gets its whole log, never twice.
-    with path.open("wb") as raw:
+    # Unbuffered: the live tail (and a server restart) sees every chunk as soon as it arrives.
+    with path.open("wb", buffering=0) as raw:
         sink = LogSink(raw, on_exit)
         try:
             engine.stream_logs(container_id, sink)  # type: ignore[arg-type]

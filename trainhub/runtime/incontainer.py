@@ -160,7 +160,11 @@ class LogSink:
                 data = data[:start]
             else:
                 fields = data[start + len(EXIT_SENTINEL) : end].strip().split(b":")
-                data = data[:start] + data[end + 1 :]
+                # Everything the script printed is in the driver log before its end is told:
+                # a run shown Completed has its whole log.
+                self._raw.write(data[:start])
+                self._raw.flush()
+                data = data[end + 1 :]
                 code = int(fields[0]) if fields[0].lstrip(b"-").isdigit() else -1
                 self._on_exit(code, fields[1].decode() if len(fields) > 1 else None)
         else:
