@@ -32,14 +32,14 @@ class ExperimentSummary:
 
 
 # The counts come from ``experiment_counts`` (one row per experiment and status, kept by triggers
-# on ``runs``: see :func:`create_counts`) when the database has it; otherwise from one pass over
-# the runs. The last run of each experiment is a max(seq) seek on runs(experiment, seq).
+# on ``runs``: see :func:`create_counts`) when the database has it: a few rows an experiment.
+# Without it, each experiment's runs are counted (a range of runs(experiment, seq) each). The last
+# run of each experiment is one max(seq) seek on runs(experiment, seq).
 _LIST = """
 with grouped as (
   select e.name, e.created_at,
-    (select json_group_object(c.status, c.n) from {counts} c
-      where c.experiment = e.name and c.n > 0) as counts,
-    (select coalesce(sum(c.n), 0) from {counts} c where c.experiment = e.name) as total,
+    {counts_json} as counts,
+    {counts_total} as total,
     (select max(seq) from runs r where r.experiment = e.name) as last_seq
   from experiments e {where}
 )
@@ -48,14 +48,23 @@ select g.name, g.created_at, g.counts, g.total,
 from grouped g left join runs l on l.seq = g.last_seq
 order by coalesce(l.seq, 0) desc, g.name
 """
-_COUNTED = "(select experiment, status, count(*) as n from runs group by experiment, status)"
+_FROM_TABLE = "(select {agg} from experiment_counts c where c.experiment = e.name and c.n > 0)"
+_FROM_RUNS = (
+    "(select {agg} from (select status, count(*) as n from runs r"
+    " where r.experiment = e.name group by status) c)"
+)
 
 
 def list_sql(db: sqlite_utils.Database, where: str = "") -> str:
     has_table = db.execute(
         "select 1 from sqlite_master where type = 'table' and name = 'experiment_counts'"
     ).fetchone()
-    return _LIST.format(counts="experiment_counts" if has_table else _COUNTED, where=where)
+    source = _FROM_TABLE if has_table else _FROM_RUNS
+    return _LIST.format(
+        counts_json=source.format(agg="json_group_object(c.status, c.n)"),
+        counts_total=source.format(agg="coalesce(sum(c.n), 0)"),
+        where=where,
+    )
 
 
 def list_experiments(db: sqlite_utils.Database) -> list[ExperimentSummary]:
@@ -126,11 +135,14 @@ def runs_of(db: sqlite_utils.Database, experiment: str, run_ids: list[str]) -> l
     unknown ids are left out)."""
     if not run_ids:
         return []
-    marks = ", ".join("?" for _ in run_ids)
+    # By the unique index on id (with the experiment in the where clause, SQLite would rather
+    # walk all of the experiment's runs).
     rows = db.table("runs").rows_where(
-        f"experiment = ? and id in ({marks})", [experiment, *run_ids]
+        "id in (select value from json_each(?))", [json.dumps(run_ids)]
     )
-    found = {r.id: r for r in (q.RunRow.from_row(row) for row in rows)}
+    found = {
+        r.id: r for r in (q.RunRow.from_row(row) for row in rows) if r.experiment == experiment
+    }
     return [found[i] for i in run_ids if i in found]
 
 
