@@ -10,6 +10,7 @@ the log's size.
 
 Usage: .venv/bin/python bench/dashboard.py [--reps 200] [--runs 100000] [--points 1000000]
        [--log-mb 200] [--keep DIR] [--explain]
+(--keep DIR keeps the data; run again with the same DIR to measure the same data again.)
 Needs a running Docker engine and the base image (./scripts/test sets both up).
 """
 
@@ -338,7 +339,12 @@ def main() -> None:
     args = parser.parse_args()
     folder = args.keep or Path(tempfile.mkdtemp(prefix="trainhub-bench-dashboard-"))
     try:
-        picked = prepare(folder, args)
+        saved = folder / "picked.json"
+        if saved.exists():  # a --keep folder made before: measure again on the same data
+            picked = json.loads(saved.read_text())
+        else:
+            picked = prepare(folder, args)
+            saved.write_text(json.dumps(picked))
         if args.explain:
             explain(folder / "data" / "trainhub.db", picked)
         with running_server(folder) as api:
@@ -357,7 +363,7 @@ def run_figures(base_url: str, picked: dict[str, Any], reps: int) -> list[Figure
     big, small = picked["big"]["id"], picked["small"]["id"]
     big_size, small_size = picked["big_log"], picked["small_log"]
     filtered = urlencode({"user": picked["filter_user"], "status": "Failed"})
-    compared = picked["compared"]  # noqa: F841 (the compare page comes next)
+    compared = ",".join(r["id"] for r in picked["compared"])
     figures = [
         measure("runs page, first page", lambda: page.get("/runs"), reps),
         measure("runs page, filtered (user + status)", lambda: page.get(f"/runs?{filtered}"), reps),
@@ -369,6 +375,16 @@ def run_figures(base_url: str, picked: dict[str, Any], reps: int) -> list[Figure
             reps,
         ),
         measure("run page (4 metrics x 5,000 steps)", lambda: page.get(f"/runs/{big}"), reps),
+        measure(
+            "run page's charts (4 metrics)",
+            lambda: page.get(f"/runs/{big}/charts", headers=htmx),
+            reps,
+        ),
+        measure(
+            f"one chart's points ({BIG_RUN_STEPS:,} steps)",
+            lambda: page.get(f"/runs/{big}/metrics/loss.json"),
+            reps,
+        ),
         measure(
             "log viewer first screen, 200 MB log",
             lambda: page.get(f"/runs/{big}/log", headers=htmx),
@@ -387,6 +403,21 @@ def run_figures(base_url: str, picked: dict[str, Any], reps: int) -> list[Figure
         measure(
             "log viewer byte-range step, small log",
             lambda: page.get(f"/runs/{small}/log/range", params={"before": small_size // 2}),
+            reps,
+        ),
+        measure(
+            f"experiment compare of {COMPARE_RUNS} runs",
+            lambda: page.get(
+                f"/experiments/{COMPARE_EXPERIMENT}/compare", params={"runs": compared}
+            ),
+            reps,
+        ),
+        measure(
+            f"its loss curves overlaid ({COMPARE_RUNS} runs x {COMPARE_STEPS:,} points)",
+            lambda: page.get(
+                f"/experiments/{COMPARE_EXPERIMENT}/compare/metrics",
+                params={"runs": compared, "metric": "loss"},
+            ),
             reps,
         ),
     ]

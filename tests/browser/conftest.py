@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import os
 import re
+import shutil
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -135,9 +136,11 @@ def page(context: BrowserContext) -> Iterator[Page]:
     assert not problems.found, "\n".join(problems.found)
 
 
-def log_in(page: Page, name: str = MEMBER, password: str = PASSWORD, then: str = "/") -> None:
-    """Through the real login form, as a person does."""
-    page.goto(f"/login?next={then}")
+def log_in(
+    page: Page, name: str = MEMBER, password: str = PASSWORD, then: str = "/", base: str = ""
+) -> None:
+    """Through the real login form, as a person does (on the server at ``base``, else ``web``)."""
+    page.goto(f"{base}/login?next={then}")
     page.get_by_label("User name").fill(name)
     page.get_by_label("Password").fill(password)
     page.get_by_role("button", name="Log in").click()
@@ -172,7 +175,7 @@ class Screenshots:
         page.screenshot(path=str(path), full_page=True)
         if name in README_SHOTS and os.environ.get("TRAINHUB_UPDATE_SCREENSHOTS") == "1":
             DOCS_SCREENSHOTS.mkdir(parents=True, exist_ok=True)
-            page.screenshot(path=str(DOCS_SCREENSHOTS / f"{name}.png"), full_page=False)
+            shutil.copyfile(path, DOCS_SCREENSHOTS / path.name)
         return path
 
 

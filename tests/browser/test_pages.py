@@ -129,4 +129,4 @@ def test_the_queue_and_the_nodes_pages_show_the_servers_own_node(
     expect(page).to_have_url(re.compile(r"/nodes$"))
     node = page.locator("#node-local")
     expect(node).to_have_attribute("data-state", "Ready")
-    screenshots.take(page, "nodes")
+    screenshots.take(page, "nodes-without-gpus")

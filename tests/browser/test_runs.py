@@ -27,7 +27,10 @@ TRAIN = textwrap.dedent(
     args = parser.parse_args()
     run = Run.get_context()
     for step in range(25):
-        run.log("loss", round(1.0 / (1 + step), 4), step=step)
+        loss = round(1.0 / (1 + step), 4)
+        run.log("loss", loss, step=step)
+        run.log("accuracy", round(1 - loss / 2, 4), step=step)
+        print(f"step {step:2d}  loss {loss:.4f}")
     os.makedirs("outputs", exist_ok=True)
     with open("outputs/result.txt", "w") as f:
         f.write("greeting was " + args.greeting + "\\n")
