@@ -418,6 +418,32 @@ def test_changing_your_password_needs_the_current_one(server: Server, client: ht
     assert login(server.url, name, "brand-new-password").get("/account").status_code == 200
 
 
+def test_a_new_password_ends_the_users_other_sessions_but_not_the_one_that_set_it(
+    server: Server, client: httpx.Client
+) -> None:
+    name = unique("pat")
+    add_user(client, name)
+    laptop = login(server.url, name)
+    phone = login(server.url, name)
+    changed = laptop.post(
+        "/account/password",
+        data={
+            "current_password": "a-good-password",
+            "new_password": "after-the-leak",
+            "repeat_password": "after-the-leak",
+        },
+    )
+    assert changed.status_code == 200
+    assert laptop.get("/account").status_code == 200
+    gone = phone.get("/account")
+    assert gone.status_code == 303 and gone.headers["location"].startswith("/login")
+    # An admin setting it ends the user's sessions too.
+    assert client.post(
+        f"/api/v1/users/{name}/password", json={"password": "set-by-the-admin"}
+    ).is_success
+    assert laptop.get("/account").status_code == 303
+
+
 # Bad input ---------------------------------------------------------------------------------------
 def test_names_with_html_are_shown_as_text_and_every_page_has_the_csp(
     server: Server, client: httpx.Client

@@ -84,10 +84,14 @@ async def _session(connection: ASGIConnection) -> AuthenticationResult:  # type:
         connection.clear_session()
         raise NotAuthorizedException("Your session has expired: log in again")
     db: Database = connection.app.state.db
-    user = await db.read(lambda conn: user_store.user_by_id(conn, uid))
-    if user is None or user.disabled:
+    found = await db.read(lambda conn: user_store.session_user(conn, uid))
+    if found is None or found[0].disabled:
         connection.clear_session()
         raise NotAuthorizedException("Log in to see this page")
+    user, password_changed = found
+    if password_changed is not None and password_changed > float(session.get("at") or 0):
+        connection.clear_session()
+        raise NotAuthorizedException("Your password was changed: log in again")
     if now - seen > SESSION_TOUCH_SECONDS:
         connection.set_session({**session, "seen": now})
     return AuthenticationResult(user=user, auth="session")

@@ -226,3 +226,9 @@ def run_tags(db: sqlite_utils.Database) -> None:
         "create trigger run_tags_delete after delete on runs begin "
         "delete from run_tags where seq = old.seq; end"
     )
+
+
+@MIGRATIONS(name="0008_password_changed")
+def password_changed(db: sqlite_utils.Database) -> None:
+    """When a password was last set: login sessions from before it end."""
+    db.table("users").add_column("password_changed_at", float)

@@ -71,6 +71,19 @@ def update_user(db: sqlite_utils.Database, name: str, **fields: Any) -> User | N
     return user_by_name(db, name)
 
 
+def set_password(db: sqlite_utils.Database, name: str, password_hash: str) -> User | None:
+    """A new password; every login session from before it ends."""
+    return update_user(db, name, password_hash=password_hash, password_changed_at=time.time())
+
+
+def session_user(db: sqlite_utils.Database, user_id: int) -> tuple[User, float | None] | None:
+    """The user of a login session and when their password was last set."""
+    rows = list(db.table("users").rows_where("id = ?", [user_id], limit=1))
+    if not rows:
+        return None
+    return User.from_row(rows[0]), rows[0].get("password_changed_at")
+
+
 def user_for_token(db: sqlite_utils.Database, token: str) -> tuple[User, int, float | None] | None:
     """The user an unrevoked token belongs to, the token's id and its last use."""
     row = db.execute(

@@ -146,7 +146,7 @@ class AccountsController(Controller):
         data = decode(await request.body(), PasswordIn)
         password_hash = hash_password(data.password)
         found = await state.db.write(
-            lambda conn: user_store.update_user(conn, name, password_hash=password_hash)
+            lambda conn: user_store.set_password(conn, name, password_hash)
         )
         if found is None:
             raise NotFoundException(f"No user named '{name}'")

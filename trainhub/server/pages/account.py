@@ -132,7 +132,7 @@ class AccountPages(Controller):
         user = User.from_row(row)
         now = time.time()
         await state.db.write(lambda conn: user_store.update_user(conn, name, last_login_at=now))
-        request.set_session({"uid": user.id, "seen": now})
+        request.set_session({"uid": user.id, "seen": now, "at": now})
         return Redirect(target, status_code=303)
 
     @post("/logout", status_code=303)
@@ -222,9 +222,10 @@ class AccountPages(Controller):
                 status=422,
                 error={"form": "password", "field": field, "message": exc.message},
             )
-        await state.db.write(
-            lambda conn: user_store.update_user(conn, user.name, password_hash=password_hash)
-        )
+        await state.db.write(lambda conn: user_store.set_password(conn, user.name, password_hash))
+        # Other sessions of this user end; this one goes on (it logs in again, in effect).
+        now = time.time()
+        request.set_session({"uid": user.id, "seen": now, "at": now})
         return await self._account(state, user, flash="Your password was changed")
 
     # Users (admins) ----------------------------------------------------------------------------
@@ -329,7 +330,5 @@ class AccountPages(Controller):
             password_hash = hash_password(str(data.get("password", "")))
         except AccountError as exc:
             return await self._user(state, name, status=422, error=form_error("password", exc))
-        await state.db.write(
-            lambda conn: user_store.update_user(conn, name, password_hash=password_hash)
-        )
+        await state.db.write(lambda conn: user_store.set_password(conn, name, password_hash))
         return await self._user(state, name, flash=f"The password of {name} was set")
