@@ -301,7 +301,7 @@ def test_url_without_the_slash_redirects_and_responses_pass_through_compressed(
     wait_for_status(client, run_id)
 
 
-def test_anonymous_is_sent_to_log_in_and_a_missing_run_is_404_starting_nothing(
+def test_anonymous_and_disabled_users_are_sent_to_log_in_and_a_missing_run_is_404_starting_nothing(
     server: Server, client: httpx.Client
 ) -> None:
     run_id = submit_events(client, steps=1, pause=0, experiment="tbaccess")
@@ -322,6 +322,11 @@ def test_anonymous_is_sent_to_log_in_and_a_missing_run_is_404_starting_nothing(
     assert not board_pids(f"/runs/{missing}/tensorboard")
     assert not (server.data / "runs" / missing).exists()
     assert browser.get(f"/runs/{run_id}/tensorboard/data/runs").status_code == 200
+    # A member who is disabled is refused at once, though the run's TensorBoard is running.
+    assert client.post("/api/v1/users/access-viewer/disable").status_code == 200
+    refused = browser.get(f"/runs/{run_id}/tensorboard/data/runs")
+    assert refused.status_code in (302, 303)
+    assert refused.headers["location"].startswith("/login")
     wait_for_status(client, run_id)
 
 

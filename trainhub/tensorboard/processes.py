@@ -24,6 +24,8 @@ import hashlib
 import logging
 import os
 import re
+import secrets
+import shutil
 import signal
 import sys
 import time
@@ -99,8 +101,8 @@ def prepare_view(settings: Settings, run_ids: list[str]) -> str:
     folder = views_dir(settings) / view_id
     if folder.is_dir():
         return view_id
-    building = folder.with_name(f".{view_id}.{os.getpid()}.tmp")
-    building.mkdir(parents=True, exist_ok=True)
+    building = folder.with_name(f".{view_id}.{secrets.token_hex(4)}.tmp")
+    building.mkdir(parents=True)
     for run_id in sorted(set(run_ids)):
         target = prepare_board_dir(settings, run_id)
         link = building / run_id
@@ -109,9 +111,7 @@ def prepare_view(settings: Settings, run_ids: list[str]) -> str:
     try:
         building.rename(folder)
     except OSError:  # made meanwhile by another request
-        for link in building.iterdir():
-            link.unlink()
-        building.rmdir()
+        shutil.rmtree(building, ignore_errors=True)
     return view_id
 
 

@@ -139,7 +139,8 @@ async def forward(
         return failed_page(request, title, "It stopped answering; reload to start it again.")
 
     length = upstream.headers.get("content-length", "")
-    if length.isdigit() and int(length) <= SMALL_BODY:  # one message, no chunked encoding
+    small = length.isdigit() and int(length) <= SMALL_BODY
+    if small or upstream.status_code in (204, 304):  # one message, no chunked encoding
         try:
             content = b"".join([chunk async for chunk in upstream.aiter_raw()])  # as compressed
         finally:
