@@ -405,6 +405,10 @@ def test_logs_sync_copies_only_new_and_changed_files_and_only_the_growth(
             code, theirs = container.exec_run(["cat", f"{logs}/{name}"])
             assert (run_dir / "logs" / name).read_bytes() == theirs
         assert not (run_dir / "logs" / "link").exists()
+        # An image without Python: the whole folder as an archive, as before.
+        sh(f"rm /usr/bin/python3* && echo third >> {logs}/sub/a.txt")
+        assert containers.collect(engine, container.id, run_dir, ("logs",)) > 3_001_010
+        assert (run_dir / "logs" / "sub" / "a.txt").read_text() == "second, longer\nthird\n"
     finally:
         container.remove(force=True)
         client.close()

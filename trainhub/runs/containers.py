@@ -308,33 +308,34 @@ def sync_logs(engine: DockerEngine, container_id: str, run_dir: Path) -> int | N
     TensorBoard reading it reads on). Returns the bytes of file content copied, or None when the
     container cannot run the copy (it has stopped): the caller copies the folder as an archive."""
     folder = f"{WORKDIR}/logs"
-    listing = _exec(engine, container_id, [_LIST, folder])
-    if listing is None:
-        return None
     try:
-        listed = [Listed(str(p), int(s), int(m)) for p, s, m in json.loads(b"".join(listing))]
-    except (ValueError, TypeError):
-        return None
-    dest = run_dir / "logs"
-    wanted = plan(listed, dest, run_dir.resolve())
-    copied = 0
-    while wanted:
-        batch: list[tuple[Listed, int]] = []
-        size = 0
-        while wanted and (not batch or size < _ARGUMENT_BYTES):
-            item = wanted.pop(0)
-            batch.append(item)
-            size += len(item[0].path) + 32
-        stream = _exec(
-            engine,
-            container_id,
-            [_READ, folder, json.dumps([[item.path, offset] for item, offset in batch])],
-        )
-        if stream is None:
+        listing = _exec(engine, container_id, [_LIST, folder])
+        if listing is None:
             return None
-        refetch, received = _receive(stream, batch, dest, run_dir.resolve())
-        copied += received
-        wanted.extend((item, 0) for item in refetch)
+        found = json.loads(b"".join(listing))
+        listed = [Listed(str(p), int(s), int(m)) for p, s, m in found]
+        dest = run_dir / "logs"
+        wanted = plan(listed, dest, run_dir.resolve())
+        copied = 0
+        while wanted:
+            batch: list[tuple[Listed, int]] = []
+            size = 0
+            while len(batch) < len(wanted) and (not batch or size < _ARGUMENT_BYTES):
+                batch.append(wanted[len(batch)])
+                size += len(json.dumps(batch[-1][0].path)) + 24
+            wanted = wanted[len(batch) :]
+            arguments = json.dumps([[item.path, offset] for item, offset in batch])
+            stream = _exec(engine, container_id, [_READ, folder, arguments])
+            if stream is None:
+                return None
+            refetch, received = _receive(stream, batch, dest, run_dir.resolve())
+            copied += received
+            wanted.extend((item, 0) for item in refetch)
+    except (EOFError, ValueError, TypeError) as exc:  # no Python there, or it stopped meanwhile
+        log.info(
+            "incremental copy of ./logs out of %s failed (%s): copied whole", container_id, exc
+        )
+        return None
     return copied
 
 
