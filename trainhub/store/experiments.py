@@ -15,7 +15,14 @@ import sqlite_utils
 from trainhub.store import runs as q
 
 MAX_COMPARE = 50
-MAX_POINTS = 2000
+MAX_POINTS = 2000  # a run's curve in an overlay chart, at most
+CHART_POINTS = 10_000  # all runs' curves in one chart together: 200 a run for 50 runs
+
+
+def points_per_run(runs: int) -> int:
+    """How many points each run's curve gets in a chart of ``runs`` curves (a chart a few hundred
+    pixels wide shows no more; the JSON stays small)."""
+    return max(1, min(MAX_POINTS, CHART_POINTS // max(runs, 1)))
 
 
 @dataclass(frozen=True)
@@ -126,6 +133,10 @@ def create_counts(db: sqlite_utils.Database) -> None:
     db.execute(f"create trigger runs_counted_delete after delete on runs begin {take_one} end")
 
 
+def names(db: sqlite_utils.Database) -> list[str]:
+    return [row[0] for row in db.execute("select name from experiments order by name")]
+
+
 def exists(db: sqlite_utils.Database, name: str) -> bool:
     return bool(db.execute("select 1 from experiments where name = ?", [name]).fetchone())
 
@@ -178,30 +189,30 @@ def metric_series(
     db: sqlite_utils.Database, run_ids: list[str], name: str, max_points: int = MAX_POINTS
 ) -> dict[str, dict[str, list[float]]]:
     """Each run's scalar series ``name`` as ``{"x": steps, "y": values}`` sorted by step, at most
-    ``max_points`` points a run: beyond that points evenly spread, the first and last among them. Only the index on
-    (run_id, name) is read for the points left out. A point logged without a step gets its index in
+    ``max_points`` points a run: beyond that points evenly spread, the first and last among them.
+    Only the index on (run_id, name) is read for the points left out. A point logged without a step gets its index in
     the series; values that are not finite numbers are left out."""
     out: dict[str, dict[str, list[float]]] = {}
     for run_id in run_ids:
-        ids = [
-            r[0]
-            for r in db.execute(
-                "select id from metrics where run_id = ? and name = ? order by id", [run_id, name]
-            )
-        ]
-        positions = stride(len(ids), max_points)
-        where = {ids[i]: i for i in positions}
+        # The ids as one string, in the index's order (by id): a row per point would cost more in
+        # Python than the query. Only the picked ones are turned into numbers.
+        joined = db.execute(
+            "select group_concat(id) from metrics where run_id = ? and name = ?", [run_id, name]
+        ).fetchone()[0]
+        ids = joined.split(",") if joined else []
+        where = {int(ids[i]): i for i in stride(len(ids), max_points)}
         rows = db.execute(
-            "select id, step, kind, value from metrics "
-            "where id in (select value from json_each(?)) order by id",
+            "select id, step, value from metrics "
+            "where id in (select value from json_each(?)) and kind = 'scalar' order by id",
             [json.dumps(list(where))],
         )
         points: list[tuple[float, float]] = []
-        for row_id, step, kind, raw in rows:
-            value = _number(raw) if kind == "scalar" else None
+        for row_id, step, raw in rows:
+            value = _number(raw)
             if value is not None:
                 points.append((float(step if step is not None else where[row_id]), value))
-        points.sort(key=lambda p: p[0])
+        if any(points[i][0] > points[i + 1][0] for i in range(len(points) - 1)):
+            points.sort(key=lambda p: p[0])
         out[run_id] = {"x": [p[0] for p in points], "y": [p[1] for p in points]}
     return out
 
@@ -222,10 +233,13 @@ def scalar_names(db: sqlite_utils.Database, run_ids: list[str]) -> list[str]:
 
 
 def _number(raw: str) -> float | None:
+    """A stored scalar (JSON text) as a finite number, or None. ``float`` reads every number JSON
+    writes and refuses ``true`` or a string; NaN and infinities are left out."""
     try:
-        return number_value(json.loads(raw))
+        number = float(raw)
     except ValueError:
         return None
+    return number if math.isfinite(number) else None
 
 
 def number_value(value: Any) -> float | None:

@@ -230,8 +230,7 @@ class SubmitPages(Controller):
         def read(conn: Any) -> tuple[list[str], list[dict[str, Any]], list[str]]:
             targets = list(node_store.list_targets(conn))
             envs = environments.list_definitions(conn)
-            names = [e.name for e in ex.list_experiments(conn)]
-            return targets, envs, names
+            return targets, envs, ex.names(conn)
 
         targets, envs, experiments = await state.db.read(read)
         if values["compute_target"] not in targets:
