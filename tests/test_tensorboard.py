@@ -4,6 +4,7 @@ processes over real runs' synced ./logs, read through TensorBoard's own HTTP API
 from __future__ import annotations
 
 import inspect
+import json
 import os
 import struct
 import textwrap
@@ -298,6 +299,14 @@ def test_url_without_the_slash_redirects_and_responses_pass_through_compressed(
     assert asset.status_code == 200
     assert asset.headers["content-encoding"] == "gzip"
     assert "javascript" in asset.headers["content-type"]
+    # The dashboard's own queries are POSTs with a form body (the time series of a tag).
+    wait_for_points(browser, f"/runs/{run_id}/tensorboard/", "logs/train", "loss", 1)
+    series = browser.post(
+        f"/runs/{run_id}/tensorboard/data/plugin/timeseries/timeSeries",
+        data={"requests": json.dumps([{"plugin": "scalars", "tag": "loss", "run": "logs/train"}])},
+    )
+    assert series.status_code == 200, series.text
+    assert [p["step"] for p in series.json()[0]["runToSeries"]["logs/train"]] == [0]
     wait_for_status(client, run_id)
 
 
