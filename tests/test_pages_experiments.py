@@ -236,6 +236,7 @@ def test_the_overlay_chart_data_has_each_runs_series_downsampled(
 
     response = page.get(url + "&metric=loss")  # as compare.js asks
     assert response.status_code == 200, response.text
+    assert response.json()["pointsPerRun"] == 2000
     series = response.json()["metrics"]["loss"]
     assert [s["runId"] for s in series] == ids
     long_series, short_series = series
@@ -391,3 +392,13 @@ def test_counts_kept_by_triggers_match_counting_the_runs(tmp_path: Any) -> None:
         }
     finally:
         db.close()
+
+
+def test_a_chart_of_many_runs_gives_each_fewer_points() -> None:
+    from trainhub.store import experiments as ex
+
+    assert [ex.points_per_run(n) for n in (1, 5, 10, 20, 50)] == [2000, 2000, 1000, 500, 200]
+    assert ex.stride(10, 2000) == list(range(10))
+    picked = ex.stride(20_000, 200)
+    assert len(picked) == 200 and picked[0] == 0 and picked[-1] == 19_999
+    assert picked == sorted(set(picked))

@@ -166,7 +166,7 @@ class ExperimentPages(Controller):
                 "ids": ",".join(ids),
                 "table": table,
                 "charted": charted,
-                "max_points": ex.MAX_POINTS,
+                "max_points": ex.points_per_run(len(ids)),
             },
         )
 
@@ -178,18 +178,20 @@ class ExperimentPages(Controller):
         runs: list[str] | None = None,
         metric: str | None = None,
     ) -> dict[str, Any]:
-        """The chosen runs' scalar series for the overlay charts, at most
-        ``MAX_POINTS`` points a run: ``{"metrics": {name: [{"runId", "label", "x", "y"}]}}``
-        (one metric when ``metric`` is given)."""
+        """The chosen runs' scalar series for the overlay charts, at most ``points_per_run``
+        points a run (2,000 for a few runs, 200 for 50):
+        ``{"metrics": {name: [{"runId", "label", "x", "y"}]}}`` (one metric when ``metric`` is
+        given)."""
         chosen = await _chosen_runs(state.db, name, runs)
         ids = [r.id for r in chosen]
         labels = {r.id: f"#{r.number}" for r in chosen}
+        per_run = ex.points_per_run(len(ids))
 
         def read(conn: Any) -> dict[str, Any]:
             names = [metric] if metric is not None else ex.scalar_names(conn, ids)
             out: dict[str, Any] = {}
             for one in names:
-                series = ex.metric_series(conn, ids, one)
+                series = ex.metric_series(conn, ids, one, per_run)
                 out[one] = [
                     {"runId": i, "label": labels[i], "x": series[i]["x"], "y": series[i]["y"]}
                     for i in ids
@@ -198,7 +200,7 @@ class ExperimentPages(Controller):
 
         return {
             "experiment": name,
-            "maxPoints": ex.MAX_POINTS,
+            "pointsPerRun": per_run,
             "metrics": await state.db.read(read),
         }
 
