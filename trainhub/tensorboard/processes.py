@@ -123,6 +123,11 @@ def view_runs(settings: Settings, view_id: str) -> list[str] | None:
     return sorted(p.name for p in folder.iterdir() if p.is_symlink())
 
 
+def _reload_interval(seconds: float) -> float:
+    """0 loads once; TensorBoard's fast loader counts whole seconds, so a fraction is 1 s."""
+    return 0.0 if seconds <= 0 else max(1.0, seconds)
+
+
 class BoardFailed(Exception):
     """TensorBoard exited, or did not answer in time; the message says what it printed last."""
 
@@ -255,7 +260,11 @@ class TensorboardManager:
             board = Board(key=key, prefix=prefix, logdir=logdir, run_ids=run_ids)
             self.boards[key] = board
             await self._export(board.run_ids)
-            await self._launch(board)
+            try:
+                await self._launch(board)
+            except OSError as exc:  # not even started: say why to whoever waits for it
+                board.failed = f"TensorBoard could not be started: {exc}"
+                board.ready.set()
             return board
 
     async def _launch(self, board: Board) -> None:
@@ -269,7 +278,7 @@ class TensorboardManager:
             "--path_prefix",
             board.prefix,
             "--reload_interval",
-            str(self.settings.tensorboard_reload_seconds),
+            str(_reload_interval(self.settings.tensorboard_reload_seconds)),
         ]
         board.process = await asyncio.create_subprocess_exec(
             sys.executable,
