@@ -14,7 +14,7 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.conftest import Server
+from tests.conftest import TOKEN, Server
 from tests.helpers import add_user, cli_for, login, submit, wait_for_status
 
 VOID = {"area", "base", "br", "col", "embed", "hr", "img", "input", "link", "meta", "source", "wbr"}
@@ -346,7 +346,7 @@ def test_the_sdk_and_cli_web_view_link_opens_the_runs_page(
 
 # The counts table the list can read instead of counting ----------------------------------------
 def test_counts_kept_by_triggers_match_counting_the_runs(tmp_path: Any) -> None:
-    """``experiment_counts`` (made by ``create_counts``) stays equal to counting the runs through
+    """``experiment_counts`` (migration 0009) stays equal to counting the runs through
     inserts, status moves, a status written directly and a deleted run; the list reads it."""
     from trainhub.store import Database, lifecycle
     from trainhub.store import experiments as ex
@@ -363,7 +363,6 @@ def test_counts_kept_by_triggers_match_counting_the_runs(tmp_path: Any) -> None:
             ).id
 
         early = [db.write_sync(lambda conn: add(conn, "early")) for _ in range(2)]
-        db.write_sync(ex.create_counts)  # counts what is there already
         late = [db.write_sync(lambda conn, e=e: add(conn, e)) for e in ("early", "late", "late")]
         assert db.write_sync(
             lambda conn: lifecycle.move(conn, early[0], RunStatus.CANCELED, detail="canceled")
@@ -383,7 +382,6 @@ def test_counts_kept_by_triggers_match_counting_the_runs(tmp_path: Any) -> None:
 
         expected = db.read_sync(counted)
         assert expected == {"early": {"Canceled": 1, "Queued": 2}, "late": {"Failed": 1}}
-        assert "experiment_counts" in db.read_sync(ex.list_sql)
         listed = {e.name: e.counts for e in db.read_sync(ex.list_experiments)}
         assert listed == expected
         assert {e.name: e.total for e in db.read_sync(ex.list_experiments)} == {
@@ -402,3 +400,17 @@ def test_a_chart_of_many_runs_gives_each_fewer_points() -> None:
     picked = ex.stride(20_000, 200)
     assert len(picked) == 200 and picked[0] == 0 and picked[-1] == 19_999
     assert picked == sorted(set(picked))
+
+
+def test_the_web_view_link_uses_the_public_url_the_admin_set(make_server: Any) -> None:
+    """Behind a reverse proxy the browser's address is not the one the SDK used."""
+    from trainhub.sdk.run import Run
+    from trainhub.sdk.workspace import Workspace
+
+    server = make_server(public_url="https://lab.example/trainhub/")
+    api = server.client()
+    details = submit(api, "print('ok')", experiment=experiment_name("public"))
+    assert details["portalUrl"] == f"https://lab.example/trainhub/runs/{details['runId']}"
+    run = Run.get(Workspace(server.url, TOKEN), details["runId"])
+    assert run.get_portal_url() == details["portalUrl"]
+    wait_for_status(api, details["runId"])

@@ -253,8 +253,12 @@ def iso(ts: float | None) -> str | None:
     return datetime.fromtimestamp(ts, UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
-def details(run: q.RunRow, events: list[dict[str, Any]] | None = None) -> dict[str, Any]:
-    """The keys of Azure ML's ``Run.get_details()``, plus trainhub's own under ``properties``."""
+def details(
+    run: q.RunRow, events: list[dict[str, Any]] | None = None, public_url: str | None = None
+) -> dict[str, Any]:
+    """The keys of Azure ML's ``Run.get_details()``, plus trainhub's own under ``properties``.
+    ``portalUrl`` is the run's page: absolute with ``public_url`` (TRAINHUB_PUBLIC_URL), else a path
+    that the SDK and CLI put after the address they use."""
     spec = redact(run.spec)
     file_url = f"/api/v1/runs/{run.id}/files/{DRIVER_LOG}"
     out: dict[str, Any] = {
@@ -264,6 +268,7 @@ def details(run: q.RunRow, events: list[dict[str, Any]] | None = None) -> dict[s
         "target": run.target,
         "status": run.status.value,
         "submittedBy": run.user,
+        "portalUrl": f"{(public_url or '').rstrip('/')}/runs/{run.id}",
         "startTimeUtc": iso(run.started_at),
         "endTimeUtc": iso(run.ended_at),
         "properties": {

@@ -159,7 +159,10 @@ def create_app(settings: Settings, db: Database | None = None) -> Litestar:
             cookie_name="trainhub_csrf",
             header_name="x-csrftoken",
             cookie_samesite="lax",
-            exclude=["^/api/"],
+            # The API takes bearer tokens only (no cookie), and TensorBoard's own frontend POSTs
+            # read-only queries with its X-XSRF-Protected header, not our token (the session
+            # cookie is SameSite=Lax, so no other site's POST carries it anyway).
+            exclude=["^/api/", "^/runs/[^/]+/tensorboard/", "^/tensorboard/"],
         ),
         template_config=TemplateConfig(directory=web / "templates", engine=JinjaTemplateEngine),
         plugins=[HTMXPlugin()],

@@ -39,50 +39,37 @@ class ExperimentSummary:
 
 
 # The counts come from ``experiment_counts`` (one row per experiment and status, kept by triggers
-# on ``runs``: see :func:`create_counts`) when the database has it: a few rows an experiment.
-# Without it, each experiment's runs are counted (a range of runs(experiment, seq) each). The last
-# run of each experiment is one max(seq) seek on runs(experiment, seq).
-_LIST = """
+# on ``runs``: migration 0009): a few rows an experiment. The last run of each experiment is one
+# max(seq) seek on runs(experiment, seq).
+_COUNTS = "(select {agg} from experiment_counts c where c.experiment = e.name and c.n > 0)"
+_LIST = f"""
 with grouped as (
   select e.name, e.created_at,
-    {counts_json} as counts,
-    {counts_total} as total,
+    {_COUNTS.format(agg="json_group_object(c.status, c.n)")} as counts,
+    {_COUNTS.format(agg="coalesce(sum(c.n), 0)")} as total,
     (select max(seq) from runs r where r.experiment = e.name) as last_seq
-  from experiments e {where}
+  from experiments e {{where}}
 )
 select g.name, g.created_at, g.counts, g.total,
   l.id, l.number, l.status, l.user, l.created_at
 from grouped g left join runs l on l.seq = g.last_seq
 order by coalesce(l.seq, 0) desc, g.name
 """
-_FROM_TABLE = "(select {agg} from experiment_counts c where c.experiment = e.name and c.n > 0)"
-_FROM_RUNS = (
-    "(select {agg} from (select status, count(*) as n from runs r"
-    " where r.experiment = e.name group by status) c)"
-)
 
 
-def list_sql(db: sqlite_utils.Database, where: str = "") -> str:
-    has_table = db.execute(
-        "select 1 from sqlite_master where type = 'table' and name = 'experiment_counts'"
-    ).fetchone()
-    source = _FROM_TABLE if has_table else _FROM_RUNS
-    return _LIST.format(
-        counts_json=source.format(agg="json_group_object(c.status, c.n)"),
-        counts_total=source.format(agg="coalesce(sum(c.n), 0)"),
-        where=where,
-    )
+def list_sql(where: str = "") -> str:
+    return _LIST.format(where=where)
 
 
 def list_experiments(db: sqlite_utils.Database) -> list[ExperimentSummary]:
     """Every experiment with its runs counted by status and its newest run; the most recently
     used experiment first."""
-    return _summaries(db, list_sql(db), [])
+    return _summaries(db, list_sql(), [])
 
 
 def summary(db: sqlite_utils.Database, name: str) -> ExperimentSummary | None:
     """One experiment's counts and newest run; None when there is no such experiment."""
-    found = _summaries(db, list_sql(db, "where e.name = ?"), [name])
+    found = _summaries(db, list_sql("where e.name = ?"), [name])
     return found[0] if found else None
 
 
@@ -103,34 +90,6 @@ def _summaries(db: sqlite_utils.Database, sql: str, params: list[Any]) -> list[E
             )
         )
     return out
-
-
-def create_counts(db: sqlite_utils.Database) -> None:
-    """The body of a migration: runs counted per experiment and status, kept in step with every
-    insert, status change and delete of a run by triggers (in the same transaction, so no code
-    path that moves a run can forget it)."""
-    db.execute(
-        "create table experiment_counts (experiment text not null, status text not null,"
-        " n integer not null, primary key (experiment, status)) without rowid"
-    )
-    db.execute(
-        "insert into experiment_counts (experiment, status, n)"
-        " select experiment, status, count(*) from runs group by experiment, status"
-    )
-    add_one = (
-        "insert into experiment_counts (experiment, status, n) values (new.experiment, new.status, 1)"
-        " on conflict (experiment, status) do update set n = n + 1;"
-    )
-    take_one = (
-        "update experiment_counts set n = n - 1"
-        " where experiment = old.experiment and status = old.status;"
-    )
-    db.execute(f"create trigger runs_counted_insert after insert on runs begin {add_one} end")
-    db.execute(
-        "create trigger runs_counted_status after update of status on runs"
-        f" when old.status is not new.status begin {take_one} {add_one} end"
-    )
-    db.execute(f"create trigger runs_counted_delete after delete on runs begin {take_one} end")
 
 
 def names(db: sqlite_utils.Database) -> list[str]:

@@ -85,7 +85,7 @@ class RunsController(Controller):
             max_retries=_as_str(max_retries),
             user=request.user.name,
         )
-        return service.details(run)
+        return service.details(run, public_url=state.settings.public_url)
 
     @get(
         "/snapshots/{sha256:str}", summary="Whether the server holds a snapshot (no second upload)"
@@ -141,13 +141,16 @@ class RunsController(Controller):
         )
         page = rows[:limit]
         next_cursor = str(page[-1].seq) if len(rows) > limit else None
-        return {"runs": [service.details(r) for r in page], "nextCursor": next_cursor}
+        return {
+            "runs": [service.details(r, public_url=state.settings.public_url) for r in page],
+            "nextCursor": next_cursor,
+        }
 
     @get("/runs/{run_id:str}", summary="A run's details (Azure ML get_details keys)")
     async def get_run(self, state: State, run_id: str) -> dict[str, Any]:
         run = await service.get(state.db, run_id)
         events = await state.db.read(lambda db: q.run_events(db, run_id))
-        out = service.details(run, events)
+        out = service.details(run, events, public_url=state.settings.public_url)
         held = await state.db.read(lambda db: node_store.allocation_of(db, run_id))
         out["properties"]["allocation"] = [{"node": r["node"], "gpus": r["gpus"]} for r in held]
         if run.status is RunStatus.QUEUED:
@@ -161,7 +164,7 @@ class RunsController(Controller):
         self, request: Request[User, Any, Any], state: State, run_id: str
     ) -> dict[str, Any]:
         run = await service.cancel(state.db, state.launcher, run_id, request.user)
-        return service.details(run)
+        return service.details(run, public_url=state.settings.public_url)
 
     @get(
         "/runs/{run_id:str}/logs", summary="The driver log; follow=true streams until the run ends"
