@@ -9,6 +9,7 @@ from __future__ import annotations
 import dataclasses
 import ipaddress
 import os
+import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -181,7 +182,10 @@ class Settings:
         """The folder with the dashboard's ``templates/`` and ``static/``."""
         if self.web_dir:
             return Path(self.web_dir)
-        return Path(__file__).resolve().parent.parent
+        beside = Path(__file__).resolve().parent.parent  # a source checkout (or editable install)
+        if (beside / "templates").is_dir():
+            return beside
+        return Path(sys.prefix) / "share" / "trainhub"  # pip install . (pyproject's data-files)
 
     def fault(self, name: str) -> bool:
         return name in (self.fault_injection or "").split(",")
