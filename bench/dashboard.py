@@ -303,28 +303,39 @@ def prepare(data: Path, args: argparse.Namespace) -> dict[str, Any]:
     return picked
 
 
-def explain(db_path: Path, picked: dict[str, Any]) -> None:
-    """The plans of the runs table's queries (what an index change would have to fix)."""
+def explain(db_path: Path) -> None:
+    """Where the first page of the runs table spends its time: each query function the page
+    calls, timed here on the same database, with the plan of every statement it ran."""
+    import sqlite_utils
+
+    from trainhub.store import views as store_views
+
     conn = sqlite3.connect(f"file:{db_path}?mode=ro", uri=True)
-    queries = {
-        "first page": ("select * from runs order by seq desc limit 51", []),
-        "user + status": (
-            "select * from runs where user = ? and status in (?) order by seq desc limit 51",
-            [picked["filter_user"], "Failed"],
-        ),
-        "tag": (
-            "select * from runs where exists (select 1 from json_each(runs.tags) "
-            "where key = ? and value = ?) order by seq desc limit 51",
-            ["team", "vision"],
-        ),
-        "experiment": (
-            "select * from runs where experiment = ? order by seq desc limit 51",
-            [COMPARE_EXPERIMENT],
-        ),
+    db = sqlite_utils.Database(conn)
+    first = store_views.page_of_runs(db, store_views.RunFilter(), limit=50)
+    ids = [r.id for r in first.runs]
+    steps: dict[str, Callable[[], object]] = {
+        "page_of_runs": lambda: store_views.page_of_runs(db, store_views.RunFilter(), limit=50),
+        "allocations_of": lambda: store_views.allocations_of(db, ids),
+        "metric_names": lambda: store_views.metric_names(db, ids),
+        "metric_columns (loss)": lambda: store_views.metric_columns(db, ids, {"loss"}),
     }
-    for name, (sql, params) in queries.items():
-        plan = conn.execute("explain query plan " + sql, params).fetchall()
-        print(f"  {name}: " + " | ".join(str(row[-1]) for row in plan))
+    print("the first page's queries, in process:")
+    for name, step in steps.items():
+        statements: list[str] = []
+        conn.set_trace_callback(statements.append)
+        step()
+        conn.set_trace_callback(None)
+        times = []
+        for _ in range(5):
+            begin = time.perf_counter()
+            step()
+            times.append((time.perf_counter() - begin) * 1000)
+        print(f"  {name:<24} median {statistics.median(times):7.1f} ms")
+        for sql in statements:
+            plan = conn.execute("explain query plan " + sql).fetchall()
+            print(f"    {sql[:90]}{'...' if len(sql) > 90 else ''}")
+            print(f"      plan: {' | '.join(str(row[-1]) for row in plan)}")
     conn.close()
 
 
@@ -335,7 +346,9 @@ def main() -> None:
     parser.add_argument("--points", type=int, default=1_000_000)
     parser.add_argument("--log-mb", type=int, default=200)
     parser.add_argument("--keep", type=Path, help="build the data here and keep it")
-    parser.add_argument("--explain", action="store_true", help="print the query plans too")
+    parser.add_argument(
+        "--explain", action="store_true", help="time the first page's queries, with their plans"
+    )
     args = parser.parse_args()
     folder = args.keep or Path(tempfile.mkdtemp(prefix="trainhub-bench-dashboard-"))
     try:
@@ -346,7 +359,7 @@ def main() -> None:
             picked = prepare(folder, args)
             saved.write_text(json.dumps(picked))
         if args.explain:
-            explain(folder / "data" / "trainhub.db", picked)
+            explain(folder / "data" / "trainhub.db")
         with running_server(folder) as api:
             figures = run_figures(str(api.base_url), picked, args.reps)
         print(f"requests per figure: {args.reps} after 5 warm-up, wall time on loopback")
@@ -369,6 +382,11 @@ def run_figures(base_url: str, picked: dict[str, Any], reps: int) -> list[Figure
         measure("runs page, filtered (user + status)", lambda: page.get(f"/runs?{filtered}"), reps),
         measure("runs page, filtered (tag)", lambda: page.get("/runs?tag=team%3Dvision"), reps),
         measure("runs page, filtered (rare tag)", lambda: page.get("/runs?tag=paper"), reps),
+        measure(
+            "runs page, 2 metric columns (loss, accuracy)",
+            lambda: page.get("/runs?metric=loss:last&metric=accuracy:max"),
+            reps,
+        ),
         measure(
             "runs page, older page (keyset)",
             lambda: page.get("/runs?before=50000"),
@@ -405,6 +423,7 @@ def run_figures(base_url: str, picked: dict[str, Any], reps: int) -> list[Figure
             lambda: page.get(f"/runs/{small}/log/range", params={"before": small_size // 2}),
             reps,
         ),
+        measure("experiments list", lambda: page.get("/experiments"), reps),
         measure(
             f"experiment compare of {COMPARE_RUNS} runs",
             lambda: page.get(
