@@ -228,6 +228,9 @@ def test_run_log_metrics_appear_in_the_runs_tensorboard(
     seconds = wait_for_points(browser, base, "trainhub-metrics", "timing/seconds", at_least=5)
     assert [p[2] for p in seconds] == [0, 2, 4, 6, 8]
     assert len(wait_for_points(browser, base, "trainhub-metrics", "final", at_least=1)) == 1
+    # The event files the server wrote for itself are not the run's artifacts.
+    files = [f["path"] for f in client.get(f"/api/v1/runs/{run_id}/files").json()["files"]]
+    assert files and not [f for f in files if f.startswith("tensorboard/")], files
 
 
 def test_several_runs_in_one_tensorboard_from_the_experiment_page_and_the_sdk(

@@ -234,12 +234,19 @@ def resolve_artifact(run_dir: Path, relative: str) -> Path | None:
     return candidate
 
 
+# Folders of a run's history that the server keeps for itself (TensorBoard's event files of the
+# run's metrics), not artifacts of the run.
+SERVER_FOLDERS = frozenset({"tensorboard"})
+
+
 def list_artifacts(run_dir: Path) -> list[tuple[str, int]]:
     root = run_dir.resolve()
     found: list[tuple[str, int]] = []
     if not root.is_dir():
         return found
-    for dirpath, _dirnames, filenames in os.walk(root):
+    for dirpath, dirnames, filenames in os.walk(root):
+        if Path(dirpath) == root:
+            dirnames[:] = [d for d in dirnames if d not in SERVER_FOLDERS]
         for filename in filenames:
             full = Path(dirpath) / filename
             if full.is_symlink() or not full.is_file():

@@ -99,3 +99,16 @@ def set_tags(db: sqlite_utils.Database, run_id: str, new: dict[str, Any]) -> dic
     tags.update(new)
     db.table("runs").update(row[0], {"tags": json.dumps(tags)})
     return tags
+
+
+def after_id(
+    db: sqlite_utils.Database, run_id: str, after: int, limit: int
+) -> list[dict[str, Any]]:
+    """The run's metric rows logged after row ``after``, in order (for exports that go on)."""
+    return list(
+        db.query(
+            "select id, name, kind, step, value, at from metrics"
+            " where run_id = ? and id > ? order by id limit ?",
+            [run_id, after, limit],
+        )
+    )

@@ -16,9 +16,8 @@ import time
 from pathlib import Path
 from typing import Any
 
-import sqlite_utils
-
 from trainhub.store import Database
+from trainhub.store import metrics as metric_store
 
 METRICS_RUN = "trainhub-metrics"
 EVENT_FILE = "events.out.tfevents.0000000000.trainhub"
@@ -57,16 +56,6 @@ def points(row: dict[str, Any], counts: dict[str, int]) -> list[tuple[str, int, 
     return out
 
 
-def _rows(conn: sqlite_utils.Database, run_id: str, after: int) -> list[dict[str, Any]]:
-    return list(
-        conn.query(
-            "select id, name, kind, step, value, at from metrics"
-            " where run_id = ? and id > ? order by id limit ?",
-            [run_id, after, BATCH],
-        )
-    )
-
-
 def export(db: Database, run_id: str, board_dir: Path) -> int:
     """Append the run's metric rows not written yet to its event file; returns the points written.
 
@@ -85,7 +74,9 @@ def export(db: Database, run_id: str, board_dir: Path) -> int:
         last_id, counts = 0, {}
     written = 0
     while True:
-        rows = db.read_sync(functools.partial(_rows, run_id=run_id, after=last_id))
+        rows = db.read_sync(
+            functools.partial(metric_store.after_id, run_id=run_id, after=last_id, limit=BATCH)
+        )
         if not rows:
             break
         path = folder / EVENT_FILE
