@@ -116,3 +116,39 @@ def test_an_edge_outside_the_table_is_refused_and_logged(
         db.write_sync(lambda c: lifecycle.move(c, run.id, RunStatus.PREPARING))
     assert [e["status"] for e in db.read_sync(lambda c: q.run_events(c, run.id))] == ["Queued"]
     db.close()
+
+
+def test_metric_summary_kept_by_its_trigger_matches_the_points(tmp_path: Path) -> None:
+    """The runs table's metric columns read metric_summary: it must equal aggregating the points,
+    whatever was logged (numbers, text, lists, a name logged once)."""
+    import json
+
+    from trainhub.store import metrics, views
+
+    db = Database(tmp_path / "t.db")
+    run = db.write_sync(
+        lambda c: q.insert_run(
+            c, experiment="e", spec={"entry_script": "t.py"}, snapshot="x", target="local"
+        )
+    )
+
+    def record(name: str, kind: str, value: object, step: int | None = None) -> str:
+        return json.dumps({"t": "metric", "name": name, "kind": kind, "value": value, "step": step})
+
+    lines = [
+        record("loss", "scalar", 0.9, 0),
+        record("loss", "scalar", 0.2, 1),
+        record("loss", "scalar", "nan-ish", 2),  # text: not a number, never the last value
+        record("loss", "scalar", 0.5, 3),
+        record("acc", "scalar", 7),
+        record("labels", "list", [1, 2, 3]),
+        record("note", "scalar", "hello"),
+    ]
+    db.write_sync(lambda c: metrics.ingest(c, run.id, lines, len(lines)))
+    columns = db.read_sync(lambda c: views.metric_columns(c, [run.id], ["loss", "acc", "note"]))
+    assert columns == {
+        (run.id, "loss"): {"last": 0.5, "min": 0.2, "max": 0.9},
+        (run.id, "acc"): {"last": 7, "min": 7.0, "max": 7.0},
+    }
+    assert db.read_sync(lambda c: views.metric_names(c, [run.id])) == ["acc", "loss", "note"]
+    db.close()

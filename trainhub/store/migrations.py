@@ -261,3 +261,37 @@ def experiment_counts(db: sqlite_utils.Database) -> None:
         f" when old.status is not new.status begin {take_one} {add_one} end"
     )
     db.execute(f"create trigger runs_counted_delete after delete on runs begin {take_one} end")
+
+
+_NUMBER = (
+    "case when {p}kind = 'scalar' and json_type({p}value) in ('integer', 'real') "
+    "then cast({p}value as real) end"
+)
+
+
+@MIGRATIONS(name="0010_metric_summary")
+def metric_summary(db: sqlite_utils.Database) -> None:
+    """Per run and metric: how many points, the last numeric one, its lowest and highest value,
+    kept by a trigger. The runs table's metric columns and picker read one row per run and metric
+    instead of every point (at 100,000 runs and 1,000,000 points: ~176 ms -> 0.2 ms a column)."""
+    number, new_number = _NUMBER.format(p=""), _NUMBER.format(p="new.")
+    db.execute(
+        "create table metric_summary (run_id text not null, name text not null, kind text not null,"
+        " n integer not null, last_id integer, min real, max real, primary key (run_id, name))"
+        " without rowid"
+    )
+    db.execute(
+        "insert into metric_summary (run_id, name, kind, n, last_id, min, max)"
+        f" select run_id, name, kind, count(*), max(case when {number} is not null then id end),"
+        f" min({number}), max({number}) from metrics group by run_id, name"
+    )
+    db.execute(
+        "create trigger metrics_summarized after insert on metrics begin"
+        " insert into metric_summary (run_id, name, kind, n, last_id, min, max) values"
+        f" (new.run_id, new.name, new.kind, 1, case when {new_number} is not null then new.id end,"
+        f" {new_number}, {new_number})"
+        " on conflict (run_id, name) do update set kind = excluded.kind, n = n + 1,"
+        " last_id = coalesce(excluded.last_id, last_id),"
+        " min = coalesce(min(min, excluded.min), min, excluded.min),"
+        " max = coalesce(max(max, excluded.max), max, excluded.max); end"
+    )

@@ -146,7 +146,7 @@ def metric_names(db: sqlite_utils.Database, run_ids: Sequence[str], limit: int =
         return []
     marks = ", ".join("?" for _ in run_ids)
     rows = db.execute(
-        f"select distinct name from metrics where run_id in ({marks}) and kind = 'scalar' "
+        f"select distinct name from metric_summary where run_id in ({marks}) and kind = 'scalar' "
         f"order by name limit ?",
         [*run_ids, limit],
     ).fetchall()
@@ -157,18 +157,17 @@ def metric_columns(
     db: sqlite_utils.Database, run_ids: Sequence[str], names: Iterable[str]
 ) -> dict[tuple[str, str], dict[str, Any]]:
     """``{(run_id, name): {"last": v, "min": v, "max": v}}`` of numeric scalars, only for ``run_ids``
-    and ``names`` (the index on metrics(run_id, name) bounds each lookup)."""
+    and ``names``: one row of ``metric_summary`` (kept by a trigger) per run and name, and the last
+    points by id."""
     wanted = sorted(set(names))
     out: dict[tuple[str, str], dict[str, Any]] = {}
     if not run_ids or not wanted:
         return out
     run_marks = ", ".join("?" for _ in run_ids)
     name_marks = ", ".join("?" for _ in wanted)
-    numeric = "kind = 'scalar' and json_type(value) in ('integer', 'real')"
     rows = db.execute(
-        f"select run_id, name, min(cast(value as real)), max(cast(value as real)), max(id) "
-        f"from metrics where run_id in ({run_marks}) and name in ({name_marks}) and {numeric} "
-        f"group by run_id, name",
+        f"select run_id, name, min, max, last_id from metric_summary "
+        f"where run_id in ({run_marks}) and name in ({name_marks}) and last_id is not null",
         [*run_ids, *wanted],
     ).fetchall()
     last_ids = [r[4] for r in rows]
