@@ -28,6 +28,7 @@ from hypothesis.stateful import (
     rule,
 )
 
+from trainhub.accounts import User
 from trainhub.runs import dispatch, service
 from trainhub.runs.driving import RunControl
 from trainhub.scheduler import plan
@@ -37,6 +38,8 @@ from trainhub.store import Database, lifecycle
 from trainhub.store import nodes as node_store
 from trainhub.store import runs as q
 from trainhub.store.lifecycle import ACTIVE, EDGES, EndReason, RunStatus
+
+ADMIN = User(id=1, name="admin", role="admin")
 
 T = TypeVar("T")
 NODES = {"n1": 2, "n2": 2}  # name -> GPUs
@@ -150,7 +153,7 @@ class Lifecycle(RuleBasedStateMachine):
     @rule(run_id=runs)
     def cancel(self, run_id: str) -> None:
         try:
-            self.run(service.cancel(self.db, CancelSignals(self.control), run_id))  # type: ignore[arg-type]
+            self.run(service.cancel(self.db, CancelSignals(self.control), run_id, ADMIN))  # type: ignore[arg-type]
         except service.RunConflict:
             assert self.get(run_id).status.is_terminal()
 

@@ -299,6 +299,8 @@ DETAIL_KEYS = {
     "logFiles",
     "error",
     "tags",
+    "submittedBy",
+    "portalUrl",
 }
 PROPERTY_KEYS = {
     "createdTimeUtc",
