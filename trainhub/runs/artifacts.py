@@ -305,7 +305,7 @@ def extract_container_archive(
     return written
 
 
-class _ChunkReader(io.RawIOBase):
+class ChunkReader(io.RawIOBase):
     """A read-only stream over an iterator of byte chunks (a ``get_archive`` response)."""
 
     def __init__(self, chunks: Iterable[bytes]) -> None:
@@ -330,7 +330,7 @@ class _ChunkReader(io.RawIOBase):
 @contextmanager
 def _streamed_tar(chunks: Iterable[bytes]) -> Iterator[tarfile.TarFile]:
     """A ``get_archive`` stream opened as a streaming tar, read as it arrives (no copy on disk)."""
-    reader = io.BufferedReader(_ChunkReader(chunks), buffer_size=1024 * 1024)
+    reader = io.BufferedReader(ChunkReader(chunks), buffer_size=1024 * 1024)
     try:
         with tarfile.open(fileobj=reader, mode="r|") as tar:
             yield tar

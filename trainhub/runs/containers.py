@@ -20,7 +20,7 @@ import docker.errors
 
 from trainhub.nodes.pool import NodePool
 from trainhub.runs import environment as envs
-from trainhub.runs.artifacts import SERVER_WRITTEN, extract_container_archive
+from trainhub.runs.artifacts import SERVER_WRITTEN, ChunkReader, extract_container_archive
 from trainhub.runtime.docker import CHUNK, WORKDIR, DockerEngine
 from trainhub.runtime.incontainer import (
     CONTEXT_DIR,
@@ -344,7 +344,7 @@ def _receive(
 ) -> tuple[list[Listed], int]:
     """Write what READ sends for ``batch``; returns the files to fetch again whole (their bytes
     before the new ones were not what the copy here holds) and the bytes received."""
-    reader = io.BufferedReader(_ChunkStream(chunks), buffer_size=CHUNK)
+    reader = io.BufferedReader(ChunkReader(chunks), buffer_size=CHUNK)
     refetch: list[Listed] = []
     received = 0
     for item, offset in batch:
@@ -427,28 +427,6 @@ def _exec(engine: DockerEngine, container_id: str, args: list[str]) -> Iterator[
             raise EOFError("the copy out of the container failed")
 
     return checked()
-
-
-class _ChunkStream(io.RawIOBase):
-    """A read-only stream over an iterator of byte chunks."""
-
-    def __init__(self, chunks: Iterator[bytes]) -> None:
-        self._chunks = chunks
-        self._buffer = b""
-
-    def readable(self) -> bool:
-        return True
-
-    def readinto(self, target: Any) -> int:
-        while not self._buffer:
-            try:
-                self._buffer = next(self._chunks)
-            except StopIteration:
-                return 0
-        size = min(len(target), len(self._buffer))
-        target[:size] = self._buffer[:size]
-        self._buffer = self._buffer[size:]
-        return size
 
 
 class _Counted:

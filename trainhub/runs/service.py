@@ -20,6 +20,7 @@ from trainhub.runs.artifacts import (
     check_snapshot,
     free_bytes,
     human_size,
+    resolve_artifact,
     store_snapshot,
 )
 from trainhub.runs.launcher import Launcher
@@ -43,6 +44,10 @@ from trainhub.store.lifecycle import RunStatus
 
 
 class RunNotFound(LookupError):
+    pass
+
+
+class ArtifactNotFound(RunNotFound):
     pass
 
 
@@ -234,6 +239,16 @@ async def set_tags(db: Database, run_id: str, tags: Any, user: User) -> dict[str
     check_tags({**run.tags, **clean})  # the run's tags stay within the limits too
     merged: dict[str, Any] = await db.write(lambda conn: metrics.set_tags(conn, run_id, clean))
     return merged
+
+
+async def artifact(settings: Settings, db: Database, run_id: str, path: str) -> Path:
+    """The file ``path`` of a run's history (never outside it)."""
+    await get(db, run_id)
+    relative = path.lstrip("/")
+    found = resolve_artifact(settings.run_dir(run_id), relative)
+    if found is None:
+        raise ArtifactNotFound(f"Run {run_id} has no file '{relative}'")
+    return found
 
 
 async def get(db: Database, run_id: str) -> q.RunRow:

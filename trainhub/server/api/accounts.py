@@ -15,8 +15,8 @@ from litestar.exceptions import NotFoundException
 
 from trainhub.accounts import AccountError, Forbidden, User, check_name, check_role, hash_password
 from trainhub.runs.service import iso
+from trainhub.server.api import decode
 from trainhub.server.auth import admin_only
-from trainhub.spec import SpecError
 from trainhub.store import users as user_store
 from trainhub.store.tokens import add_token, generate_token
 
@@ -36,15 +36,6 @@ class PasswordIn(msgspec.Struct, forbid_unknown_fields=True):
 
 class TokenIn(msgspec.Struct, forbid_unknown_fields=True):
     name: str
-
-
-def decode(raw: bytes, kind: type[Any]) -> Any:
-    try:
-        return msgspec.json.decode(raw, type=kind)
-    except msgspec.ValidationError as exc:
-        raise SpecError(None, f"Invalid request: {exc}") from None
-    except msgspec.DecodeError as exc:
-        raise SpecError(None, f"The body is not valid JSON: {exc}") from None
 
 
 def check_token_name(name: str) -> str:

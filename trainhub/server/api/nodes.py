@@ -14,8 +14,8 @@ from litestar.datastructures import State
 from litestar.exceptions import HTTPException, NotFoundException
 
 from trainhub.nodes import service
+from trainhub.server.api import decode
 from trainhub.server.auth import admin_only
-from trainhub.spec import SpecError
 
 
 class NodeIn(msgspec.Struct, forbid_unknown_fields=True):
@@ -30,15 +30,6 @@ class NodeIn(msgspec.Struct, forbid_unknown_fields=True):
 class TargetIn(msgspec.Struct, forbid_unknown_fields=True):
     name: str
     nodes: list[str]
-
-
-def _decode(raw: bytes, kind: type[Any]) -> Any:
-    try:
-        return msgspec.json.decode(raw, type=kind)
-    except msgspec.ValidationError as exc:
-        raise SpecError(None, f"Invalid request: {exc}") from None
-    except msgspec.DecodeError as exc:
-        raise SpecError(None, f"The body is not valid JSON: {exc}") from None
 
 
 @contextmanager
@@ -65,7 +56,7 @@ class NodesController(Controller):
         guards=[admin_only],
     )
     async def add(self, state: State, request: Request[Any, Any, Any]) -> dict[str, Any]:
-        node = _decode(await request.body(), NodeIn)
+        node = decode(await request.body(), NodeIn)
         return await service.add(
             state.pool,
             state.launcher.wake,
@@ -114,7 +105,7 @@ class NodesController(Controller):
         guards=[admin_only],
     )
     async def set_target(self, state: State, request: Request[Any, Any, Any]) -> dict[str, Any]:
-        target = _decode(await request.body(), TargetIn)
+        target = decode(await request.body(), TargetIn)
         return await service.set_target(state.db, state.launcher.wake, target.name, target.nodes)
 
     @get("/targets", summary="Compute targets")

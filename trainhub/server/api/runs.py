@@ -17,7 +17,7 @@ from litestar.response import File, Stream
 
 from trainhub.accounts import User
 from trainhub.runs import service
-from trainhub.runs.artifacts import CHUNK, DRIVER_LOG, list_artifacts, resolve_artifact
+from trainhub.runs.artifacts import CHUNK, DRIVER_LOG, list_artifacts
 from trainhub.spec import SpecError
 from trainhub.store import metrics, snapshots
 from trainhub.store import nodes as node_store
@@ -204,11 +204,7 @@ class RunsController(Controller):
     async def download(
         self, request: Request[Any, Any, Any], state: State, run_id: str, path: str
     ) -> File:
-        await service.get(state.db, run_id)
-        relative = path.lstrip("/")
-        found = resolve_artifact(state.settings.run_dir(run_id), relative)
-        if found is None:
-            raise NotFoundException(f"Run {run_id} has no file '{relative}'")
+        found = await service.artifact(state.settings, state.db, run_id, path)
         return File(
             path=found, filename=found.name, content_disposition_type="attachment", chunk_size=CHUNK
         )

@@ -14,14 +14,13 @@ from urllib.parse import urlencode
 
 from litestar import Controller, get, post
 from litestar.datastructures import State
-from litestar.exceptions import NotFoundException
 from litestar.params import Parameter
 from litestar.plugins.htmx import HTMXRequest
 from litestar.response import File, Redirect, Template
 
 from trainhub.accounts import User, require_run_owner
 from trainhub.runs import service, views
-from trainhub.runs.artifacts import BUILD_LOG, CHUNK, human_size, resolve_artifact
+from trainhub.runs.artifacts import BUILD_LOG, CHUNK, human_size
 from trainhub.spec import SpecError
 from trainhub.store import nodes as node_store
 from trainhub.store.lifecycle import RunStatus
@@ -141,11 +140,7 @@ class RunPages(Controller):
 
     @get("/{run_id:str}/files/{path:path}")
     async def download(self, state: State, run_id: str, path: str) -> File:
-        await service.get(state.db, run_id)
-        relative = path.lstrip("/")
-        found = resolve_artifact(state.settings.run_dir(run_id), relative)
-        if found is None:
-            raise NotFoundException(f"Run {run_id} has no file '{relative}'")
+        found = await service.artifact(state.settings, state.db, run_id, path)
         return File(
             path=found, filename=found.name, content_disposition_type="attachment", chunk_size=CHUNK
         )
