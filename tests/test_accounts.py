@@ -506,3 +506,34 @@ def test_logging_in_never_sends_you_off_this_server(
     )
     assert landed.status_code == 303 and landed.headers["location"] == "/"
     browser.close()
+
+
+def test_an_admin_changes_roles_and_the_last_admin_stays_one(
+    make_server: ServerFactory,
+) -> None:
+    server = make_server()
+    admin = server.client()
+    member_token = add_user(admin, "riley")
+    member = server.client(token=member_token)
+    target = {"name": "t-riley", "nodes": ["local"]}
+    assert member.post("/api/v1/targets", json=target).status_code == 403
+    refused = member.post("/api/v1/users/riley/role", json={"role": "admin"})
+    assert refused.status_code == 403
+    promoted = admin.post("/api/v1/users/riley/role", json={"role": "admin"})
+    assert promoted.status_code == 200 and promoted.json()["role"] == "admin"
+    assert member.post("/api/v1/targets", json=target).status_code == 201
+    bad = admin.post("/api/v1/users/riley/role", json={"role": "owner"})
+    assert bad.status_code == 422 and bad.json()["field"] == "role"
+    # The admin page does the same, and says why it refuses.
+    add_user(admin, "boss", role="admin")
+    page = login(server.url, "boss")
+    demoted = page.post("/users/riley/role", data={"role": "member"})
+    assert demoted.status_code == 200 and "riley is now a member" in demoted.text
+    assert member.post("/api/v1/targets", json=target).status_code == 403
+    # With the first-start admin and boss disabled, riley promoted back is the last admin left.
+    assert admin.post("/api/v1/users/riley/role", json={"role": "admin"}).is_success
+    assert admin.post("/api/v1/users/boss/disable").is_success
+    assert member.post("/api/v1/users/admin/disable").is_success
+    last = member.post("/api/v1/users/riley/role", json={"role": "member"})
+    assert last.status_code == 422 and "last admin" in last.json()["error"]
+    assert member.get("/api/v1/users").status_code == 200

@@ -102,6 +102,12 @@ def test_users_list_disable_enable_and_passwd(server: Server, admin_cli: Cli) ->
     assert passwd.returncode == 0 and passwd.stdout.strip() == f"{name}: password set"
     assert login(server.url, name, "set-by-the-admin").get("/account").status_code == 200
 
+    promoted = admin_cli("users", "role", name, "admin")
+    assert promoted.returncode == 0 and promoted.stdout.strip() == f"{name}: admin"
+    assert member.get("/api/v1/users").status_code == 200
+    assert admin_cli("users", "role", name, "member").returncode == 0
+    assert member.get("/api/v1/users").status_code == 403
+
     missing = admin_cli("users", "disable", "nobody-at-all")
     assert missing.returncode == 1 and "No user named 'nobody-at-all'" in missing.stderr
 

@@ -139,6 +139,21 @@ def users_enable(name: str, as_json: bool) -> None:
     _user_action(name, "enable", as_json)
 
 
+@users.command("role")
+@click.argument("name")
+@click.argument("role", type=click.Choice(["admin", "member"]))
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+def users_role(name: str, role: str, as_json: bool) -> None:
+    """Make NAME an admin or a member (the last admin stays one)."""
+    found = client_call(
+        lambda ws: ws.client.json("POST", f"/api/v1/users/{name}/role", json={"role": role})
+    )
+    if as_json:
+        emit_json(found)
+    else:
+        click.echo(f"{found['name']}: {found['role']}")
+
+
 @users.command("passwd")
 @click.argument("name")
 @click.option("--password-stdin", is_flag=True, help="Read the password from stdin's first line.")

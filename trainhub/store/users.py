@@ -7,7 +7,7 @@ from typing import Any
 
 import sqlite_utils
 
-from trainhub.accounts import User
+from trainhub.accounts import AccountError, User
 from trainhub.store.tokens import hash_token
 
 # A token's last use is written at most this often (not on every request).
@@ -74,6 +74,21 @@ def update_user(db: sqlite_utils.Database, name: str, **fields: Any) -> User | N
 def set_password(db: sqlite_utils.Database, name: str, password_hash: str) -> User | None:
     """A new password; every login session from before it ends."""
     return update_user(db, name, password_hash=password_hash, password_changed_at=time.time())
+
+
+def set_role(db: sqlite_utils.Database, name: str, role: str) -> User | None:
+    """A new role; the last enabled admin stays an admin (someone must be able to manage)."""
+    row = user_row(db, name)
+    if row is None:
+        return None
+    if row["role"] == "admin" and role != "admin":
+        others = db.execute(
+            "select count(*) from users where role = 'admin' and disabled = 0 and id != ?",
+            [row["id"]],
+        ).fetchone()[0]
+        if not others:
+            raise AccountError("role", f"{name} is the last admin: make another admin first")
+    return update_user(db, name, role=role)
 
 
 def session_user(db: sqlite_utils.Database, user_id: int) -> tuple[User, float | None] | None:

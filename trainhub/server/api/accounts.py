@@ -34,6 +34,10 @@ class PasswordIn(msgspec.Struct, forbid_unknown_fields=True):
     password: str
 
 
+class RoleIn(msgspec.Struct, forbid_unknown_fields=True):
+    role: str
+
+
 class TokenIn(msgspec.Struct, forbid_unknown_fields=True):
     name: str
 
@@ -123,6 +127,22 @@ class AccountsController(Controller):
         found = await state.db.write(
             lambda conn: user_store.update_user(conn, name, disabled=int(action == "disable"))
         )
+        if found is None:
+            raise NotFoundException(f"No user named '{name}'")
+        rows = await state.db.read(user_store.list_users)
+        return public_user(next(r for r in rows if r["name"] == name))
+
+    @post(
+        "/users/{name:str}/role",
+        status_code=200,
+        summary="Make a user an admin or a member (admins)",
+        guards=[admin_only],
+    )
+    async def set_role(
+        self, state: State, request: Request[User, Any, Any], name: str
+    ) -> dict[str, Any]:
+        role = check_role(decode(await request.body(), RoleIn).role)
+        found = await state.db.write(lambda conn: user_store.set_role(conn, name, role))
         if found is None:
             raise NotFoundException(f"No user named '{name}'")
         rows = await state.db.read(user_store.list_users)

@@ -25,6 +25,7 @@ from trainhub.accounts import (
     AccountError,
     LoginThrottle,
     User,
+    check_role,
     hash_password,
     verify_password,
 )
@@ -322,6 +323,18 @@ class AccountPages(Controller):
         if request.htmx:
             return ClientRedirect(target)
         return Redirect(target, status_code=303)
+
+    @post("/users/{name:str}/role", guards=[admin_only], status_code=200)
+    async def set_role(self, state: State, name: str, data: Form) -> Template:
+        await one_user(state.db, name)  # a 404 for a missing user before anything else
+        try:
+            role = check_role(str(data.get("role", "")))
+            await state.db.write(lambda conn: user_store.set_role(conn, name, role))
+        except AccountError as exc:
+            return await self._user(state, name, status=422, error=form_error("role", exc))
+        return await self._user(
+            state, name, flash=f"{name} is now {'an' if role == 'admin' else 'a'} {role}"
+        )
 
     @post("/users/{name:str}/password", guards=[admin_only], status_code=200)
     async def set_password(self, state: State, name: str, data: Form) -> Template:
