@@ -9,8 +9,7 @@ import json
 import time
 import uuid
 from collections.abc import Iterator
-from dataclasses import dataclass, field
-from html.parser import HTMLParser
+from dataclasses import dataclass
 from typing import Any
 
 import httpx
@@ -28,6 +27,7 @@ from tests.helpers import (
     wait_for_status,
     wait_until,
 )
+from tests.html import Element, parse
 from trainhub.nodes.telemetry import Reading
 from trainhub.server.pages.cluster import actions_for, gpu_views, waited
 
@@ -38,73 +38,6 @@ print("holding", flush=True)
 while not os.path.exists("/tmp/release"):
     time.sleep(0.1)
 """
-VOID = {"area", "base", "br", "col", "embed", "hr", "img", "input", "link", "meta", "source", "wbr"}
-
-
-# A small DOM, enough to find elements by id and class -------------------------------------------
-@dataclass
-class Element:
-    tag: str
-    attrs: dict[str, str]
-    children: list[Element | str] = field(default_factory=list)
-
-    @property
-    def text(self) -> str:
-        parts = [c if isinstance(c, str) else c.text for c in self.children]
-        return " ".join(" ".join(parts).split())
-
-    def iter(self) -> Iterator[Element]:
-        yield self
-        for child in self.children:
-            if isinstance(child, Element):
-                yield from child.iter()
-
-    def by_id(self, element_id: str) -> Element | None:
-        return next((e for e in self.iter() if e.attrs.get("id") == element_id), None)
-
-    def find(self, element_id: str) -> Element:
-        found = self.by_id(element_id)
-        assert found is not None, f"no element #{element_id}"
-        return found
-
-    def all(self, css_class: str, tag: str | None = None) -> list[Element]:
-        return [
-            e
-            for e in self.iter()
-            if css_class in e.attrs.get("class", "").split() and (tag is None or e.tag == tag)
-        ]
-
-    def one(self, css_class: str) -> Element:
-        (found,) = self.all(css_class)
-        return found
-
-
-class _Builder(HTMLParser):
-    def __init__(self) -> None:
-        super().__init__()
-        self.root = Element("root", {})
-        self.stack = [self.root]
-
-    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
-        element = Element(tag, {k: v or "" for k, v in attrs})
-        self.stack[-1].children.append(element)
-        if tag not in VOID:
-            self.stack.append(element)
-
-    def handle_endtag(self, tag: str) -> None:
-        for depth in range(len(self.stack) - 1, 0, -1):
-            if self.stack[depth].tag == tag:
-                del self.stack[depth:]
-                return
-
-    def handle_data(self, data: str) -> None:
-        self.stack[-1].children.append(data)
-
-
-def parse(response: httpx.Response) -> Element:
-    builder = _Builder()
-    builder.feed(response.text)
-    return builder.root
 
 
 def unique(prefix: str) -> str:

@@ -6,9 +6,6 @@ run's page. Pages are read with an HTML parser, not by searching text."""
 from __future__ import annotations
 
 import uuid
-from collections.abc import Iterator
-from dataclasses import dataclass, field
-from html.parser import HTMLParser
 from typing import Any
 
 import httpx
@@ -16,8 +13,7 @@ import pytest
 
 from tests.conftest import TOKEN, Server
 from tests.helpers import add_user, cli_for, login, submit, wait_for_status
-
-VOID = {"area", "base", "br", "col", "embed", "hr", "img", "input", "link", "meta", "source", "wbr"}
+from tests.html import Element, parse
 
 # Logs a curve and a final value that depend on --lr, and one value that does not.
 TRAIN = """
@@ -32,73 +28,6 @@ run.log("accuracy", 0.5 + lr)
 run.log("batches", 7)
 print("trained with", lr, flush=True)
 """
-
-
-# A small DOM, enough to find elements by id, class and attribute --------------------------------
-@dataclass
-class Element:
-    tag: str
-    attrs: dict[str, str]
-    children: list[Element | str] = field(default_factory=list)
-
-    @property
-    def text(self) -> str:
-        parts = [c if isinstance(c, str) else c.text for c in self.children]
-        return " ".join(" ".join(parts).split())
-
-    def iter(self) -> Iterator[Element]:
-        yield self
-        for child in self.children:
-            if isinstance(child, Element):
-                yield from child.iter()
-
-    def by_id(self, element_id: str) -> Element | None:
-        return next((e for e in self.iter() if e.attrs.get("id") == element_id), None)
-
-    def find(self, element_id: str) -> Element:
-        found = self.by_id(element_id)
-        assert found is not None, f"no element #{element_id}"
-        return found
-
-    def all(self, css_class: str | None = None, tag: str | None = None) -> list[Element]:
-        return [
-            e
-            for e in self.iter()
-            if (css_class is None or css_class in e.classes) and (tag is None or e.tag == tag)
-        ]
-
-    @property
-    def classes(self) -> list[str]:
-        return self.attrs.get("class", "").split()
-
-
-class _Builder(HTMLParser):
-    def __init__(self) -> None:
-        super().__init__(convert_charrefs=True)
-        self.root = Element("document", {})
-        self.stack = [self.root]
-
-    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
-        element = Element(tag, {k: v or "" for k, v in attrs})
-        self.stack[-1].children.append(element)
-        if tag not in VOID:
-            self.stack.append(element)
-
-    def handle_endtag(self, tag: str) -> None:
-        for index in range(len(self.stack) - 1, 0, -1):
-            if self.stack[index].tag == tag:
-                del self.stack[index:]
-                return
-
-    def handle_data(self, data: str) -> None:
-        self.stack[-1].children.append(data)
-
-
-def parse(html: str) -> Element:
-    builder = _Builder()
-    builder.feed(html)
-    builder.close()
-    return builder.root
 
 
 # Helpers --------------------------------------------------------------------------------------
