@@ -114,6 +114,11 @@ class Settings:
     azureml_compat: bool = _setting(
         False, "make `from azureml.core.run import Run` work in runs (a small azureml.core shim)"
     )
+    conda_channels: str = _setting(
+        "conda-forge",
+        "conda channels for conda_packages when the spec's environment file names none, "
+        "comma-separated (names, URLs of a lab mirror, or local channel folders)",
+    )
     debian_mirror: str = _setting(
         "http://deb.debian.org/debian", "Debian mirror used by `trainhub images build-base`"
     )
@@ -173,6 +178,19 @@ class Settings:
 
     def venv_dir(self, env_key: str) -> Path:
         return self.data / "envs" / env_key
+
+    @property
+    def datastores_dir(self) -> Path:
+        return self.data / "datastores"
+
+    def datastore_dir(self, name: str) -> Path:
+        """Where a ``server`` datastore's files are."""
+        return self.datastores_dir / name
+
+    def conda_prefix(self, env_key: str) -> Path:
+        """Where a conda environment is solved and installed on the server (and found at the
+        same path inside the environment's image, so that its files need no relocation)."""
+        return self.data / "conda" / env_key
 
     def snapshot_path(self, sha256: str) -> Path:
         return self.snapshots_dir / f"{sha256}.tar.gz"

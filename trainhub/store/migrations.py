@@ -295,3 +295,50 @@ def metric_summary(db: sqlite_utils.Database) -> None:
         " min = coalesce(min(min, excluded.min), min, excluded.min),"
         " max = coalesce(max(max, excluded.max), max, excluded.max); end"
     )
+
+
+@MIGRATIONS(name="0011_datastores")
+def datastores(db: sqlite_utils.Database) -> None:
+    """Datastores (named places for training data) and what each node holds of them. Every
+    workspace has ``workspaceblobstore``, a folder on the server, as Azure ML's default one."""
+    db.table("datastores").create(
+        {
+            "name": str,
+            "kind": str,  # server | shared
+            "paths": str,  # JSON: for shared, {"*": "/mnt/nfs/x", "<node>": "/other/path"}
+            "read_only": int,
+            "description": str,
+            "created_by": str,
+            "created_at": float,
+        },
+        pk="name",
+        not_null={"name", "kind", "paths", "read_only", "created_at"},
+        defaults={"paths": "{}", "read_only": 0},
+    )
+    db.table("datastores").insert(
+        {
+            "name": "workspaceblobstore",
+            "kind": "server",
+            "paths": "{}",
+            "read_only": 0,
+            "description": "the workspace's default datastore (a folder on the server)",
+            "created_by": "admin",
+            "created_at": time.time(),
+        }
+    )
+    # A node's cached copy of one datastore folder, by the content key of what was copied.
+    db.table("datastore_copies").create(
+        {
+            "node": str,
+            "key": str,
+            "datastore": str,
+            "path": str,
+            "volume": str,
+            "bytes": int,
+            "files": int,
+            "created_at": float,
+            "last_used_at": float,
+        },
+        pk=("node", "key"),
+        not_null={"node", "key", "datastore", "volume", "created_at"},
+    )
