@@ -354,6 +354,12 @@ def restart_sshd(node: Node) -> None:
 def _start_sshd(node: Node) -> None:
     bin_dir = node.root / "bin"
     path = f"{bin_dir}:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+    # A home of the node's own, as a real node has: the login shell of every SSH command reads
+    # ~/.bashrc, and this machine's root's one (pyenv's rehash waits up to a minute on a lock that
+    # a killed node can leave behind) must not run on the nodes.
+    home = node.root / "home"
+    home.mkdir(exist_ok=True)
+    (home / ".bashrc").write_text("# a test node's own, empty startup file\n")
     sh(
         "ip",
         "netns",
@@ -375,7 +381,7 @@ def _start_sshd(node: Node) -> None:
         "-o",
         "PasswordAuthentication=no",
         "-o",
-        f"SetEnv=PATH={path}",
+        f"SetEnv=PATH={path} HOME={home}",
         "-o",
         "AllowStreamLocalForwarding=yes",
     )

@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 import asyncssh
+from docker.errors import DockerException
 
 from trainhub.nodes import inventory as inv
 from trainhub.runtime.docker import DockerEngine
@@ -33,6 +34,8 @@ log = logging.getLogger("trainhub.nodes")
 LOCAL = node_store.LOCAL
 # Unanswered engine checks in a row before a node counts as Unreachable.
 ENGINE_MISSES = 2
+# How long one inventory command over SSH may take when a node connects.
+PROBE_SECONDS = 30
 
 
 class NodeState(StrEnum):
@@ -218,8 +221,10 @@ class NodePool:
         try:
             await self._connect(remote)
         except asyncssh.PermissionDenied:
+            self._close(remote)
             raise NodeError(f"{user}@{host}:{port} refused the key {key_path}") from None
-        except (OSError, asyncssh.Error) as exc:
+        except (OSError, asyncssh.Error, DockerException) as exc:
+            self._close(remote)
             raise NodeError(f"Cannot use {user}@{host}:{port}: {exc}") from None
         await self.db.write(
             lambda db: node_store.add_node(
@@ -317,7 +322,12 @@ class NodePool:
                 log.error("node %s: %s", name, message)
                 await self._set_state(name, NodeState.UNTRUSTED, message)
                 return
-            except (OSError, asyncssh.Error, TimeoutError) as exc:
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:  # noqa: BLE001 - refused, timed out, the engine not up yet...
+                # (docker's client raises DockerException, not OSError, when the forwarded engine
+                # does not answer its first request: sshd back before dockerd after a reboot)
+                self._close(remote)
                 await self._mark_unreachable(remote, str(exc) or type(exc).__name__)
                 await asyncio.sleep(backoff)
                 backoff = min(backoff * 2, 30.0)
@@ -471,19 +481,29 @@ class NodePool:
         socket_path = str(self._socket_dir / f"{row.name}.sock")
         with contextlib.suppress(FileNotFoundError):
             os.unlink(socket_path)
-        listener = await conn.forward_local_path(socket_path, row.docker_socket)
-        engine = await asyncio.to_thread(DockerEngine, f"unix://{socket_path}")
-        remote.conn, remote.listener, remote.engine = conn, listener, engine
+        remote.conn = conn  # closed by the caller if what follows fails
+        remote.listener = await conn.forward_local_path(socket_path, row.docker_socket)
+        remote.engine = engine = await asyncio.to_thread(DockerEngine, f"unix://{socket_path}")
         facts = await self._probe_remote(conn, engine)
         remote.row = dataclasses.replace(remote.row, inventory=facts)
 
     async def _probe_remote(
         self, conn: asyncssh.SSHClientConnection, engine: DockerEngine
     ) -> dict[str, Any]:
-        smi = await conn.run(inv.NVIDIA_SMI, check=False)
-        cpus = await conn.run("nproc", check=False)
-        meminfo = await conn.run("cat /proc/meminfo", check=False)
-        hook = await conn.run(inv.FIND_HOOK, check=False)
+
+        async def run(command: str) -> asyncssh.SSHCompletedProcess:
+            try:
+                return await asyncio.wait_for(conn.run(command, check=False), PROBE_SECONDS)
+            except TimeoutError:
+                raise TimeoutError(
+                    f"`{command.split()[0]}` over SSH did not finish within {PROBE_SECONDS} s "
+                    "(does the login shell's startup file wait on something?)"
+                ) from None
+
+        smi = await run(inv.NVIDIA_SMI)
+        cpus = await run("nproc")
+        meminfo = await run("cat /proc/meminfo")
+        hook = await run(inv.FIND_HOOK)
         info = await asyncio.to_thread(engine.client.info)
         version = await asyncio.to_thread(engine.client.version)
         return {
