@@ -1,0 +1,25 @@
+"""Azure ML's ``azureml.core`` on trainhub: ``Workspace``, ``Experiment``, ``Run``, ``Environment``,
+``Datastore``, ``ComputeTarget``, ``ContainerRegistry``.
+
+Each name is imported from its submodule on first use. Inside a run only ``Run`` is needed, and there
+the launcher's small in-run ``trainhub`` package (no SDK) comes first on ``PYTHONPATH``: ``from
+azureml.core import Run`` must not pull in the rest.
+"""
+
+from azureml._names import getattr_for
+
+_LAZY = {
+    "ComputeTarget": "azureml.core.compute",
+    "ContainerRegistry": "azureml.core.container_registry",
+    "Datastore": "azureml.core.datastore",
+    "Environment": "azureml.core.environment",
+    "Experiment": "azureml.core.experiment",
+    "Run": "azureml.core.run",
+    "Workspace": "azureml.core.workspace",
+}
+__all__ = sorted(_LAZY)
+__getattr__ = getattr_for(__name__, _LAZY)
+
+
+def __dir__() -> list[str]:
+    return [*__all__, "__all__", "__doc__", "__name__"]
