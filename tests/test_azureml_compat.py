@@ -337,3 +337,22 @@ def test_a_real_azureml_core_in_the_environment_is_refused(tmp_path: Path) -> No
         "ImportError: azureml-core 1.48.0 (Microsoft's Azure ML SDK) is installed"
     )
     assert "cannot share an environment with it" in last
+
+
+def test_every_azureml_module_ships_in_trainhub_s_wheel() -> None:
+    """pyproject's package discovery (setuptools' find, not namespace find) reaches every folder of
+    ``azureml``: one without an ``__init__.py`` would be left out of the wheel."""
+    import tomllib
+
+    import setuptools
+
+    include = tomllib.loads((REPO / "pyproject.toml").read_text())["tool"]["setuptools"][
+        "packages"
+    ]["find"]["include"]
+    shipped = set(setuptools.find_packages(where=str(REPO), include=include))
+    folders = {
+        ".".join(p.relative_to(REPO).parts)
+        for p in (REPO / "azureml").rglob("*")
+        if p.is_dir() and any(p.glob("*.py"))
+    }
+    assert folders | {"azureml"} <= shipped, sorted(folders - shipped)
