@@ -8,12 +8,29 @@ naming the field. Fields whose capability has not landed yet are refused, never 
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping
 from typing import Any
 
 import msgspec
 from packaging.requirements import InvalidRequirement, Requirement
 
 ScalarParam = str | int | float | bool | None
+
+# A data reference on the wire: {"$data_reference": {...}} as a script_params value or an inputs
+# element, nowhere else. Its environment variable (Azure ML's name) holds its path in the run.
+REFERENCE_KEY = "$data_reference"
+REFERENCE_MODES = ("mount", "download", "upload")
+REFERENCE_ENV_PREFIX = "AZUREML_DATAREFERENCE_"
+# A reference's name ends that variable's name (the SDK names sub-path references with a uuid's hex).
+REFERENCE_NAME = re.compile(r"^[A-Za-z0-9_]{1,255}$")
+# Where a run's data is in its container: the working directory (runtime.docker.WORKDIR) and the
+# folder of the references' default paths.
+RUN_WORKDIR = "/trainhub/wd"
+RUN_DATA_ROOT = "/trainhub/data"
+# Folders of a run's container that a reference may not cover (absolute path_on_compute) ...
+RESERVED_RUN_PATHS = ("/proc", "/sys", "/dev", "/trainhub/lib", "/trainhub/ctx")
+# ... and folders it may not be (it would hide what they hold).
+RESERVED_RUN_FOLDERS = ("/", "/trainhub", RUN_WORKDIR, RUN_DATA_ROOT)
 
 DISTRIBUTED_TYPES = ("mpi", "gloo", "nccl", "ps")
 FRAMEWORKS = ("Python", "PyTorch", "TensorFlow")
@@ -71,10 +88,53 @@ class DistributedTraining(msgspec.Struct, forbid_unknown_fields=True, omit_defau
     parameter_server_count: int | None = None
 
 
+class DataReference(msgspec.Struct, forbid_unknown_fields=True, omit_defaults=True):
+    """``ds.as_mount()``, ``ds.path('sub').as_download()``, ``ds.as_upload(...)``: where the data is
+    (a datastore and a folder in it), how the run gets it, and under which name."""
+
+    datastore: str
+    path: str = ""
+    mode: str = "mount"
+    path_on_compute: str | None = None
+    name: str | None = None
+    overwrite: bool = False
+
+    @property
+    def ref_name(self) -> str:
+        """Azure ML's ``data_reference_name``: the datastore's name unless one was given."""
+        return self.name or self.datastore
+
+    @property
+    def env_var(self) -> str:
+        return REFERENCE_ENV_PREFIX + self.ref_name
+
+    def path_in_run(self) -> str:
+        """Where the run finds the data: ``/trainhub/data/<name>``, or ``path_on_compute``
+        (relative to the working directory, or absolute as it is)."""
+        where = self.path_on_compute
+        if not where:
+            return f"{RUN_DATA_ROOT}/{self.ref_name}"
+        cleaned = _clean_path(where)
+        if where.startswith("/"):
+            return cleaned
+        return f"{RUN_WORKDIR}/{cleaned}" if cleaned else RUN_WORKDIR
+
+    @property
+    def folder(self) -> str:
+        """``path`` as a clean relative folder of the datastore ("" for its root)."""
+        return _clean_path(self.path.replace("\\", "/")).lstrip("/")
+
+
+class Reference(msgspec.Struct, forbid_unknown_fields=True):
+    """The wire form of a reference: ``{"$data_reference": {...}}``."""
+
+    data_reference: DataReference = msgspec.field(name=REFERENCE_KEY)
+
+
 class EstimatorSpec(msgspec.Struct, forbid_unknown_fields=True, omit_defaults=True):
     entry_script: str
     source_directory: str | None = None
-    script_params: dict[str, ScalarParam] = {}
+    script_params: dict[str, ScalarParam | Reference] = {}
     compute_target: str = "local"
     node_count: int = 1
     process_count_per_node: int = 1
@@ -92,7 +152,7 @@ class EstimatorSpec(msgspec.Struct, forbid_unknown_fields=True, omit_defaults=Tr
     pip_requirements_file: str | None = None
     environment_variables: dict[str, str] = {}
     environment_definition: str | dict[str, Any] | None = None
-    inputs: list[Any] = []
+    inputs: list[Reference] = []
     shm_size: str | None = None
     max_run_duration_seconds: int | None = None
     framework: str = "Python"
@@ -102,8 +162,16 @@ class EstimatorSpec(msgspec.Struct, forbid_unknown_fields=True, omit_defaults=Tr
     def image(self) -> str | None:
         return self.custom_docker_image or self.custom_docker_base_image
 
-    def arguments(self) -> list[str]:
-        return flatten_script_params(self.script_params)
+    def arguments(self, paths: Mapping[str, str] | None = None) -> list[str]:
+        """The script's arguments; a reference becomes its path in ``paths`` (by reference name)."""
+        return flatten_script_params(self.script_params, paths)
+
+    def references(self) -> dict[str, DataReference]:
+        """Every reference of the run (script_params, then inputs), once per name."""
+        found: dict[str, DataReference] = {}
+        for _, ref in placed_references(self):
+            found.setdefault(ref.ref_name, ref)
+        return found
 
     def to_public(self) -> dict[str, Any]:
         """The spec as returned by the API: registry passwords never leave the server."""
@@ -185,19 +253,40 @@ def definition_reference(value: str | dict[str, Any]) -> tuple[str, int | None]:
     return name, version
 
 
-def flatten_script_params(params: dict[str, ScalarParam]) -> list[str]:
-    """Azure ML's flattening: ``{"--lr": 0.1, "--verbose": ""}`` -> ``["--lr", "0.1", "--verbose"]``."""
+def flatten_script_params(
+    params: Mapping[str, Any], paths: Mapping[str, str] | None = None
+) -> list[str]:
+    """Azure ML's flattening: ``{"--lr": 0.1, "--verbose": ""}`` -> ``["--lr", "0.1", "--verbose"]``.
+
+    A data reference (a :class:`Reference` or its stored JSON) becomes its path from ``paths``, or
+    ``$AZUREML_DATAREFERENCE_<name>`` as Azure ML shows a run's arguments."""
     args: list[str] = []
     for key, value in params.items():
         args.append(key)
         if value is None or value == "":
             continue
-        args.append(str(value))
+        name = _reference_name(value)
+        if name is None:
+            args.append(str(value))
+        elif paths is not None and name in paths:
+            args.append(paths[name])
+        else:
+            args.append(f"${REFERENCE_ENV_PREFIX}{name}")
     return args
+
+
+def _reference_name(value: Any) -> str | None:
+    if isinstance(value, Reference):
+        return value.data_reference.ref_name
+    if isinstance(value, dict) and isinstance(value.get(REFERENCE_KEY), dict):
+        inner = value[REFERENCE_KEY]
+        return str(inner.get("name") or inner.get("datastore"))
+    return None
 
 
 def parse_estimator(raw: bytes | str) -> EstimatorSpec:
     try:
+        check_reference_places(msgspec.json.decode(raw))
         spec = msgspec.json.decode(raw, type=EstimatorSpec)
     except msgspec.ValidationError as exc:
         raise _from_msgspec(str(exc)) from None
@@ -205,6 +294,157 @@ def parse_estimator(raw: bytes | str) -> EstimatorSpec:
         raise SpecError("estimator", f"The estimator is not valid JSON: {exc}") from None
     validate(spec)
     return spec
+
+
+def check_reference_places(raw: Any) -> None:
+    """A data reference only as a script_params value or an inputs element (a 422 naming the
+    field anywhere else), and each one well formed, before the spec is decoded into its types."""
+    if not isinstance(raw, dict):
+        return
+    for field, value in raw.items():
+        if field == "script_params" and isinstance(value, dict):
+            for key, param in value.items():
+                where = f"script_params[{_shown(str(key))}]"
+                if isinstance(param, dict):
+                    _check_reference_object("script_params", where, param)
+                elif _holds_reference(param):
+                    raise SpecError("script_params", f"{where}: {_MISPLACED}")
+        elif field == "inputs" and isinstance(value, list):
+            for index, item in enumerate(value):
+                where = f"inputs[{index}]"
+                if not isinstance(item, dict) or REFERENCE_KEY not in item:
+                    raise SpecError(
+                        "inputs",
+                        f"{where} is not a data reference: inputs take references such as "
+                        "ds.as_mount(), ds.path('dir').as_download() or ds.as_upload()",
+                    )
+                _check_reference_object("inputs", where, item)
+        elif field in EstimatorSpec.__struct_fields__ and _holds_reference(value):
+            raise SpecError(str(field), f"{field}: {_MISPLACED}")
+
+
+_MISPLACED = (
+    "a data reference can only be a value of script_params or an element of inputs "
+    "(this field cannot take one)"
+)
+
+
+def _check_reference_object(field: str, where: str, value: dict[str, Any]) -> None:
+    if REFERENCE_KEY not in value:
+        if _holds_reference(value):
+            raise SpecError(field, f"{where}: {_MISPLACED}")
+        raise SpecError(
+            field,
+            f"{where}: a value is a string, a number, a boolean, null or a data reference "
+            '({"$data_reference": {...}})',
+        )
+    if len(value) != 1:
+        extra = sorted(str(k) for k in value if k != REFERENCE_KEY)
+        raise SpecError(field, f"{where}: unknown field(s) beside {REFERENCE_KEY}: {extra}")
+    inner = value[REFERENCE_KEY]
+    if isinstance(inner, dict) and any(_holds_reference(v) for v in inner.values()):
+        raise SpecError(field, f"{where}: {_MISPLACED}")
+    try:
+        msgspec.convert(inner, DataReference)
+    except msgspec.ValidationError as exc:
+        raise SpecError(field, f"{where}.{REFERENCE_KEY}: {exc}") from None
+
+
+def _holds_reference(value: Any) -> bool:
+    """Whether ``value`` holds a data reference object anywhere inside it."""
+    stack = [value]
+    while stack:
+        item = stack.pop()
+        if isinstance(item, dict):
+            if REFERENCE_KEY in item:
+                return True
+            stack.extend(item.values())
+        elif isinstance(item, list):
+            stack.extend(item)
+    return False
+
+
+def placed_references(spec: EstimatorSpec) -> list[tuple[str, DataReference]]:
+    """(where, reference) for every reference of ``spec``, in the order they are given."""
+    placed = [
+        (f"script_params[{_shown(key)}]", value.data_reference)
+        for key, value in spec.script_params.items()
+        if isinstance(value, Reference)
+    ]
+    placed += [(f"inputs[{i}]", item.data_reference) for i, item in enumerate(spec.inputs)]
+    return placed
+
+
+def _clean_path(path: str) -> str:
+    """``a//b/./c/`` -> ``a/b/c`` (leading ``/`` kept); callers have refused ``..``."""
+    parts = [p for p in path.split("/") if p not in ("", ".")]
+    return ("/" if path.startswith("/") else "") + "/".join(parts)
+
+
+def _check_references(spec: EstimatorSpec) -> None:
+    """Each reference's fields, and the references of one run against each other: a name is one
+    reference (Azure ML's rule), and two references never share a path in the run."""
+    by_name: dict[str, DataReference] = {}
+    targets: dict[str, str] = {}
+    for where, ref in placed_references(spec):
+        field = where.split("[", 1)[0]
+        _check_reference(field, where, ref)
+        name = ref.ref_name
+        ref = msgspec.structs.replace(ref, name=name, path=ref.folder)
+        if by_name.setdefault(name, ref) != ref:
+            raise SpecError(
+                field,
+                f"{where}: two different data references are named '{name}'; give them "
+                "different names (data_reference_name)",
+            )
+        target = ref.path_in_run()
+        if targets.setdefault(target, name) != name:
+            raise SpecError(
+                field,
+                f"{where}: data references '{targets[target]}' and '{name}' would be at the "
+                "same path in the run",
+            )
+    if by_name and not spec.use_docker:
+        raise SpecError("use_docker", "data references (datastores) need use_docker=True for now")
+
+
+def _check_reference(field: str, where: str, ref: DataReference) -> None:
+    if not ref.datastore:
+        raise SpecError(field, f"{where}.datastore: name a datastore")
+    if ref.mode not in REFERENCE_MODES:
+        raise SpecError(
+            field,
+            f"{where}.mode must be one of {', '.join(REFERENCE_MODES)} (got {_shown(ref.mode)})",
+        )
+    if not REFERENCE_NAME.match(ref.ref_name):
+        raise SpecError(
+            field,
+            f"{where}.name: {_shown(ref.ref_name)} cannot name a data reference (letters, digits "
+            f"and '_': it ends the variable's name {REFERENCE_ENV_PREFIX}<name>)",
+        )
+    path = ref.path.replace("\\", "/")
+    if path.startswith("/") or ".." in path.split("/") or _has_control_character(path):
+        raise SpecError(
+            field,
+            f"{where}.path: {_shown(ref.path)} must be a folder inside the datastore "
+            "(relative, without '..')",
+        )
+    where_in_run = ref.path_on_compute
+    if where_in_run is not None:
+        target = ref.path_in_run()
+        if (
+            ".." in where_in_run.split("/")
+            or "\\" in where_in_run
+            or _has_control_character(where_in_run)
+            or target in RESERVED_RUN_FOLDERS
+            or any(target == r or target.startswith(r + "/") for r in RESERVED_RUN_PATHS)
+        ):
+            raise SpecError(
+                field,
+                f"{where}.path_on_compute: {_shown(where_in_run)} cannot hold the data (a folder "
+                "under the working directory, or an absolute path outside /, /proc, /sys, /dev "
+                "and trainhub's own folders; no '..')",
+            )
 
 
 def _from_msgspec(text: str) -> SpecError:
@@ -342,9 +582,10 @@ def validate(spec: EstimatorSpec) -> None:
             f"{field} cannot be installed when user_managed=True (the image's Python is used as it is)",
         )
 
+    _check_references(spec)
+
     # Valid, but not on this server yet.
     later: list[tuple[str, bool, str]] = [
-        ("inputs", bool(spec.inputs), "datastores"),
         (
             "distributed_backend",
             spec.distributed_backend not in (None, "mpi"),

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from trainhub.nodes.pool import LOCAL, NodePool, NodeUnavailable, engine_answers
-from trainhub.runs import containers
+from trainhub.runs import containers, datarefs
 from trainhub.runs.artifacts import DRIVER_LOG, prepare_run_dir
 from trainhub.runs.driving import Attempt, Canceled, Interruption
 from trainhub.runs.preparing import ImagePreparer
@@ -67,6 +67,7 @@ class ContainerDriver:
         self.instance = instance
         self.ingest = ingest  # RunControl.ingest: metrics lines into the store
         self._preparers: dict[str, ImagePreparer] = {}
+        self.data = datarefs.DataStager(settings, db, pool, instance)
 
     def preparer_for(self, node: str) -> ImagePreparer:
         """One preparer per node (its build locks live there); its engine follows reconnections."""
@@ -79,13 +80,20 @@ class ContainerDriver:
 
     # Preparing and starting -------------------------------------------------------------------
     async def prepare(self, attempt: Attempt) -> None:
+        """The image on every node of the run, then its data (datastore references) there: the
+        data's helper containers use the run's image."""
         await asyncio.to_thread(prepare_run_dir, self.settings.run_dir(attempt.run_id))
         run, spec = attempt.run, attempt.spec
+        nodes = [attempt.node, *attempt.workers]
         images = await asyncio.gather(  # the image on every node of the run, side by side
-            *(self.preparer_for(n).image_for(run, spec) for n in [attempt.node, *attempt.workers])
+            *(self.preparer_for(n).image_for(run, spec) for n in nodes)
         )
         attempt.image = images[0]
         await self.db.write(lambda db: q.update_run(db, run.id, image=attempt.image))
+        if spec.references():
+            if run.retries:  # an earlier attempt's containers may still hold its volumes
+                await self._remove(run.id, nodes)
+            await self.data.prepare(attempt, dict(zip(nodes, images, strict=True)))
 
     async def start(self, attempt: Attempt) -> Started:
         run, spec, node, workers = attempt.run, attempt.spec, attempt.node, attempt.workers
@@ -108,7 +116,8 @@ class ContainerDriver:
                 await self._start_container(
                     attempt, worker, worker_command(layout.port), material.worker, {}
                 )
-            command = command_for(spec.entry_script, spec.arguments(), mpi=layout is not None)
+            arguments = spec.arguments(datarefs.paths(spec))
+            command = command_for(spec.entry_script, arguments, mpi=layout is not None)
             container_id = await self._start_container(
                 attempt,
                 node,
@@ -119,6 +128,8 @@ class ContainerDriver:
         except BaseException:
             await self._remove(run.id, [node, *workers])
             raise
+        finally:
+            self.data.forget(run.id)
         return Started(attempt, self.pool.engine(node), container_id)
 
     async def _start_container(
@@ -129,15 +140,18 @@ class ContainerDriver:
         ssh: bytes | None,
         extra_env: dict[str, str],
     ) -> str:
-        """One container of the run on ``node``: created with the node's GPUs, the runtime and the
-        snapshot copied in (and the run's SSH keys for multi-node MPI), then started."""
+        """One container of the run on ``node``: created with the node's GPUs and the run's data
+        mounted, the runtime and the snapshot copied in (and the run's SSH keys for multi-node
+        MPI), then started."""
         run, spec, image = attempt.run, attempt.spec, attempt.image
         assert run.snapshot is not None and image is not None
         engine = self.pool.engine(node)
         snapshot = self.settings.snapshot_path(run.snapshot)
         image_env = await asyncio.to_thread(engine.image_env, image)
         gpu_uuids = self._gpu_uuids(node, attempt.gpus.get(node, []))
-        environment = containers.run_environment(spec, run, node, image_env, gpu_uuids, extra_env)
+        extra = {**datarefs.environment(spec), **extra_env}
+        environment = containers.run_environment(spec, run, node, image_env, gpu_uuids, extra)
+        mounts = self.data.mounts(run.id, node)
         gpu_support = bool(self.pool.inventory(node).get("gpu_support"))
         container_id = await asyncio.to_thread(
             lambda: engine.create_run_container(
@@ -149,6 +163,7 @@ class ContainerDriver:
                 shm_size=spec.shm_size,
                 gpu_uuids=gpu_uuids if gpu_support else [],
                 host_network=ssh is not None,
+                mounts=mounts,
             )
         )
         if node == attempt.node:
@@ -308,6 +323,7 @@ class ContainerDriver:
                 )
         if "c" in present:
             copies.append(self._sync_context(handle))
+        copies.append(self.data.upload_back(attempt, handle.container_id))
         reachable = [w for w in attempt.workers if w != lost]
         if reachable:  # the other nodes' ranks wrote their logs there
             copies.append(
@@ -319,8 +335,12 @@ class ContainerDriver:
 
     async def remove(self, handle: Started, lost: str | None) -> None:
         """A lost node's leftovers go when it is back (recovery's ``node_ready``)."""
+        attempt = handle.attempt
         await asyncio.to_thread(handle.engine.remove, handle.container_id)
-        await self._remove(handle.attempt.run_id, [w for w in handle.attempt.workers if w != lost])
+        reachable = [w for w in attempt.workers if w != lost]
+        await self._remove(attempt.run_id, reachable)
+        if attempt.spec.references():
+            await self.data.remove(attempt.run_id, [attempt.node, *reachable])
 
     async def abandon(self, attempt: Attempt) -> None:
         reachable = [
@@ -330,6 +350,8 @@ class ContainerDriver:
         ]
         with contextlib.suppress(NodeUnavailable):
             await self._remove(attempt.run_id, reachable)
+        if attempt.spec.references():
+            await self.data.remove(attempt.run_id, reachable)
 
     async def _remove(self, run_id: str, nodes: list[str]) -> None:
         await containers.remove_run_containers(self.pool, self.instance, run_id, nodes)

@@ -12,7 +12,7 @@ from typing import Any
 import msgspec
 
 from trainhub.accounts import User, require_run_owner
-from trainhub.runs import admission
+from trainhub.runs import admission, datarefs
 from trainhub.runs.artifacts import (
     DRIVER_LOG,
     GB,
@@ -38,7 +38,7 @@ from trainhub.spec import (
     redact,
     stored_processes_per_node,
 )
-from trainhub.store import Database, environments, lifecycle, metrics, snapshots
+from trainhub.store import Database, environments, lifecycle, metrics, snapshots, users
 from trainhub.store import runs as q
 from trainhub.store.lifecycle import RunStatus
 
@@ -134,6 +134,9 @@ async def submit(
             upload.unlink(missing_ok=True)
     await admission.check_conda(settings, launcher, spec, sha256)
     await admission.check_target(db, launcher, spec)
+    if spec.references():  # datastores named, folders there, and who may write into them
+        submitter = await db.read(lambda conn: users.user_by_name(conn, user)) if user else None
+        await datarefs.check_references(settings, db, spec, submitter)
     run = await db.write(
         lambda conn: q.insert_run(
             conn,

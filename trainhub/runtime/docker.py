@@ -7,7 +7,7 @@ from __future__ import annotations
 import io
 import os
 import socket
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any
@@ -20,8 +20,13 @@ from docker.utils import parse_repository_tag
 
 LABEL_RUN = "org.trainhub.run_id"
 LABEL_INSTANCE = "org.trainhub.instance"
+LABEL_KIND = "org.trainhub.kind"
 WORKDIR = "/trainhub/wd"
 CHUNK = 1024 * 1024
+# Where a helper container has the volume it fills.
+FILL_AT = "/trainhub-fill"
+# The engine's sentence when a bind mount's source is missing on its host.
+MISSING_BIND = "bind source path does not exist: "
 
 
 class EngineError(RuntimeError):
@@ -30,6 +35,29 @@ class EngineError(RuntimeError):
 
 class BuildError(EngineError):
     """An environment build failed; the message is the tail of its log."""
+
+
+@dataclass(frozen=True)
+class DataMount:
+    """A volume (``source`` names it) or a folder of the node (``bind``) at ``target`` in a
+    container."""
+
+    target: str
+    source: str
+    bind: bool = False
+    read_only: bool = True
+
+    def docker(self) -> docker.types.Mount:
+        kind = "bind" if self.bind else "volume"
+        return docker.types.Mount(self.target, self.source, type=kind, read_only=self.read_only)
+
+
+class MissingBindSource(EngineError):
+    """A bind mount's source does not exist on the engine's host."""
+
+    def __init__(self, path: str) -> None:
+        super().__init__(f"{path} does not exist")
+        self.path = path
 
 
 @dataclass(frozen=True)
@@ -141,15 +169,19 @@ class DockerEngine:
         except docker.errors.APIError as exc:
             raise BuildError(f"the engine refused the build: {exc.explanation or exc}") from None
 
-    def has_conda(self, image: str) -> bool:
-        probe = "command -v mamba || command -v conda || test -x /opt/conda/bin/conda"
+    def python_version(self, image: str) -> str | None:
+        """``X.Y`` of the Python a run of ``image`` gets (python3, else python); None without one."""
+        probe = (
+            'py=$(command -v python3 || command -v python) && exec "$py" -c '
+            "'import sys; print(\"%d.%d\" % sys.version_info[:2])'"
+        )
         try:
-            self.client.containers.run(
+            out = self.client.containers.run(
                 image, ["/bin/sh", "-c", probe], remove=True, network_mode="none"
             )
         except docker.errors.ContainerError:
-            return False
-        return True
+            return None
+        return bytes(out).decode().strip() or None
 
     def env_images(self) -> list[dict[str, Any]]:
         images = self.client.api.images(filters={"label": "org.trainhub.kind=env"})
@@ -182,6 +214,7 @@ class DockerEngine:
         shm_size: str | None,
         gpu_uuids: list[str] | None = None,
         host_network: bool = False,
+        mounts: list[DataMount] | None = None,
     ) -> str:
         device_requests = None
         if gpu_uuids:
@@ -199,11 +232,98 @@ class DockerEngine:
             network_mode="host" if host_network else None,
             # Multi-node MPI containers run an sshd and hold root-only keys, whatever the image's USER.
             user="root" if host_network else None,
+            mounts=[m.docker() for m in mounts or []],
             detach=True,
             tty=False,
             stdin_open=False,
         )
         return str(container.id)
+
+    # Volumes and helper containers (a run's data) ---------------------------------------------
+    def volume_present(self, name: str) -> bool:
+        try:
+            self.client.api.inspect_volume(name)
+        except docker.errors.NotFound:
+            return False
+        return True
+
+    def create_volume(self, name: str, labels: dict[str, str]) -> None:
+        self.client.api.create_volume(name, labels=labels)
+
+    def remove_volume(self, name: str) -> None:
+        """Remove a volume, and first any container left holding it (a helper of a server that
+        was killed while it filled the volume)."""
+        for found in self.client.api.containers(all=True, filters={"volume": name}):
+            self.remove(str(found["Id"]))
+        try:
+            self.client.api.remove_volume(name, force=True)
+        except docker.errors.NotFound:
+            pass
+
+    def remove_volumes(self, labels: list[str]) -> int:
+        """Remove every volume carrying all ``labels`` (``key=value``); how many there were."""
+        found = self.client.api.volumes(filters={"label": labels}).get("Volumes") or []
+        for volume in found:
+            self.remove_volume(str(volume["Name"]))
+        return len(found)
+
+    def fill_volume(
+        self, volume: str, image: str, archive: Iterable[bytes], labels: dict[str, str]
+    ) -> None:
+        """Extract a tar, streamed from ``archive`` as it is produced, into ``volume``: through a
+        helper container that has it mounted and is never started (the engine mounts a created
+        container's volumes for an archive copy)."""
+        helper = self._helper(
+            image, ["true"], [DataMount(FILL_AT, volume, read_only=False)], labels
+        )
+        try:
+            if not self.client.api.put_archive(helper, FILL_AT, archive):
+                raise EngineError(f"the engine refused the data for volume {volume}")
+        finally:
+            self.remove(helper)
+
+    def run_helper(
+        self, image: str, script: str, mounts: list[DataMount], labels: dict[str, str]
+    ) -> None:
+        """Run ``script`` (sh) in a short-lived container of ``image`` with ``mounts``, no network;
+        raises :class:`EngineError` with its output when it fails."""
+        helper = self._helper(image, ["/bin/sh", "-ec", script], mounts, labels)
+        try:
+            self.client.api.start(helper)
+            code = self.wait(helper)
+            if code != 0:
+                output = self.client.api.logs(helper, stdout=True, stderr=True)
+                text = output.decode(errors="replace").strip()[-2000:]
+                raise EngineError(f"exit code {code}: {text}")
+        finally:
+            self.remove(helper)
+
+    def check_mounts(self, image: str, mounts: list[DataMount], labels: dict[str, str]) -> None:
+        """Whether the bind mounts' sources exist on the engine's host, asked of the engine
+        itself: a container with them is created (never started) and removed again."""
+        self.remove(self._helper(image, ["true"], mounts, labels))
+
+    def _helper(
+        self, image: str, command: list[str], mounts: list[DataMount], labels: dict[str, str]
+    ) -> str:
+        config = self.client.api.create_host_config(
+            mounts=[m.docker() for m in mounts], network_mode="none"
+        )
+        try:
+            created = self.client.api.create_container(
+                image,
+                command=command,
+                user="root",
+                labels={**labels, LABEL_KIND: "helper"},
+                host_config=config,
+                network_disabled=True,
+            )
+        except docker.errors.APIError as exc:
+            text = str(exc.explanation or exc)
+            if MISSING_BIND in text:
+                raise MissingBindSource(text.split(MISSING_BIND, 1)[1].strip()) from None
+            raise EngineError(f"the engine refused a helper container: {text}") from None
+        return str(created["Id"])
 
     def put_snapshot(self, container_id: str, snapshot: Path) -> None:
         with snapshot.open("rb") as fh:
@@ -290,6 +410,10 @@ class DockerEngine:
             self.client.api.remove_container(container_id, force=True)
         except docker.errors.NotFound:
             pass
+
+    def container_image(self, container_id: str) -> str:
+        """The image (its id) a container was created from."""
+        return str(self.client.api.inspect_container(container_id)["Image"])
 
     def container_status(self, container_id: str) -> str | None:
         try:
