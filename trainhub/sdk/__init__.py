@@ -1,5 +1,6 @@
 """The Python SDK: Azure ML v1's Workspace / Experiment / Estimator / Run, against a trainhub server."""
 
+from trainhub.sdk.datastore import DataReference, Datastore, DatastoreError
 from trainhub.sdk.environment import CondaDependencies, ContainerRegistry, Environment
 from trainhub.sdk.errors import (
     ActivityFailedException,
@@ -21,6 +22,9 @@ __all__ = [
     "CondaDependencies",
     "ConfigError",
     "ContainerRegistry",
+    "DataReference",
+    "Datastore",
+    "DatastoreError",
     "Environment",
     "Estimator",
     "Experiment",

@@ -5,10 +5,13 @@ from __future__ import annotations
 import json
 import os
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from trainhub.sdk.client import ApiClient
 from trainhub.sdk.errors import ConfigError
+
+if TYPE_CHECKING:  # the datastore module builds on this one
+    from trainhub.sdk.datastore import Datastore
 
 
 def config_path() -> Path:
@@ -64,6 +67,19 @@ class Workspace:
     def get_details(self) -> dict[str, Any]:
         health: dict[str, Any] = self._client.json("GET", "/healthz")
         return {"name": self.name, "url": self.url, "version": health.get("version")}
+
+    def get_default_datastore(self) -> Datastore:
+        """``workspaceblobstore``, the workspace's default datastore (a folder on the server)."""
+        from trainhub.sdk.datastore import Datastore
+
+        return Datastore.get_default(self)
+
+    @property
+    def datastores(self) -> dict[str, Datastore]:
+        """Every datastore of the workspace, by name (asked of the server each time)."""
+        from trainhub.sdk.datastore import all_datastores
+
+        return all_datastores(self)
 
     @property
     def client(self) -> ApiClient:
