@@ -9,6 +9,7 @@ import json
 import os
 import socket
 import subprocess
+import threading
 import time
 import uuid
 from collections.abc import Callable
@@ -97,6 +98,55 @@ def raw_request(server: Server, method: str, target: str, body: bytes = b"") -> 
     status_line, _, rest = reply.partition(b"\r\n")
     _, _, payload = rest.partition(b"\r\n\r\n")
     return httpx.Response(int(status_line.split()[1]), content=payload)
+
+
+class CuttingProxy:
+    """A TCP proxy in front of the server that breaks one connection once, after ``cut_after``
+    bytes went through it towards the server (``up``) or towards the client (``down``): a
+    network that fails in the middle of a transfer."""
+
+    def __init__(self, port: int, cut_after: int, direction: str) -> None:
+        self.upstream = port
+        self.cut_after = cut_after
+        self.direction = direction
+        self.cuts = 0
+        self.listener = socket.create_server(("127.0.0.1", 0))
+        self.port = self.listener.getsockname()[1]
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def _accept(self) -> None:
+        while True:
+            try:
+                client, _ = self.listener.accept()
+            except OSError:
+                return
+            server = socket.create_connection(("127.0.0.1", self.upstream))
+            threading.Thread(target=self._pump, args=(client, server, "up"), daemon=True).start()
+            threading.Thread(target=self._pump, args=(server, client, "down"), daemon=True).start()
+
+    def _pump(self, source: socket.socket, dest: socket.socket, direction: str) -> None:
+        passed = 0
+        try:
+            while chunk := source.recv(65536):
+                passed += len(chunk)
+                if direction == self.direction and not self.cuts and passed > self.cut_after:
+                    self.cuts += 1
+                    for sock in (source, dest):
+                        sock.shutdown(socket.SHUT_RDWR)
+                    return
+                dest.sendall(chunk)
+        except OSError:
+            pass
+        finally:
+            for sock in (source, dest):
+                sock.close()
+
+    def close(self) -> None:
+        self.listener.close()
 
 
 def names(client: httpx.Client) -> list[str]:
@@ -300,6 +350,35 @@ def test_a_broken_upload_resumes_from_what_the_server_holds(
     summary = ws.get_default_datastore().upload_tree(source, target, show_progress=False)
     assert (summary.done, summary.resumed, summary.bytes) == (1, 1, len(data) - 2 * MB)
     assert in_store(server, path).read_bytes() == data
+
+
+def test_the_sdk_resumes_by_itself_when_the_connection_breaks(
+    server: Server, tmp_path: Path
+) -> None:
+    data = os.urandom(6 * MB)
+    source = make_tree(tmp_path / "src", {"big.bin": data})
+    target = unique("broken")
+    up = CuttingProxy(server.port, cut_after=2 * MB, direction="up")
+    try:
+        ds = Datastore.get(Workspace(up.url, TOKEN), DEFAULT)
+        sent = ds.upload_tree(source, target, show_progress=False)
+    finally:
+        up.close()
+    assert up.cuts == 1
+    assert (sent.done, sent.resumed) == (1, 1)
+    assert MB < len(data) - sent.bytes <= 2 * MB  # what arrived before the break was not sent again
+    assert in_store(server, f"{target}/big.bin").read_bytes() == data
+
+    down = CuttingProxy(server.port, cut_after=3 * MB, direction="down")
+    try:
+        ds = Datastore.get(Workspace(down.url, TOKEN), DEFAULT)
+        got = ds.download_tree(tmp_path / "back", prefix=target, show_progress=False)
+    finally:
+        down.close()
+    assert down.cuts == 1
+    assert (got.done, got.resumed) == (1, 1)
+    assert got.bytes == len(data)  # the bytes before the break were kept, not fetched again
+    assert tree_of(tmp_path / "back") == {f"{target}/big.bin": data}
 
 
 def test_a_wrong_checksum_is_refused_and_leaves_no_file(

@@ -15,6 +15,7 @@ import asyncio
 import fcntl
 import os
 import re
+import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -28,6 +29,7 @@ from trainhub.spec import SpecError
 
 GB = 1024**3
 WRITE_BUFFER = 1024 * 1024
+LOCK_WAIT_SECONDS = 10.0
 _SHA256 = re.compile(r"[0-9a-f]{64}")
 _RANGE = re.compile(r"bytes=(\d*)-(\d*)")
 
@@ -47,14 +49,17 @@ class _Partial:
     """The partial file of one upload, locked for it; it hashes what it holds and what it gets."""
 
     def __init__(self, path: Path) -> None:
+        """Raises BlockingIOError while another request holds the upload (see :func:`_locked`)."""
         path.parent.mkdir(parents=True, exist_ok=True)
         self.path = path
         self.fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
         try:
             fcntl.flock(self.fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
+            if os.stat(path).st_ino != os.fstat(self.fd).st_ino:
+                raise BlockingIOError("the holder removed it meanwhile: open it again")
+        except (BlockingIOError, FileNotFoundError):
             os.close(self.fd)
-            raise
+            raise BlockingIOError from None
         self.held = os.fstat(self.fd).st_size
         self.digest = files.hash_file(path, self.held)
 
@@ -111,11 +116,8 @@ async def receive(
         )
     await asyncio.to_thread(_check_room, settings, root, size - offset)
     await asyncio.to_thread(files.sweep_partials, root)
-    path = files.partial_path(root, relative, size, digest)
-    try:
-        partial = await asyncio.to_thread(_Partial, path)
-    except BlockingIOError:
-        raise UploadConflict(f"Another upload of '{relative}' is in progress") from None
+    partial = await _locked(files.partial_path(root, relative, size, digest), relative)
+    path = partial.path
     try:
         if offset == 0 and partial.held:
             await asyncio.to_thread(partial.restart)
@@ -139,6 +141,20 @@ async def receive(
         return _answer(relative, size, digest, received=size, stored=True)
     finally:
         await asyncio.to_thread(partial.close)
+
+
+async def _locked(path: Path, relative: str) -> _Partial:
+    """The partial file of an upload, once no other request holds it. A client that lost its
+    connection comes back at once, while the server may still be writing what the broken
+    request delivered: that request is waited for (a little), not refused."""
+    deadline = time.monotonic() + LOCK_WAIT_SECONDS
+    while True:
+        try:
+            return await asyncio.to_thread(_Partial, path)
+        except BlockingIOError:
+            if time.monotonic() > deadline:
+                raise UploadConflict(f"Another upload of '{relative}' is in progress") from None
+            await asyncio.sleep(0.05)
 
 
 async def _append(partial: _Partial, body: AsyncIterator[bytes], size: int, relative: str) -> None:

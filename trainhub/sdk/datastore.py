@@ -493,8 +493,12 @@ class Datastore:
                     content=_chunks(local, offset, bar),
                     headers={"Content-Type": "application/octet-stream"},
                 )
-            except ServiceError:
-                raise
+            except ServiceError as exc:
+                # 409: the server was still taking in what a broken try delivered; ask again.
+                if exc.status != 409 or attempt == RETRIES:
+                    raise
+                time.sleep(0.5 * (attempt + 1))
+                continue
             except TrainhubError:  # the connection broke: the server keeps what arrived
                 if attempt == RETRIES:
                     raise
