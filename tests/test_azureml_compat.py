@@ -115,6 +115,7 @@ def compat_server(tmp_path_factory: pytest.TempPathFactory, docker_ready: None) 
 
 
 @pytest.mark.docker
+@pytest.mark.slow  # an environment image is built
 def test_an_azure_ml_notebook_runs_with_its_imports_unchanged(
     compat_server: Server, tmp_path: Path
 ) -> None:
@@ -158,8 +159,9 @@ def test_an_azure_ml_notebook_runs_with_its_imports_unchanged(
 
 
 def test_azure_ml_names_are_trainhub_s_own_objects() -> None:
-    from azureml.core import ContainerRegistry, Environment, Experiment, Run, Workspace
+    from azureml.core import ContainerRegistry, Datastore, Environment, Experiment, Run, Workspace
     from azureml.core.conda_dependencies import CondaDependencies
+    from azureml.data.data_reference import DataReference
     from azureml.exceptions import ActivityFailedException
     from azureml.tensorboard import Tensorboard
     from azureml.train import dnn, estimator
@@ -170,6 +172,7 @@ def test_azure_ml_names_are_trainhub_s_own_objects() -> None:
         and ContainerRegistry is trainhub.sdk.ContainerRegistry
     )
     assert CondaDependencies is trainhub.sdk.CondaDependencies
+    assert Datastore is trainhub.sdk.Datastore and DataReference is trainhub.sdk.DataReference
     assert estimator.Estimator is trainhub.sdk.Estimator
     for name in ("PyTorch", "TensorFlow", "Mpi", "Gloo", "Nccl", "ParameterServer"):
         assert getattr(dnn, name) is getattr(trainhub.sdk, name)
@@ -248,6 +251,33 @@ def test_compute_targets_are_the_server_s_by_name(server: Server) -> None:
     config = AmlCompute.provisioning_configuration(vm_size="STANDARD_NC6", max_nodes=4)
     with pytest.raises(ComputeTargetException, match=r"does not provision machines.*target create"):
         ComputeTarget.create(ws, "gpu-cluster", config)
+
+
+def test_datastores_by_azure_ml_names(server: Server, tmp_path: Path) -> None:
+    from azureml.core import Datastore, Workspace
+    from azureml.data.data_reference import DataReference
+
+    ws = Workspace(server.url, token=TOKEN)
+    ds = ws.get_default_datastore()
+    assert ds.name == "workspaceblobstore" and "workspaceblobstore" in ws.datastores
+    (tmp_path / "up").mkdir()
+    (tmp_path / "up" / "a.csv").write_text("1,2\n")
+    folder = f"azureml-{uuid.uuid4().hex[:8]}"
+    ds.upload(src_dir=str(tmp_path / "up"), target_path=folder, show_progress=False)
+    again = Datastore.get(ws, "workspaceblobstore")
+    assert again.download(str(tmp_path / "down"), prefix=folder, show_progress=False) == 1
+    assert (tmp_path / "down" / folder / "a.csv").read_text() == "1,2\n"
+    ref = DataReference(again, path_on_datastore=folder, data_reference_name="digits")
+    assert ref.as_download(path_on_compute="data").to_spec() == {
+        "$data_reference": {
+            "datastore": "workspaceblobstore",
+            "path": folder,
+            "mode": "download",
+            "path_on_compute": "data",
+            "name": "digits",
+            "overwrite": False,
+        }
+    }
 
 
 def test_mpi_configuration_is_trainhub_s_mpi_in_an_estimator(tmp_path: Path) -> None:
