@@ -288,6 +288,18 @@ def test_a_folder_uploaded_with_the_sdk_downloads_back_byte_identical(
     count = ds.download(str(tmp_path / "back"), prefix=target, show_progress=False)
     assert count == len(SAMPLE)
     assert tree_of(tmp_path / "back" / target) == SAMPLE
+    # upload_files: each file at its path under the folder they share (Azure ML's default).
+    chosen = [source / "train/part-0.csv", source / "train/nested/deeper/blob.bin"]
+    ref = ds.upload_files(
+        [str(p) for p in chosen], target_path=f"{target}/some", show_progress=False
+    )
+    assert str(ref) != str(ds.as_mount()) and ref.path_on_datastore == f"{target}/some"
+    assert [f["path"] for f in ds.list_files(f"{target}/some/")] == [
+        f"{target}/some/nested/deeper/blob.bin",
+        f"{target}/some/part-0.csv",
+    ]
+    with pytest.raises(DatastoreError, match="not under relative_root"):
+        ds.upload_files(chosen, relative_root=source / "train/nested", show_progress=False)
 
 
 def test_uploading_again_skips_identical_files_and_refuses_changed_ones_unless_overwrite(

@@ -202,7 +202,9 @@ class Datastore:
     is_default: bool
 
     def __init__(self, workspace: Workspace, name: str | None = None) -> None:
-        details = workspace.client.json("GET", f"/api/v1/datastores/{name or DEFAULT}")
+        details = workspace.client.json(
+            "GET", f"/api/v1/datastores/{quote(name or DEFAULT, safe='')}"
+        )
         self._load(workspace, details)
 
     @classmethod
@@ -277,7 +279,7 @@ class Datastore:
 
     def unregister(self) -> None:
         """(Admins) Forget this datastore; a server datastore's files stay on the server."""
-        self.workspace.client.json("DELETE", f"/api/v1/datastores/{self.name}")
+        self.workspace.client.json("DELETE", f"/api/v1/datastores/{quote(self.name)}")
 
     # References -------------------------------------------------------------------------------
     def path(
@@ -302,7 +304,7 @@ class Datastore:
     def list_files(self, prefix: str | None = None) -> list[dict[str, Any]]:
         """Files whose path starts with ``prefix``: ``path``, ``size``, ``sha256``, ``modifiedUtc``."""
         found: list[dict[str, Any]] = self.workspace.client.json(
-            "GET", f"/api/v1/datastores/{self.name}/files", params={"prefix": prefix or ""}
+            "GET", f"/api/v1/datastores/{quote(self.name)}/files", params={"prefix": prefix or ""}
         )["files"]
         return found
 
@@ -422,7 +424,7 @@ class Datastore:
             quote(s, safe="") if s not in (".", "..") else s.replace(".", "%2E")
             for s in path.split("/")
         )
-        return f"/api/v1/datastores/{self.name}/{route}/{quoted}"
+        return f"/api/v1/datastores/{quote(self.name)}/{route}/{quoted}"
 
     def _existing(self, target: str) -> dict[str, str]:
         """The checksum of every file under ``target`` in the datastore, by path."""
