@@ -16,7 +16,7 @@ from trainhub.sdk.estimator import Estimator, Gloo, Mpi, Nccl, ParameterServer, 
 from trainhub.sdk.run import Experiment, Run
 from trainhub.sdk.workspace import Workspace
 
-__all__ = [
+__all__: list[str] = [
     "ActivityFailedException",
     "AuthenticationError",
     "CondaDependencies",

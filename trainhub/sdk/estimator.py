@@ -6,6 +6,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from trainhub.sdk.datastore import DataReference
+
 
 class _Distributed:
     type = ""
@@ -46,6 +48,11 @@ def _name_of(value: Any) -> Any:
     if value is None or isinstance(value, (str, dict)):
         return value
     return getattr(value, "name", str(value))
+
+
+def _data_value(value: Any) -> Any:
+    """A ``DataReference`` (``ds.as_mount()``...) as the spec's wire format; anything else as is."""
+    return value.to_spec() if isinstance(value, DataReference) else value
 
 
 def _environment_reference(value: Any) -> Any:
@@ -147,7 +154,7 @@ class Estimator:
         spec: dict[str, Any] = {
             "entry_script": self.entry_script,
             "source_directory": str(Path(self.source_directory).resolve()),
-            "script_params": self.script_params,
+            "script_params": {k: _data_value(v) for k, v in self.script_params.items()},
             "compute_target": self.compute_target,
             "node_count": self.node_count,
             "process_count_per_node": self.process_count_per_node,
@@ -167,7 +174,7 @@ class Estimator:
             "pip_requirements_file": self.pip_requirements_file,
             "environment_variables": self.environment_variables,
             "environment_definition": _environment_reference(self.environment_definition),
-            "inputs": self.inputs,
+            "inputs": [_data_value(v) for v in self.inputs],
             "shm_size": self.shm_size,
             "max_run_duration_seconds": self.max_run_duration_seconds,
             "framework": self.framework,
