@@ -1,10 +1,13 @@
 """Whether a submitted run could ever run here: its compute target holds it (nodes, GPUs Docker can
-hand out, CPU slots), and conda packages have conda to install them. A 422 naming the field now
-beats a run that waits for ever or fails its build later."""
+hand out, CPU slots), and its conda part can be read (match specs, the environment file, channels).
+A 422 naming the field now beats a run that waits for ever or fails its build later."""
 
 from __future__ import annotations
 
-from trainhub.runs import dispatch
+import asyncio
+
+from trainhub.runs import conda, dispatch
+from trainhub.runs.environment import read_dependency_files
 from trainhub.runs.launcher import Launcher
 from trainhub.settings import Settings
 from trainhub.spec import EstimatorSpec, SpecError, processes_per_node
@@ -79,19 +82,21 @@ async def check_target(db: Database, launcher: Launcher, spec: EstimatorSpec) ->
 async def check_conda(
     settings: Settings, launcher: Launcher, spec: EstimatorSpec, sha256: str
 ) -> None:
-    """conda packages need conda or mamba in the base image: refuse now rather than fail a build later."""
+    """The conda part is one the server can solve: each spec a match spec, the environment file
+    YAML with channels and dependencies (and a ``pip:`` section of requirements), each channel a
+    name, a URL or a folder. Whether the packages exist is the solver's to say, at ``Preparing``."""
     if not (spec.conda_packages or spec.conda_dependencies_file):
         return
-    field = "conda_packages" if spec.conda_packages else "conda_dependencies_file"
-    if not spec.use_docker:
-        raise SpecError(
-            field, f"{field} needs a container image with conda or mamba (use_docker=True)"
+    env_file = None
+    if spec.conda_dependencies_file:
+        name = spec.conda_dependencies_file.removeprefix("./")
+        files = await asyncio.to_thread(
+            read_dependency_files, settings.snapshot_path(sha256), [name]
         )
-    image = spec.image or (settings.default_gpu_image if spec.use_gpu else settings.default_image)
-    available = await launcher.conda_available(image)
-    if available is False:
-        raise SpecError(
-            field,
-            f"{field} need conda or mamba in the base image, and {image} has neither: "
-            "name an image with conda (custom_docker_image) or use pip_packages",
-        )
+        if name not in files:
+            raise SpecError(
+                conda.FILE_FIELD,
+                f"'{spec.conda_dependencies_file}' is not a file of at most 1 MiB in the snapshot",
+            )
+        env_file = files[name]
+    conda.request_for(spec.conda_packages, env_file, settings.conda_channels)

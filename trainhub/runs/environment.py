@@ -2,7 +2,9 @@
 
 Equal environments share one image: the tag is a hash of the normalized environment, the base image's
 id and the build settings (CA bundle, package indexes, wheel folder), so any change makes a new one.
-Runtime-only fields (environment variables, shm size) are not part of it.
+Runtime-only fields (environment variables, shm size) are not part of it. A conda part enters the
+hash as its prefix's content key (``runs/conda.py``); the image copies that prefix, built on the
+server, to the same absolute path.
 """
 
 from __future__ import annotations
@@ -13,11 +15,13 @@ import json
 import shlex
 import tarfile
 from dataclasses import asdict, dataclass, field
+from functools import cached_property
 from pathlib import Path
 from typing import Any
 
 import msgspec
 
+from trainhub.runs import conda
 from trainhub.settings import Settings
 from trainhub.spec import EstimatorSpec
 from trainhub.store.runs import RunRow
@@ -25,6 +29,7 @@ from trainhub.store.runs import RunRow
 ENV_IMAGE_REPO = "trainhub/env"
 VENV = "/opt/trainhub-env"
 MAX_DEPENDENCY_FILE = 1024 * 1024
+CONDA_CONTEXT = "trainhub-conda"  # the prefix's folder in the build context
 
 
 @dataclass(frozen=True)
@@ -35,6 +40,7 @@ class Environment:
     pip_requirements: str | None = None
     conda_packages: tuple[str, ...] = ()
     conda_dependencies: str | None = None
+    conda_channels: str = ""  # the server's channels (a setting) for specs that name none
     registry: dict[str, Any] | None = field(default=None, compare=False)
 
     @property
@@ -50,12 +56,32 @@ class Environment:
     def needs_conda(self) -> bool:
         return bool(self.conda_packages or self.conda_dependencies)
 
+    @cached_property
+    def conda(self) -> conda.Request | None:
+        """The conda part, parsed; raises :class:`~trainhub.spec.SpecError` for a bad file."""
+        if not self.needs_conda:
+            return None
+        return conda.request_for(
+            self.conda_packages,
+            self.conda_dependencies,
+            self.conda_channels,
+            with_pip=bool(self.pip_packages or self.pip_requirements),
+        )
+
+    @property
+    def pip_lines(self) -> tuple[str, ...]:
+        """``pip_packages`` and the conda environment file's ``pip:`` section."""
+        return self.pip_packages + (self.conda.pip if self.conda else ())
+
     def normalized(self) -> dict[str, Any]:
         data = asdict(self)
         data.pop("registry")
         data.pop("base_image")
+        data.pop("conda_channels")
         data["pip_packages"] = sorted({p.strip() for p in self.pip_packages if p.strip()})
         data["conda_packages"] = sorted({p.strip() for p in self.conda_packages if p.strip()})
+        if self.conda is not None:
+            data["conda_prefix"] = self.conda.key
         return data
 
     def key(self, base_image_id: str, build_fingerprint: str) -> str:
@@ -94,13 +120,15 @@ def from_spec(spec: EstimatorSpec, settings: Settings, files: dict[str, str]) ->
         base = settings.default_image
     details = spec.image_registry_details
     registry: dict[str, Any] | None = msgspec.to_builtins(details) if details is not None else None
+    conda_file = files.get((spec.conda_dependencies_file or "").removeprefix("./"))
     return Environment(
         base_image=base,
         user_managed=spec.user_managed,
         pip_packages=tuple(spec.pip_packages),
         pip_requirements=files.get((spec.pip_requirements_file or "").removeprefix("./")),
         conda_packages=tuple(spec.conda_packages),
-        conda_dependencies=files.get((spec.conda_dependencies_file or "").removeprefix("./")),
+        conda_dependencies=conda_file,
+        conda_channels=settings.conda_channels if spec.conda_packages or conda_file else "",
         registry=registry,
     )
 
@@ -134,7 +162,16 @@ def pip_environment(
     return env
 
 
-def dockerfile(env: Environment, key: str, settings: Settings) -> str:
+def dockerfile(
+    env: Environment,
+    key: str,
+    settings: Settings,
+    prefix: conda.Prefix | None = None,
+    python_version: str | None = None,
+) -> str:
+    """The Dockerfile. A conda ``prefix`` is copied to its own path; with a Python of its own it
+    runs the script and takes the pip packages, else the image's Python (``python_version``) runs
+    in a venv with the prefix's packages and libraries visible."""
     has_ca = bool(settings.build_ca_bundle)
     has_wheels = bool(settings.wheel_dir and Path(settings.wheel_dir).is_dir())
     pip_env = pip_environment(
@@ -148,41 +185,60 @@ def dockerfile(env: Environment, key: str, settings: Settings) -> str:
         "COPY trainhub-build/ /trainhub-build/",
         "ENV " + " ".join(f"{k}={shlex.quote(v)}" for k, v in sorted(pip_env.items())),
     ]
-    if env.needs_conda:
-        manager = 'CONDA="$(command -v mamba || command -v conda)"'
-        if env.conda_dependencies:
-            lines.append(
-                f'RUN {manager} && "$CONDA" env update -n base -f /trainhub-build/conda.yml'
-            )
-        if env.conda_packages:
-            lines.append(
-                f'RUN {manager} && "$CONDA" install -y -n base $(cat /trainhub-build/conda-packages.txt)'
-            )
-        pip = "python -m pip"
+    make_venv = f"RUN python3 -m venv --system-site-packages {VENV}"
+    use_venv = f"ENV PATH={VENV}/bin:$PATH VIRTUAL_ENV={VENV}"
+    pip = f"{VENV}/bin/python -m pip"
+    if prefix is None:
+        lines += [make_venv, use_venv]
+    elif prefix.has_python:
+        path = _dockerfile_path(prefix.path)
+        lines.append(f"COPY {json.dumps([f'{CONDA_CONTEXT}/', f'{path}/'])}")
+        lines.append(f'ENV PATH="{path}/bin:$PATH" CONDA_PREFIX="{path}"')
+        pip = f"{shlex.quote(str(prefix.python))} -m pip"
     else:
-        lines.append(f"RUN python3 -m venv --system-site-packages {VENV}")
-        lines.append(f"ENV PATH={VENV}/bin:$PATH VIRTUAL_ENV={VENV}")
-        pip = f"{VENV}/bin/python -m pip"
+        if python_version is None:
+            raise ValueError("the image's Python version is needed for a prefix without Python")
+        path = _dockerfile_path(prefix.path)
+        site = prefix.site_packages(python_version)
+        lines.append(make_venv)  # before the prefix's libraries are on LD_LIBRARY_PATH
+        lines.append(f"COPY {json.dumps([f'{CONDA_CONTEXT}/', f'{path}/'])}")
+        lines.append(
+            f'ENV PATH="{path}/bin:$PATH" CONDA_PREFIX="{path}" '
+            f'PYTHONPATH="{site}${{PYTHONPATH:+:$PYTHONPATH}}" '
+            f'LD_LIBRARY_PATH="{path}/lib${{LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}}"'
+        )
+        lines.append(use_venv)
     if env.pip_requirements:
         lines.append(f"RUN {pip} install -r /trainhub-build/requirements.txt")
-    if env.pip_packages:
+    if env.pip_lines:
         lines.append(f"RUN {pip} install -r /trainhub-build/pip-packages.txt")
     return "\n".join(lines) + "\n"
 
 
-def build_context(env: Environment, key: str, settings: Settings) -> bytes:
-    """The build context as a tar: the Dockerfile and ``trainhub-build/`` (lists, CA, wheels)."""
-    files: dict[str, bytes] = {"Dockerfile": dockerfile(env, key, settings).encode()}
+def _dockerfile_path(path: Path) -> str:
+    """``path`` as it may stand in a Dockerfile's quoted ``ENV`` and JSON ``COPY``."""
+    text = str(path)
+    if any(c in text for c in '"$\\\n`'):
+        raise ValueError(f"the data folder's path {text!r} cannot be written in a Dockerfile")
+    return text
+
+
+def build_context(
+    env: Environment,
+    key: str,
+    settings: Settings,
+    prefix: conda.Prefix | None = None,
+    python_version: str | None = None,
+) -> bytes:
+    """The build context as a tar: the Dockerfile, ``trainhub-build/`` (lists, CA, wheels) and the
+    conda prefix (``trainhub-conda/``, links kept as links)."""
+    files: dict[str, bytes] = {
+        "Dockerfile": dockerfile(env, key, settings, prefix, python_version).encode()
+    }
     if env.pip_requirements:
         files["trainhub-build/requirements.txt"] = env.pip_requirements.encode()
-    if env.pip_packages:
-        files["trainhub-build/pip-packages.txt"] = "\n".join(env.pip_packages).encode() + b"\n"
-    if env.conda_dependencies:
-        files["trainhub-build/conda.yml"] = env.conda_dependencies.encode()
-    if env.conda_packages:
-        files["trainhub-build/conda-packages.txt"] = " ".join(
-            shlex.quote(p) for p in env.conda_packages
-        ).encode()
+    if env.pip_lines:
+        files["trainhub-build/pip-packages.txt"] = "\n".join(env.pip_lines).encode() + b"\n"
     if settings.build_ca_bundle:
         files["trainhub-build/ca.crt"] = Path(settings.build_ca_bundle).read_bytes()
     else:
@@ -200,6 +256,8 @@ def build_context(env: Environment, key: str, settings: Settings) -> bytes:
                     tar.add(
                         str(wheel), arcname=f"trainhub-build/wheels/{wheel.name}", recursive=False
                     )
+        if prefix is not None:
+            tar.add(str(prefix.path), arcname=CONDA_CONTEXT)
     return buf.getvalue()
 
 

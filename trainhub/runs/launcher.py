@@ -19,7 +19,6 @@ from trainhub.runs import dispatch, recovery
 from trainhub.runs.artifacts import GB, free_bytes, human_size
 from trainhub.runs.container_driver import ContainerDriver
 from trainhub.runs.driving import Attempt, Driver, RunControl, drive, load_attempt
-from trainhub.runs.preparing import ImagePreparer
 from trainhub.runs.process import ProcessDriver
 from trainhub.scheduler import Allocation, plan
 from trainhub.settings import Settings
@@ -44,13 +43,6 @@ class Launcher:
         self._dispatcher: asyncio.Task[None] | None = None
         self._faults: set[asyncio.Task[None]] = set()
         pool.on_ready = lambda node: recovery.node_ready(self, node)
-
-    @property
-    def preparer(self) -> ImagePreparer:
-        return self.containers.preparer_for(LOCAL)
-
-    async def conda_available(self, image: str) -> bool | None:
-        return await self.preparer.conda_available(image)
 
     # Lifecycle of the launcher itself ------------------------------------------------------
     async def start(self) -> None:

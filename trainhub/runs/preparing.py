@@ -2,7 +2,9 @@
 
 An image is built once per node even when several runs ask at the same time (a lock per image tag);
 every later run with the same environment finds it and goes on at once. The build's output goes to
-the run's ``logs/build_log.txt`` as it happens.
+the run's ``logs/build_log.txt`` as it happens. An environment with conda packages is solved and
+installed on the server first (``runs/conda.py``, once per content), and its prefix goes into the
+image through the build context: a remote node needs nothing else.
 """
 
 from __future__ import annotations
@@ -11,11 +13,12 @@ import asyncio
 import time
 from pathlib import Path
 
+from trainhub.runs import conda
 from trainhub.runs import environment as envs
 from trainhub.runs.artifacts import BUILD_LOG
 from trainhub.runtime.docker import BuildError, DockerEngine, EngineError
 from trainhub.settings import Settings
-from trainhub.spec import EstimatorSpec
+from trainhub.spec import EstimatorSpec, SpecError
 from trainhub.store import Database
 from trainhub.store import environments as env_store
 from trainhub.store import runs as q
@@ -38,16 +41,7 @@ class ImagePreparer:
         self.engine = engine
         self.node = node
         self._locks: dict[str, asyncio.Lock] = {}
-        self._conda: dict[str, bool] = {}
-
-    async def conda_available(self, image: str) -> bool | None:
-        """Whether ``image`` has conda or mamba; None when the image is not on this node."""
-        image_id = await asyncio.to_thread(self.engine.image_id, image)
-        if image_id is None:
-            return None
-        if image_id not in self._conda:
-            self._conda[image_id] = await asyncio.to_thread(self.engine.has_conda, image)
-        return self._conda[image_id]
+        self._pythons: dict[str, str | None] = {}  # image id -> its Python's X.Y
 
     def environment(self, run: q.RunRow, spec: EstimatorSpec) -> envs.Environment:
         return environment_of(self.settings, run, spec)
@@ -57,13 +51,9 @@ class ImagePreparer:
         env = await asyncio.to_thread(self.environment, run, spec)
         log_path = self.settings.run_dir(run.id) / BUILD_LOG
         await self._ensure_base(env, spec, log_path)
-        if env.needs_conda and not await self.conda_available(env.base_image):
-            raise PrepareFailed(
-                EndReason.BUILD_FAILED,
-                f"conda packages need conda or mamba in the base image, and {env.base_image} has neither",
-            )
         if not env.needs_build:
             return env.base_image
+        request = conda_request(env)
         base_id = await asyncio.to_thread(self.engine.image_id, env.base_image)
         fingerprint = await asyncio.to_thread(envs.build_fingerprint, self.settings)
         key = env.key(base_id or env.base_image, fingerprint)
@@ -82,7 +72,13 @@ class ImagePreparer:
                 f"Building environment image {tag} on node {self.node} from {env.base_image}\n",
             )
             started = time.monotonic()
-            context = await asyncio.to_thread(envs.build_context, env, key, self.settings)
+            prefix, python = await self._conda_prefix(env, request, log_path)
+            try:
+                context = await asyncio.to_thread(
+                    envs.build_context, env, key, self.settings, prefix, python
+                )
+            except ValueError as exc:
+                raise PrepareFailed(EndReason.BUILD_FAILED, str(exc)) from None
             try:
                 await asyncio.to_thread(self._build, context, tag, log_path)
             except BuildError as exc:
@@ -103,6 +99,29 @@ class ImagePreparer:
                 )
             )
         return tag
+
+    async def _conda_prefix(
+        self, env: envs.Environment, request: conda.Request | None, log_path: Path
+    ) -> tuple[conda.Prefix | None, str | None]:
+        """The environment's conda prefix, built on the server if needed, and the base image's
+        Python version when the prefix has no Python of its own (its packages are for that one)."""
+        if request is None:
+            return None, None
+        prefix = await built_prefix(self.settings, request, log_path)
+        if prefix.has_python:
+            return prefix, None
+        image_id = await asyncio.to_thread(self.engine.image_id, env.base_image) or ""
+        if image_id not in self._pythons:
+            self._pythons[image_id] = await asyncio.to_thread(
+                self.engine.python_version, env.base_image
+            )
+        python = self._pythons[image_id]
+        if python is None:
+            raise PrepareFailed(
+                EndReason.BUILD_FAILED,
+                f"The conda environment has no Python and the image {env.base_image} has none either",
+            )
+        return prefix, python
 
     def _build(self, context: bytes, tag: str, log_path: Path) -> None:
         with log_path.open("a", encoding="utf-8") as sink:
@@ -129,6 +148,24 @@ class ImagePreparer:
                 EndReason.IMAGE_MISSING, f"The image {image} is not on node {self.node} and {exc}"
             ) from None
         append_log(log_path, f"Pulled {image}\n")
+
+
+def conda_request(env: envs.Environment) -> conda.Request | None:
+    """``env.conda``, with a bad conda environment file failing the run (it was checked at
+    submit, but a registered environment may still hold one)."""
+    try:
+        return env.conda
+    except SpecError as exc:
+        raise PrepareFailed(EndReason.BUILD_FAILED, exc.message) from None
+
+
+async def built_prefix(settings: Settings, request: conda.Request, log_path: Path) -> conda.Prefix:
+    """The conda prefix of ``request`` (built now if needed), or the run fails at ``Preparing``
+    with the solver's or installer's message."""
+    try:
+        return await conda.ensure_prefix(settings, request, log_path)
+    except conda.CondaFailed as exc:
+        raise PrepareFailed(EndReason.BUILD_FAILED, str(exc)) from None
 
 
 def environment_of(settings: Settings, run: q.RunRow, spec: EstimatorSpec) -> envs.Environment:

@@ -1,5 +1,7 @@
 """Runs without a container (``use_docker=False``): the script as a process on the server's machine,
-in a virtual environment built from the same fields and cached the same way as images.
+in a virtual environment built from the same fields and cached the same way as images. A conda
+environment is used in place, from its prefix on the server (``runs/conda.py``): its own Python
+when it has one, else the server's Python with the prefix's packages and libraries visible.
 
 The process runs in its own session with its output going straight to ``logs/driver_log.txt`` and its
 exit code to a file, so it survives a server restart and is finished by the next server. Nothing it
@@ -33,7 +35,13 @@ from trainhub.runs.artifacts import (
 )
 from trainhub.runs.containers import OVERLAP, bytes_at, open_fresh
 from trainhub.runs.driving import Attempt, Interruption
-from trainhub.runs.preparing import PrepareFailed, append_log, environment_of
+from trainhub.runs.preparing import (
+    PrepareFailed,
+    append_log,
+    built_prefix,
+    conda_request,
+    environment_of,
+)
 from trainhub.runtime.incontainer import runtime_archive
 from trainhub.settings import Settings
 from trainhub.spec import EstimatorSpec
@@ -69,53 +77,71 @@ class ProcessDriver:
         self.db = db
         self.ingest = ingest  # RunControl.ingest: metrics lines into the store
         self._locks: dict[str, asyncio.Lock] = {}
+        self._variables: dict[str, dict[str, str]] = {}  # run id -> its conda prefix's variables
         self.children: dict[int, subprocess.Popen[bytes]] = {}
 
     # Preparing: the virtual environment -------------------------------------------------------
-    async def python_for(self, run: q.RunRow, env: envs.Environment) -> str:
+    async def python_for(self, run: q.RunRow, env: envs.Environment) -> tuple[str, dict[str, str]]:
+        """The Python that runs the script, and the variables its process needs for the conda
+        prefix (none without one); pip packages go into a venv over that Python."""
         python = shutil.which(self.settings.process_python) or self.settings.process_python
         log_path = self.settings.run_dir(run.id) / BUILD_LOG
         if not env.needs_build:
-            return python
-        if env.needs_conda:
-            raise PrepareFailed(
-                EndReason.BUILD_FAILED, "conda packages need a container image with conda"
-            )
+            return python, {}
+        request = conda_request(env)
+        prefix = await built_prefix(self.settings, request, log_path) if request else None
+        if prefix is not None and prefix.has_python:
+            python = str(prefix.python)
         version = await asyncio.to_thread(
             lambda: subprocess.run(
                 [python, "--version"], capture_output=True, text=True
             ).stdout.strip()
         )
+        variables: dict[str, str] = {}
+        if prefix is not None:
+            inherited = {k: os.environ[k] for k in ("PATH", "LD_LIBRARY_PATH") if k in os.environ}
+            x_y = ".".join(version.removeprefix("Python ").split(".")[:2])
+            variables = prefix.variables(x_y, inherited)
+        if not (env.pip_lines or env.pip_requirements):
+            return python, variables
         fingerprint = await asyncio.to_thread(envs.build_fingerprint, self.settings)
         key = env.key(f"process:{python}:{version}", fingerprint)
         venv = self.settings.venv_dir(key)
         async with self._locks.setdefault(key, asyncio.Lock()):
             if (venv / "ready").exists():
                 append_log(log_path, f"Virtual environment {key} is present: reused, no build.\n")
-                return str(venv / "bin" / "python")
+                return str(venv / "bin" / "python"), variables
             append_log(log_path, f"Building virtual environment {key} with {python} ({version})\n")
             started = time.monotonic()
-            ok = await asyncio.to_thread(self._build_venv, python, env, venv, log_path)
+            ok = await asyncio.to_thread(self._build_venv, python, env, venv, log_path, variables)
             if not ok:
                 tail = "\n".join(log_path.read_text(errors="replace").splitlines()[-15:])
                 raise PrepareFailed(
                     EndReason.BUILD_FAILED, f"The environment build failed:\n{tail}"
                 )
             append_log(log_path, f"Built in {time.monotonic() - started:.1f} s\n")
-        return str(venv / "bin" / "python")
+        return str(venv / "bin" / "python"), variables
 
-    def _build_venv(self, python: str, env: envs.Environment, venv: Path, log_path: Path) -> bool:
+    def _build_venv(
+        self,
+        python: str,
+        env: envs.Environment,
+        venv: Path,
+        log_path: Path,
+        variables: dict[str, str],
+    ) -> bool:
         # venvs are not relocatable: built in place; the "ready" marker says it is complete.
         shutil.rmtree(venv, ignore_errors=True)
         venv.mkdir(parents=True)
         pip_env = {
             **{k: os.environ[k] for k in PASSED_THROUGH if k in os.environ},
+            **variables,  # pip sees the conda packages as installed
             **envs.pip_environment(
                 self.settings, self.settings.build_ca_bundle, self.settings.wheel_dir
             ),
         }
         requirements = venv / "trainhub-requirements.txt"
-        lines = list(env.pip_packages) + ([env.pip_requirements] if env.pip_requirements else [])
+        lines = list(env.pip_lines) + ([env.pip_requirements] if env.pip_requirements else [])
         requirements.write_text("\n".join(lines) + "\n")
         steps = [
             [python, "-m", "venv", "--system-site-packages", str(venv)],
@@ -136,7 +162,14 @@ class ProcessDriver:
         return True
 
     # Starting ---------------------------------------------------------------------------------
-    def start_process(self, run: q.RunRow, spec: EstimatorSpec, python: str, snapshot: Path) -> int:
+    def start_process(
+        self,
+        run: q.RunRow,
+        spec: EstimatorSpec,
+        python: str,
+        snapshot: Path,
+        variables: dict[str, str],
+    ) -> int:
         work = self.settings.work_dir(run.id)
         shutil.rmtree(work, ignore_errors=True)
         (work / "wd").mkdir(parents=True)
@@ -147,12 +180,14 @@ class ProcessDriver:
         run_dir = self.settings.run_dir(run.id)
         prepare_run_dir(run_dir)
         env = {k: os.environ[k] for k in PASSED_THROUGH if k in os.environ}
+        env.update(variables)
         env.update(
             envs.environment_for(
                 spec,
                 run,
                 lib_dir=str(work / "sys" / "trainhub" / "lib"),
                 context_dir=str(work / "sys" / "trainhub" / "ctx"),
+                inherited_pythonpath=variables.get("PYTHONPATH"),
             )
         )
         env["TRAINHUB_EXIT_FILE"] = str(work / "exit_code")
@@ -185,14 +220,17 @@ class ProcessDriver:
         run = attempt.run
         await asyncio.to_thread(prepare_run_dir, self.settings.run_dir(run.id))
         env = await asyncio.to_thread(environment_of, self.settings, run, attempt.spec)
-        attempt.image = await self.python_for(run, env)
+        attempt.image, self._variables[run.id] = await self.python_for(run, env)
 
     async def start(self, attempt: Attempt) -> Started:
         run = attempt.run
         assert run.snapshot is not None and attempt.image is not None
         python = attempt.image
         snapshot = self.settings.snapshot_path(run.snapshot)
-        pid = await asyncio.to_thread(self.start_process, run, attempt.spec, python, snapshot)
+        variables = self._variables.pop(run.id, {})
+        pid = await asyncio.to_thread(
+            self.start_process, run, attempt.spec, python, snapshot, variables
+        )
         await self.db.write(lambda db: q.update_run(db, run.id, pid=pid, image=f"process:{python}"))
         return Started(attempt, pid)
 
