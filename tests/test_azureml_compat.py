@@ -24,7 +24,7 @@ from tests.test_sdk import write_project
 REPO = Path(__file__).resolve().parents[1]
 
 # A training script of the Azure ML era: it imports Run from azureml.core.run and a package its
-# environment installs.
+# environment installs, and reads the data folder it is given.
 TRAIN = textwrap.dedent(
     """
     import argparse, os, pickle
@@ -32,22 +32,24 @@ TRAIN = textwrap.dedent(
     import thazml
 
     parser = argparse.ArgumentParser()
+    parser.add_argument("--data-folder", type=str, dest="data_folder")
     parser.add_argument("--regularization", type=float, default=0.01)
     args = parser.parse_args()
+    data = {n: open(os.path.join(args.data_folder, n)).read() for n in sorted(os.listdir(args.data_folder))}
     run = Run.get_context()
     run.log("regularization", args.regularization)
     for epoch in range(3):
         run.log("loss", 1.0 / (1 + epoch * args.regularization))
     os.makedirs("outputs", exist_ok=True)
     with open("outputs/model.pkl", "wb") as f:
-        pickle.dump({"regularization": args.regularization, "package": thazml.VALUE}, f)
+        pickle.dump({"regularization": args.regularization, "package": thazml.VALUE, "data": data}, f)
     """
 )
 
 # The notebook of that era, as it was: Workspace.from_config() now reads trainhub's configuration.
 NOTEBOOK = textwrap.dedent(
     """
-    from azureml.core import Workspace, Experiment, Environment
+    from azureml.core import Workspace, Experiment, Environment, Datastore
     from azureml.core.compute import ComputeTarget, AmlCompute
     from azureml.core.compute_target import ComputeTargetException
     from azureml.core.conda_dependencies import CondaDependencies
@@ -71,7 +73,13 @@ NOTEBOOK = textwrap.dedent(
     env.python.conda_dependencies = CondaDependencies.create(pip_packages=["thazml"])
     env.register(workspace=ws)
 
-    script_params = {"--regularization": 0.8}
+    ds = ws.get_default_datastore()
+    ds.upload(src_dir="./data", target_path="digits", overwrite=True, show_progress=False)
+
+    script_params = {
+        "--data-folder": Datastore.get(ws, "workspaceblobstore").path("digits").as_mount(),
+        "--regularization": 0.8,
+    }
     est = Estimator(source_directory="./my-sklearn-proj", script_params=script_params,
                     compute_target=compute_target, entry_script="train.py",
                     environment_definition=env)
@@ -120,6 +128,7 @@ def test_an_azure_ml_notebook_runs_with_its_imports_unchanged(
     compat_server: Server, tmp_path: Path
 ) -> None:
     write_project(tmp_path / "my-sklearn-proj", {"train.py": TRAIN})
+    write_project(tmp_path / "data", {"a.csv": "1,2\n", "b.csv": "3,4\n"})
     env = python_env(tmp_path)
     login = subprocess.run(
         [sys.executable, "-m", "trainhub", "login", compat_server.url, "--token", TOKEN],
@@ -149,7 +158,11 @@ def test_an_azure_ml_notebook_runs_with_its_imports_unchanged(
         "loss": [1.0 / (1 + epoch * 0.8) for epoch in range(3)],
     }
     with (tmp_path / "model.pkl").open("rb") as f:
-        assert pickle.load(f) == {"regularization": 0.8, "package": "from the wheel folder"}
+        assert pickle.load(f) == {
+            "regularization": 0.8,
+            "package": "from the wheel folder",
+            "data": {"a.csv": "1,2\n", "b.csv": "3,4\n"},
+        }
     run_id = lines[4].split()[1]
     assert lines[4] == f"Run {run_id} (azureml-notebook): Completed"
     assert lines[5] == f"Web View: {compat_server.url}/runs/{run_id}"
