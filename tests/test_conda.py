@@ -7,6 +7,7 @@ from __future__ import annotations
 import concurrent.futures
 import re
 import sqlite3
+import subprocess
 import textwrap
 import uuid
 from collections.abc import Iterator
@@ -17,10 +18,12 @@ import docker
 import httpx
 import pytest
 
+from tests import testbed
 from tests.conda_channel import PLACEHOLDER, Package, make_channel
 from tests.conftest import Server, start_server
 from tests.helpers import history, make_snapshot, submit, submit_raw, wait_for_status
 from tests.test_environments import HOST_CA, make_wheel, remove_env_images
+from trainhub.runs import conda
 
 pytestmark = pytest.mark.docker
 
@@ -195,13 +198,18 @@ def test_an_environment_with_its_own_python_runs_the_script_with_it(
 
 
 def test_a_run_without_docker_uses_the_prefix_in_place(
-    cclient: httpx.Client, conda_server: Server
+    cclient: httpx.Client, conda_server: Server, channels: dict[str, Path]
 ) -> None:
-    run = submit(cclient, SCRIPT, use_docker=False, conda_packages=["tinypkg"])
+    # filepkg is only in the second channel, named by the spec (channel::package).
+    packages = ["tinypkg", f"{channels['second'].as_uri()}::filepkg"]
+    script = SCRIPT + "import filepkg\nprint('and', filepkg.VALUE)\n"
+    run = submit(cclient, script, use_docker=False, conda_packages=packages)
     completed(cclient, run, timeout=60)
-    prefix = prefix_of(conda_server, build_log(cclient, run["runId"]))
+    build = build_log(cclient, run["runId"])
+    assert f"channels: {channels['main'].as_uri()}, {channels['second'].as_uri()}" in build
+    prefix = prefix_of(conda_server, build)
     out = logs(cclient, run["runId"])
-    assert "imported: tinypkg from the local channel" in out
+    assert "imported: tinypkg from the local channel" in out and "and filepkg" in out
     assert f"tinytool installed in {prefix}" in out
 
 
@@ -286,3 +294,64 @@ def test_a_conda_part_the_server_cannot_read_is_refused_at_submit(
     assert response.status_code == 422, response.text
     assert response.json()["field"] == field
     assert message in response.json()["error"]
+
+
+@pytest.mark.slow
+def test_a_remote_node_builds_the_image_from_the_prefix_the_server_made(
+    cluster: Server, nclient: httpx.Client, bed: dict[str, testbed.Node], channels: dict[str, Path]
+) -> None:
+    nclient.post("/api/v1/targets", json={"name": "conda-n1", "nodes": ["n1"]})
+    env_file = f"channels: ['{channels['main']}']\ndependencies: [tinypkg]\n"  # a folder channel
+    run = submit(
+        nclient,
+        SCRIPT,
+        compute_target="conda-n1",
+        extra_files={"env.yml": env_file},
+        conda_dependencies_file="env.yml",
+    )
+    done = completed(nclient, run)
+    assert done["properties"]["node"] == "n1"
+    build = build_log(nclient, run["runId"])
+    assert "Building environment image" in build and "on node n1" in build
+    prefix = prefix_of(cluster, build)
+    out = logs(nclient, run["runId"])
+    assert "imported: tinypkg from the local channel" in out
+    assert f"tinytool installed in {prefix}" in out
+    subprocess.run(
+        [
+            "docker",
+            "-H",
+            f"unix://{bed['n1'].docker_socket}",
+            "rmi",
+            "-f",
+            done["runDefinition"]["image"],
+        ],
+        capture_output=True,
+    )
+
+
+@pytest.mark.parametrize(
+    ("entry", "urls"),
+    [
+        ("conda-forge", ["https://conda.anaconda.org/conda-forge"]),
+        ("pytorch/label/dev", ["https://conda.anaconda.org/pytorch/label/dev"]),
+        ("https://mirror.lab/conda-forge/", ["https://mirror.lab/conda-forge"]),
+        ("/srv/channel", ["file:///srv/channel"]),
+        ("defaults", ["https://repo.anaconda.com/pkgs/main", "https://repo.anaconda.com/pkgs/r"]),
+        ("nodefaults", []),
+    ],
+)
+def test_a_channel_is_a_name_a_url_or_a_folder(entry: str, urls: list[str]) -> None:
+    assert conda.channel_urls("conda_channels", entry) == urls
+
+
+def test_the_prefix_key_is_the_content_and_the_file_s_channels_come_first() -> None:
+    one = conda.request_for(["b", "a"], None, "conda-forge")
+    assert one.key == conda.request_for(["a", "b"], None, "conda-forge").key
+    assert one.key != conda.request_for(["a", "b"], None, "/srv/mirror").key
+    from_file = conda.request_for(
+        ["lab::c"], "channels: [/srv/x]\ndependencies: [a, {pip: [six]}]\n", "conda-forge"
+    )
+    assert from_file.channels == ("file:///srv/x", "https://conda.anaconda.org/lab")
+    assert from_file.specs == ("a", "lab::c") and from_file.pip == ("six",)
+    assert from_file.with_pip
