@@ -145,10 +145,10 @@ def request_for(
             check_pip_packages(FILE_FIELD, pip)
         except SpecError as exc:
             raise SpecError(FILE_FIELD, f"{FILE_FIELD}: pip: {exc.message}") from None
-    chosen: list[str] = []
-    for index, entry in enumerate(packages):
-        chosen.append(_checked_spec("conda_packages", entry, f"conda_packages[{index}]"))
-    specs += chosen
+    specs += [
+        _checked_spec("conda_packages", entry, f"conda_packages[{index}]")
+        for index, entry in enumerate(packages)
+    ]
     if not specs:
         raise SpecError(FILE_FIELD, f"{FILE_FIELD}: it names no conda package (dependencies:)")
     named = [_spec_channel(s) for s in specs]
