@@ -4,6 +4,7 @@ server, through trainhub's ``azureml`` modules: the imports stay as they were.""
 from __future__ import annotations
 
 import ast
+import hashlib
 import os
 import pickle
 import subprocess
@@ -17,6 +18,7 @@ import pytest
 
 import trainhub.sdk
 import trainhub.tensorboard
+from tests.conda_channel import Package, make_channel
 from tests.conftest import TOKEN, Server, start_server
 from tests.test_environments import HOST_CA, make_wheel, remove_env_images
 from tests.test_sdk import write_project
@@ -94,6 +96,16 @@ NOTEBOOK = textwrap.dedent(
 )
 
 
+# The seed's conda package, from the test's own channel (no conda channel can be reached here): a
+# small noarch package of that name, solved and installed by the server as any other.
+SCIKIT_LEARN = Package(
+    "scikit-learn",
+    files={
+        "lib/python3.11/site-packages/sklearn/__init__.py": "VALUE = 'from the local channel'\n"
+    },
+)
+
+
 def python_env(home: Path, **extra: str) -> dict[str, str]:
     """A user's shell: no TRAINHUB_* variables, HOME of the test's own, the repository importable
     (as ``pip install trainhub[azureml]`` makes it)."""
@@ -105,7 +117,9 @@ def python_env(home: Path, **extra: str) -> dict[str, str]:
 @pytest.fixture(scope="module")
 def compat_server(tmp_path_factory: pytest.TempPathFactory, docker_ready: None) -> Iterator[Server]:
     """A server with the in-run ``azureml.core`` shim, a wheel folder holding the notebook's
-    package, and a compute target named as the notebook names it."""
+    package, a conda channel of its own holding the seed's, and a compute target named as the
+    notebook names it."""
+    channel = make_channel(tmp_path_factory.mktemp("azureml-channel"), [SCIKIT_LEARN])
     wheels = tmp_path_factory.mktemp("azureml-wheels")
     make_wheel(wheels, "thazml", "1.0", "from the wheel folder")
     (wheels / f"session-{uuid.uuid4().hex}.txt").write_text("marker\n")  # this session's image
@@ -115,6 +129,7 @@ def compat_server(tmp_path_factory: pytest.TempPathFactory, docker_ready: None) 
         azureml_compat="true",
         build_ca_bundle=HOST_CA,
         wheel_dir=str(wheels),
+        conda_channels=str(channel),
     )
     srv.client().post("/api/v1/targets", json={"name": "gpu-cluster", "nodes": ["local"]})
     yield srv
@@ -399,3 +414,85 @@ def test_every_azureml_module_ships_in_trainhub_s_wheel() -> None:
         if p.is_dir() and any(p.glob("*.py"))
     }
     assert folders | {"azureml"} <= shipped, sorted(folders - shipped)
+
+
+# The seed's training script: it reads every file of the data folder and writes their checksum.
+SEED_TRAIN = textwrap.dedent(
+    """
+    import argparse, hashlib, os
+    import sklearn
+
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--data-folder", type=str, dest="data_folder")
+    parser.add_argument("--regularization", type=float)
+    args = parser.parse_args()
+    digest = hashlib.sha256()
+    for root, dirs, files in os.walk(args.data_folder):
+        dirs.sort()
+        for name in sorted(files):
+            path = os.path.join(root, name)
+            digest.update(os.path.relpath(path, args.data_folder).encode() + b"\\0")
+            digest.update(open(path, "rb").read())
+    os.makedirs("outputs", exist_ok=True)
+    open("outputs/checksum.txt", "w").write(digest.hexdigest())
+    print("data:", args.data_folder == os.environ["AZUREML_DATAREFERENCE_workspaceblobstore"])
+    print("sklearn:", sklearn.VALUE, "regularization:", args.regularization)
+    """
+)
+
+# The documentation's first example, verbatim from its imports to its last line; before it the
+# workspace and compute lines, after it what the test checks.
+SEED = textwrap.dedent(
+    """
+    from azureml.core import Workspace, Experiment
+    ws = Workspace.from_config()
+    compute_target = ws.compute_targets["gpu-cluster"]
+    experiment = Experiment(workspace=ws, name="sklearn-seed")
+    ds = ws.get_default_datastore()
+
+    from azureml.train.estimator import Estimator
+
+    script_params = {'--data-folder': ds.as_mount(), '--regularization': 0.8}
+    sk_est = Estimator(source_directory='./my-sklearn-proj', script_params=script_params,
+                       compute_target=compute_target, entry_script='train.py', conda_packages=['scikit-learn'])
+    run = experiment.submit(sk_est)
+    print(run.get_details().status)
+
+    run.wait_for_completion(show_output=True)
+    run.download_file("outputs/checksum.txt", "checksum.txt")
+    ds.download("datastore-copy", show_progress=False)
+    """
+)
+
+
+@pytest.mark.docker
+@pytest.mark.slow  # a conda environment is solved, installed and built into an image
+def test_the_seed_example_runs_verbatim(compat_server: Server, tmp_path: Path) -> None:
+    write_project(tmp_path / "my-sklearn-proj", {"train.py": SEED_TRAIN})
+    data = tmp_path / "data"
+    write_project(data, {"train/x.csv": "1,2\n3,4\n", "train/y.csv": "0\n1\n", "README": "seed"})
+    env = python_env(tmp_path, TRAINHUB_URL=compat_server.url, TRAINHUB_TOKEN=TOKEN)
+    ws = trainhub.sdk.Workspace(compat_server.url, token=TOKEN)
+    ws.get_default_datastore().upload(data, "seed", overwrite=True, show_progress=False)
+    result = subprocess.run(
+        [sys.executable, "-c", SEED],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=280,
+    )
+    assert result.returncode == 0, result.stderr + result.stdout
+    lines = result.stdout.splitlines()
+    assert lines[0] in {"Queued", "Preparing", "Starting", "Running"}
+    assert "data: True" in lines
+    assert "sklearn: from the local channel regularization: 0.8" in lines
+    assert "Status: Completed" in lines
+    # The run saw exactly what the datastore holds (everything in it, as a download gets it).
+    copy = tmp_path / "datastore-copy"
+    assert (copy / "seed" / "train" / "x.csv").read_text() == "1,2\n3,4\n"
+    expected = hashlib.sha256()
+    for path in sorted(p for p in copy.rglob("*") if p.is_file()):
+        expected.update(path.relative_to(copy).as_posix().encode() + b"\0")
+        expected.update(path.read_bytes())
+    assert (tmp_path / "checksum.txt").read_text() == expected.hexdigest()

@@ -23,6 +23,17 @@ log = logging.getLogger("trainhub.sdk")
 TERMINAL = ("Completed", "Failed", "Canceled")
 
 
+class RunDetails(dict[str, Any]):
+    """What ``Run.get_details()`` answers: a dict, as in Azure ML, whose keys also read as
+    attributes (the Azure ML documentation's first example prints ``run.get_details().status``)."""
+
+    def __getattr__(self, name: str) -> Any:
+        try:
+            return self[name]
+        except KeyError:
+            raise AttributeError(f"run details have no {name!r}") from None
+
+
 class Experiment:
     """A named group of runs: ``Experiment(ws, "sklearn-demo").submit(est)``."""
 
@@ -154,9 +165,9 @@ class Run:
     def tags(self) -> dict[str, Any]:
         return dict(self._details.get("tags") or {})
 
-    def get_details(self) -> dict[str, Any]:
+    def get_details(self) -> RunDetails:
         self._details = self._client.json("GET", f"/api/v1/runs/{self.id}")
-        return dict(self._details)
+        return RunDetails(self._details)
 
     def get_portal_url(self) -> str:
         """The run's page on the server's dashboard (Azure ML: its studio link). The server names
