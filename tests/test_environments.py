@@ -1,5 +1,5 @@
 """Environments on the real engine: packages from the index and a wheel folder, builds cached by
-content and done once, failing builds, conda refusal, custom images, user_managed."""
+content and done once, failing builds, custom images, user_managed."""
 
 from __future__ import annotations
 
@@ -159,28 +159,6 @@ def test_a_failing_build_fails_the_run_with_its_log(eclient: httpx.Client) -> No
     assert "trainhub-surely-no-such-package" in done["error"]["message"]
     assert "No matching distribution" in build_log(eclient, run["runId"])
     assert "never" not in eclient.get(f"/api/v1/runs/{run['runId']}/logs").text
-
-
-@pytest.mark.parametrize(
-    ("fields", "field"),
-    [
-        ({"conda_packages": ["numpy"]}, "conda_packages"),
-        ({"conda_dependencies_file": "env.yml"}, "conda_dependencies_file"),
-    ],
-)
-def test_conda_without_conda_in_the_image_is_refused_at_submit(
-    eclient: httpx.Client, fields: dict[str, object], field: str
-) -> None:
-    snap = make_snapshot({"train.py": "print()", "env.yml": "dependencies: [numpy]\n"})
-    response = submit_raw(eclient, {"entry_script": "train.py", **fields}, snap, experiment="conda")
-    assert response.status_code == 422, response.text
-    body = response.json()
-    assert body["field"] == field
-    assert (
-        "need conda or mamba in the base image" in body["error"]
-        and "trainhub/base:cpu" in body["error"]
-    )
-    assert eclient.get("/api/v1/runs", params={"experiment": "conda"}).json()["runs"] == []
 
 
 def test_custom_image_on_the_engine_and_user_managed(eclient: httpx.Client) -> None:

@@ -134,15 +134,3 @@ def test_process_run_survives_a_server_kill(make_server: ServerFactory) -> None:
         f"tick {i}" for i in range(8)
     ]
     assert client.get(f"/api/v1/runs/{run['runId']}/files/outputs/done.txt").text == "yes"
-
-
-def test_conda_is_refused_without_a_container(pclient: httpx.Client) -> None:
-    from tests.helpers import make_snapshot, submit_raw
-
-    response = submit_raw(
-        pclient,
-        {"entry_script": "train.py", "use_docker": False, "conda_packages": ["x"]},
-        make_snapshot({"train.py": ""}),
-    )
-    assert response.status_code == 422 and response.json()["field"] == "conda_packages"
-    assert "needs a container image with conda" in response.json()["error"]

@@ -82,11 +82,6 @@ REJECTED: list[tuple[dict[str, Any], str, str]] = [
     ({"entry_script": "train.py", "script_params": {"--lr": [1, 2]}}, "script_params", "Expected"),
     ({"entry_script": "train.py", "framework": "Caffe"}, "framework", "must be one of"),
     (
-        {"entry_script": "train.py", "conda_packages": ["numpy"]},
-        "conda_packages",
-        "need conda or mamba in the base image",
-    ),
-    (
         {"entry_script": "train.py", "environment_definition": "env1"},
         "environment_definition",
         "No environment 'env1' is registered",
@@ -102,7 +97,11 @@ REJECTED: list[tuple[dict[str, Any], str, str]] = [
         "use_gpu",
         "largest node of target 'local' has 0",
     ),
-    ({"entry_script": "train.py", "inputs": [{"datastore": "d"}]}, "inputs", "not supported yet"),
+    (
+        {"entry_script": "train.py", "inputs": [{"datastore": "d"}]},
+        "inputs",
+        "is not a data reference",
+    ),
     (
         {"entry_script": "train.py", "node_count": 2, "distributed_training": {"type": "mpi"}},
         "node_count",
