@@ -11,6 +11,7 @@ from typing import Any
 
 from trainhub.server.pages.account import AccountPages
 from trainhub.server.pages.cluster import ClusterPages
+from trainhub.server.pages.datastores import DatastorePages
 from trainhub.server.pages.experiments import ExperimentPages
 from trainhub.server.pages.run_charts import RunChartPages
 from trainhub.server.pages.run_logs import RunLogPages
@@ -27,5 +28,6 @@ PAGE_CONTROLLERS: list[Any] = [
     TensorboardApi,
     ClusterPages,
     ExperimentPages,
+    DatastorePages,
     SubmitPages,
 ]
