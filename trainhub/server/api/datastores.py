@@ -11,7 +11,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
-from urllib.parse import unquote
+from urllib.parse import quote, unquote
 
 import msgspec
 from litestar import Controller, Request, Response, delete, get, patch, post, put
@@ -56,13 +56,48 @@ def _answers() -> Iterator[None]:
         raise HTTPException(status_code=409, detail=str(exc)) from None
 
 
-def _relative(request: Request[Any, Any, Any], name: str, route: str, path: str) -> str:
-    """The path after ``/{name}/{route}/`` as the client sent it. Litestar's ``{path:path}`` (the
-    fallback) folds ``files//etc/x`` into ``/etc/x``, and an absolute path must be refused, not
-    taken as a relative one."""
+def relative_path(request: Request[Any, Any, Any], lead: str, path: str) -> str:
+    """The path after ``lead`` (``/api/v1/datastores/NAME/files/``) as the client sent it.
+    Litestar's ``{path:path}`` (the fallback) folds ``files//etc/x`` into ``/etc/x``, and an
+    absolute path must be refused, not taken as a relative one."""
     raw = unquote(request.scope.get("raw_path", b"").decode("latin-1").partition("?")[0])
-    lead = f"{PREFIX}/{name}/{route}/"
     return files.clean_path(raw[len(lead) :] if raw.startswith(lead) else path.removeprefix("/"))
+
+
+def _relative(request: Request[Any, Any, Any], name: str, route: str, path: str) -> str:
+    return relative_path(request, f"{PREFIX}/{name}/{route}/", path)
+
+
+async def send_file(
+    root: Path, relative: str, datastore: str, range_header: str | None, *, attachment: bool = False
+) -> Stream:
+    """A datastore's file, streamed; a ``Range`` resumes a broken download (206, or 416 when it
+    is not within the file). Used by the API and the pages."""
+    try:
+        fh, size = await asyncio.to_thread(transfers.open_file, root, relative)
+    except FileNotFoundError:
+        raise NotFoundException(f"Datastore '{datastore}' has no file '{relative}'") from None
+    try:
+        span = transfers.parse_range(range_header, size)
+    except transfers.RangeNotSatisfiable:
+        fh.close()
+        raise HTTPException(
+            status_code=416,
+            detail=f"'{relative}' has {size} bytes: the range asked for is not within them",
+            headers={"Content-Range": f"bytes */{size}"},
+        ) from None
+    headers = {"Accept-Ranges": "bytes", "Content-Length": str(span.end - span.start)}
+    if attachment:
+        filename = quote(relative.rpartition("/")[2], safe="")
+        headers["Content-Disposition"] = f"attachment; filename*=UTF-8''{filename}"
+    if span.partial:
+        headers["Content-Range"] = span.content_range
+    return Stream(
+        transfers.read_range(fh, span),
+        status_code=206 if span.partial else 200,
+        media_type="application/octet-stream",
+        headers=headers,
+    )
 
 
 class DatastoresController(Controller):
@@ -150,28 +185,7 @@ class DatastoresController(Controller):
     ) -> Response[Any]:
         _, root = await self._server_datastore(state, name)
         relative = _relative(request, name, "files", path)
-        try:
-            fh, size = await asyncio.to_thread(transfers.open_file, root, relative)
-        except FileNotFoundError:
-            raise NotFoundException(f"Datastore '{name}' has no file '{relative}'") from None
-        try:
-            span = transfers.parse_range(request.headers.get("range"), size)
-        except transfers.RangeNotSatisfiable:
-            fh.close()
-            raise HTTPException(
-                status_code=416,
-                detail=f"'{relative}' has {size} bytes: the range asked for is not within them",
-                headers={"Content-Range": f"bytes */{size}"},
-            ) from None
-        headers = {"Accept-Ranges": "bytes", "Content-Length": str(span.end - span.start)}
-        if span.partial:
-            headers["Content-Range"] = span.content_range
-        return Stream(
-            transfers.read_range(fh, span),
-            status_code=206 if span.partial else 200,
-            media_type="application/octet-stream",
-            headers=headers,
-        )
+        return await send_file(root, relative, name, request.headers.get("range"))
 
     @put(
         "/{name:str}/files/{path:path}",

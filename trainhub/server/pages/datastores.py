@@ -18,19 +18,19 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any
-from urllib.parse import quote, unquote
 
 from litestar import Controller, Request, Response, get, post
 from litestar.datastructures import State
 from litestar.enums import RequestEncodingType
-from litestar.exceptions import HTTPException, NotFoundException
+from litestar.exceptions import NotFoundException
 from litestar.params import Body, Parameter
 from litestar.plugins.htmx import ClientRedirect, HTMXRequest
-from litestar.response import Redirect, Stream, Template
+from litestar.response import Redirect, Template
 
 from trainhub.accounts import User
-from trainhub.datastores import files, registry, transfers
+from trainhub.datastores import files, registry
 from trainhub.runs.artifacts import human_size
+from trainhub.server.api.datastores import relative_path, send_file
 from trainhub.server.auth import admin_only
 from trainhub.server.pages.cluster import when
 from trainhub.spec import SpecError
@@ -167,11 +167,7 @@ def where(row: DatastoreRow) -> list[tuple[str, str]]:
 
 
 def _relative(request: Request[Any, Any, Any], name: str, path: str) -> str:
-    """The file's path as the browser sent it: litestar's ``{path:path}`` folds ``files//etc/x``
-    into ``/etc/x``, and an absolute path must be refused, not taken as a relative one."""
-    raw = unquote(request.scope.get("raw_path", b"").decode("latin-1").partition("?")[0])
-    lead = f"{PREFIX}/{name}/files/"
-    return files.clean_path(raw[len(lead) :] if raw.startswith(lead) else path.removeprefix("/"))
+    return relative_path(request, f"{PREFIX}/{name}/files/", path)
 
 
 @contextmanager
@@ -328,30 +324,6 @@ class DatastorePages(Controller):
         row = await _datastore(state, name)
         root = registry.folder(state.settings, row)
         relative = _relative(request, name, path)
-        try:
-            fh, size = await asyncio.to_thread(transfers.open_file, root, relative)
-        except FileNotFoundError:
-            raise NotFoundException(f"Datastore '{row.name}' has no file '{relative}'") from None
-        try:
-            span = transfers.parse_range(request.headers.get("range"), size)
-        except transfers.RangeNotSatisfiable:
-            fh.close()
-            raise HTTPException(
-                status_code=416,
-                detail=f"'{relative}' has {size} bytes: the range asked for is not within them",
-                headers={"Content-Range": f"bytes */{size}"},
-            ) from None
-        filename = quote(relative.rpartition("/")[2], safe="")
-        headers = {
-            "Accept-Ranges": "bytes",
-            "Content-Length": str(span.end - span.start),
-            "Content-Disposition": f"attachment; filename*=UTF-8''{filename}",
-        }
-        if span.partial:
-            headers["Content-Range"] = span.content_range
-        return Stream(
-            transfers.read_range(fh, span),
-            status_code=206 if span.partial else 200,
-            media_type="application/octet-stream",
-            headers=headers,
+        return await send_file(
+            root, relative, row.name, request.headers.get("range"), attachment=True
         )
