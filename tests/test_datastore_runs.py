@@ -31,6 +31,7 @@ from tests.helpers import (
     wait_for_status,
     wait_until,
 )
+from trainhub.runs.datarefs import copy_volume, listing
 
 pytestmark = pytest.mark.docker
 
@@ -225,6 +226,42 @@ def test_a_second_run_on_the_node_reuses_the_copy_and_transfers_nothing(
     assert mine["last_used_at"] > mine["created_at"]
 
 
+def test_runs_wanting_the_same_new_copy_at_once_make_it_once(
+    ds_server: Server, dclient: httpx.Client
+) -> None:
+    folder = ds_server.data / "datastores" / DEFAULT / "together"
+    put_data(folder)
+    reference = {"--data-folder": ref(path="together")}
+    runs = [submit(dclient, READER, experiment="datastores", script_params=reference) for _ in "ab"]
+    done = [wait_for_status(dclient, r["runId"], timeout=120) for r in runs]
+    assert [d["status"] for d in done] == ["Completed", "Completed"]
+    logs = [build_log(dclient, d) for d in done]
+    assert sum("together: copied 3 files" in log for log in logs) == 1
+    assert sum("together: reused the copy on local" in log for log in logs) == 1
+    assert {seen(dclient, d)["checksum"] for d in done} == {checksum(folder)}
+
+
+def test_a_copy_left_half_filled_is_never_used(ds_server: Server, dclient: httpx.Client) -> None:
+    folder = ds_server.data / "datastores" / DEFAULT / "interrupted"
+    put_data(folder)
+    # What a server killed while filling the copy leaves: the volume, part of the data, no record.
+    volume = copy_volume(ds_server.instance_id(), listing(folder).key)
+    client = docker.from_env()
+    try:
+        client.volumes.create(volume, labels={INSTANCE_LABEL: ds_server.instance_id()})
+        client.containers.run(
+            "trainhub/base:cpu",
+            ["sh", "-c", "echo partial > /v/labels.csv"],
+            mounts=[docker.types.Mount("/v", volume, type="volume")],
+            remove=True,
+        )
+    finally:
+        client.close()
+    run = completed(dclient, READER, script_params={"--data-folder": ref(path="interrupted")})
+    assert seen(dclient, run)["checksum"] == checksum(folder)
+    assert "interrupted: copied 3 files" in build_log(dclient, run)
+
+
 def test_changed_data_is_a_new_copy(ds_server: Server, dclient: httpx.Client) -> None:
     folder = ds_server.data / "datastores" / DEFAULT / "changing"
     folder.mkdir(parents=True, exist_ok=True)
@@ -292,7 +329,7 @@ def test_an_upload_of_a_failed_run_is_kept_too(ds_server: Server, dclient: httpx
 ROOT_WRITER = """
 import os
 root = os.environ["AZUREML_DATAREFERENCE_rooted"]
-for name in (".trainhub/sums/labels.csv.sha256", "fine.txt"):
+for name in (".trainhub/sums/labels.csv.sha256", ".trainhub/new.txt", "fine.txt"):
     os.makedirs(os.path.dirname(os.path.join(root, name)), exist_ok=True)
     with open(os.path.join(root, name), "w") as fh:
         fh.write("from the run")
@@ -313,6 +350,7 @@ def test_the_datastores_own_folder_is_never_seen_nor_written_by_a_run(
     completed(dclient, ROOT_WRITER, inputs=[ref(datastore="rooted", mode="upload")])
     assert (root / "fine.txt").read_text() == "from the run"
     assert (root / ".trainhub" / "sums" / "labels.csv.sha256").read_text() == "the server's own"
+    assert not (root / ".trainhub" / "new.txt").exists()
 
 
 def test_a_shared_datastore_is_mounted_from_the_nodes_folder(

@@ -40,9 +40,11 @@ from trainhub.runtime.docker import (
     LABEL_INSTANCE,
     LABEL_KIND,
     LABEL_RUN,
+    ArchivePart,
     DataMount,
     DockerEngine,
     EngineError,
+    FileBytes,
     MissingBindSource,
 )
 from trainhub.settings import Settings
@@ -177,37 +179,50 @@ def listing(root: Path, *, datastore_root: bool = False) -> Listing:
     return Listing(root, tuple(entries), digest.hexdigest())
 
 
-def tar_chunks(source: Listing) -> Iterator[bytes]:
-    """The listed files as an uncompressed tar, produced as it is sent (never held in memory);
-    a file that is not what the listing says any more stops the copy (its key would be wrong)."""
-    for entry in source.entries:
-        info = tarfile.TarInfo(entry.path)
-        info.mode = entry.mode
-        if entry.size < 0:
-            info.type = tarfile.DIRTYPE
-            yield info.tobuf(tarfile.PAX_FORMAT, "utf-8", "surrogateescape")
-            continue
+def _header(entry: Entry) -> bytes:
+    info = tarfile.TarInfo(entry.path)
+    info.mode = entry.mode
+    if entry.size < 0:
+        info.type = tarfile.DIRTYPE
+    else:
         info.size = entry.size
         info.mtime = entry.mtime_ns // 1_000_000_000
-        yield info.tobuf(tarfile.PAX_FORMAT, "utf-8", "surrogateescape")
-        path = source.root / entry.path
+    return info.tobuf(tarfile.PAX_FORMAT, "utf-8", "surrogateescape")
+
+
+def _padding(size: int) -> int:
+    return -size % tarfile.BLOCKSIZE if size > 0 else 0
+
+
+def tar_size(source: Listing) -> int:
+    """The length of :func:`tar_parts`' archive, known before it is sent."""
+    total = 2 * tarfile.BLOCKSIZE
+    for entry in source.entries:
+        total += len(_header(entry))
+        if entry.size >= 0:
+            total += entry.size + _padding(entry.size)
+    return total
+
+
+def tar_parts(source: Listing) -> Iterator[ArchivePart]:
+    """The listed files as an uncompressed tar, produced as it is sent: headers as bytes, file
+    contents as open files for the engine's sendfile. A file that is not what the listing says any
+    more stops the copy (the content key would be wrong)."""
+    for entry in source.entries:
+        yield _header(entry)
+        if entry.size < 0:
+            continue
         try:
-            fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW)
+            fd = os.open(source.root / entry.path, os.O_RDONLY | os.O_NOFOLLOW)
         except OSError as exc:
             raise DataChanged(f"{entry.path}: {exc.strerror}") from None
         with os.fdopen(fd, "rb") as fh:
             st = os.fstat(fh.fileno())
             if st.st_size != entry.size or st.st_mtime_ns != entry.mtime_ns:
                 raise DataChanged(f"{entry.path} changed while it was being copied")
-            left = entry.size
-            while left > 0:
-                data = fh.read(min(CHUNK, left))
-                if not data:
-                    raise DataChanged(f"{entry.path} shrank while it was being copied")
-                left -= len(data)
-                yield data
-        if entry.size % tarfile.BLOCKSIZE:
-            yield tarfile.NUL * (tarfile.BLOCKSIZE - entry.size % tarfile.BLOCKSIZE)
+            yield FileBytes(fh, entry.size)
+        if _padding(entry.size):
+            yield tarfile.NUL * _padding(entry.size)
     yield tarfile.NUL * (2 * tarfile.BLOCKSIZE)
 
 
@@ -532,7 +547,8 @@ class DataStager:
         }
         try:
             engine.create_volume(volume, labels)
-            engine.fill_volume(volume, image, tar_chunks(source.listing), labels)
+            content = source.listing
+            engine.fill_volume(volume, image, tar_parts(content), tar_size(content), labels)
         except BaseException:
             try:
                 engine.remove_volume(volume)
@@ -634,5 +650,6 @@ __all__ = [
     "extract_upload",
     "listing",
     "paths",
-    "tar_chunks",
+    "tar_parts",
+    "tar_size",
 ]

@@ -4,13 +4,16 @@ forwarded over SSH. Everything here is blocking (docker-py); callers run it off 
 
 from __future__ import annotations
 
+import contextlib
 import io
+import json
 import os
 import socket
+import urllib.parse
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, Any, BinaryIO
 
 import docker
 import docker.errors
@@ -25,6 +28,8 @@ WORKDIR = "/trainhub/wd"
 CHUNK = 1024 * 1024
 # Where a helper container has the volume it fills.
 FILL_AT = "/trainhub-fill"
+# How long the engine may take to answer once an archive is sent (it extracts the last of it).
+ANSWER_SECONDS = 600
 # The engine's sentence when a bind mount's source is missing on its host.
 MISSING_BIND = "bind source path does not exist: "
 
@@ -52,12 +57,74 @@ class DataMount:
         return docker.types.Mount(self.target, self.source, type=kind, read_only=self.read_only)
 
 
+@dataclass(frozen=True)
+class FileBytes:
+    """The first ``size`` bytes of an open file, as one part of an archive sent to the engine:
+    handed to the kernel (sendfile), never read into this process."""
+
+    file: BinaryIO
+    size: int
+
+
+ArchivePart = bytes | FileBytes
+
+
 class MissingBindSource(EngineError):
     """A bind mount's source does not exist on the engine's host."""
 
     def __init__(self, path: str) -> None:
         super().__init__(f"{path} does not exist")
         self.path = path
+
+
+def _answer(conn: socket.socket) -> str | None:
+    """The engine's answer to a request written by hand: None for a 2xx, else its message."""
+    data = b""
+    with contextlib.suppress(OSError):
+        while b"\r\n\r\n" not in data and len(data) < 65536:
+            chunk = conn.recv(65536)
+            if not chunk:
+                break
+            data += chunk
+        status = data.split(b"\r\n", 1)[0].split(b" ")
+        if len(status) > 1 and status[1].startswith(b"2"):
+            return None
+        data += conn.recv(65536)
+    head, _, body = data.partition(b"\r\n\r\n")
+    if not head:
+        return "the engine closed the connection without an answer"
+    try:
+        start = body.index(b"{")
+        return str(json.loads(body[start : body.rindex(b"}") + 1])["message"])
+    except (ValueError, KeyError, TypeError):
+        return head.split(b"\r\n", 1)[0].decode(errors="replace")
+
+
+def _read_parts(parts: Iterable[ArchivePart]) -> Iterator[bytes]:
+    for part in parts:
+        if isinstance(part, FileBytes):
+            left = part.size
+            while left > 0:
+                data = part.file.read(min(CHUNK, left))
+                if not data:
+                    raise EngineError("a file shrank while it was being sent")
+                left -= len(data)
+                yield data
+        else:
+            yield part
+
+
+class _SizedBody:
+    """An iterable body of a known length: requests sends it with Content-Length, unchunked."""
+
+    def __init__(self, chunks: Iterator[bytes], size: int) -> None:
+        self._chunks, self._size = chunks, size
+
+    def __len__(self) -> int:
+        return self._size
+
+    def __iter__(self) -> Iterator[bytes]:
+        return self._chunks
 
 
 @dataclass(frozen=True)
@@ -251,9 +318,11 @@ class DockerEngine:
         self.client.api.create_volume(name, labels=labels)
 
     def remove_volume(self, name: str) -> None:
-        """Remove a volume, and first any container left holding it (a helper of a server that
-        was killed while it filled the volume)."""
-        for found in self.client.api.containers(all=True, filters={"volume": name}):
+        """Remove a volume, and first any helper container left holding it (one of a server
+        killed while it filled the volume); a run's container holding it is left alone (the
+        engine refuses then)."""
+        filters = {"volume": name, "label": f"{LABEL_KIND}=helper"}
+        for found in self.client.api.containers(all=True, filters=filters):
             self.remove(str(found["Id"]))
         try:
             self.client.api.remove_volume(name, force=True)
@@ -268,19 +337,58 @@ class DockerEngine:
         return len(found)
 
     def fill_volume(
-        self, volume: str, image: str, archive: Iterable[bytes], labels: dict[str, str]
+        self,
+        volume: str,
+        image: str,
+        parts: Iterable[ArchivePart],
+        size: int,
+        labels: dict[str, str],
     ) -> None:
-        """Extract a tar, streamed from ``archive`` as it is produced, into ``volume``: through a
-        helper container that has it mounted and is never started (the engine mounts a created
-        container's volumes for an archive copy)."""
+        """Extract a tar of ``size`` bytes, streamed from ``parts`` as they are produced, into
+        ``volume``: through a helper container that has it mounted and is never started (the
+        engine mounts a created container's volumes for an archive copy)."""
         helper = self._helper(
             image, ["true"], [DataMount(FILL_AT, volume, read_only=False)], labels
         )
         try:
-            if not self.client.api.put_archive(helper, FILL_AT, archive):
-                raise EngineError(f"the engine refused the data for volume {volume}")
+            self.put_archive_parts(helper, FILL_AT, parts, size)
         finally:
             self.remove(helper)
+
+    def put_archive_parts(
+        self, container_id: str, path: str, parts: Iterable[ArchivePart], size: int
+    ) -> None:
+        """``put_archive`` of an archive given as parts, with its length known up front. Over a
+        unix socket the request is written here, file contents by sendfile: the bulk of the data
+        costs this process next to nothing (docker-py would copy every byte through Python, and
+        chunk it). A TCP engine gets the same body through docker-py."""
+        if self.socket_path is None:
+            body = _SizedBody(_read_parts(parts), size)
+            if not self.client.api.put_archive(container_id, path, body):
+                raise EngineError(f"the engine refused an archive for {path}")
+            return
+        query = urllib.parse.urlencode({"path": path})
+        target = f"/v{self.client.api.api_version}/containers/{container_id}/archive?{query}"
+        head = (
+            f"PUT {target} HTTP/1.1\r\nHost: docker\r\nContent-Type: application/x-tar\r\n"
+            f"Content-Length: {size}\r\nConnection: close\r\n\r\n"
+        )
+        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as conn:
+            conn.connect(self.socket_path)
+            try:
+                conn.sendall(head.encode())
+                for part in parts:
+                    if isinstance(part, FileBytes):
+                        if conn.sendfile(part.file, 0, part.size) != part.size:
+                            raise EngineError("a file shrank while it was being sent")
+                    else:
+                        conn.sendall(part)
+            except OSError as exc:  # the engine may have answered (and closed) early
+                raise EngineError(_answer(conn) or f"the copy broke off: {exc}") from None
+            conn.settimeout(ANSWER_SECONDS)
+            message = _answer(conn)
+            if message:
+                raise EngineError(message)
 
     def run_helper(
         self, image: str, script: str, mounts: list[DataMount], labels: dict[str, str]
