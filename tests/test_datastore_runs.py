@@ -5,14 +5,13 @@ download; an upload's folder goes back into the datastore; a node keeps one copy
 bad references are refused at submit (422, 403) or fail the run at Preparing with a sentence.
 
 Data is put into a ``server`` datastore by writing into the server's data folder, as an admin
-would; ``shared`` and read-only datastores are registered straight in the server's database."""
+would (the upload API has tests of its own); other datastores are registered through the API."""
 
 from __future__ import annotations
 
 import json
 import os
 import sqlite3
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -22,7 +21,7 @@ import httpx
 import pytest
 
 from tests import testbed
-from tests.conftest import Server, start_server
+from tests.conftest import TOKEN, Server, start_server
 from tests.helpers import (
     add_user,
     make_snapshot,
@@ -32,6 +31,7 @@ from tests.helpers import (
     wait_until,
 )
 from trainhub.runs.datarefs import copy_volume, listing
+from trainhub.sdk import Estimator, Experiment, Workspace
 
 pytestmark = pytest.mark.docker
 
@@ -74,6 +74,8 @@ except OSError as exc:
     seen["write"] = exc.strerror
 os.makedirs("outputs", exist_ok=True)
 json.dump(seen, open("outputs/seen.json", "w"))
+if "AZUREML_DATAREFERENCE_results" in os.environ:  # an upload reference: what it saw goes there
+    json.dump(seen, open(os.path.join(os.environ["AZUREML_DATAREFERENCE_results"], "seen.json"), "w"))
 """
 )
 
@@ -101,20 +103,11 @@ def put_data(root: Path) -> None:
     (root / "images" / "readme.md").write_text("cats")
 
 
-def add_datastore(server: Server, name: str, kind: str, **values: Any) -> None:
-    """A datastore registered as an admin would (the server reads them from its database)."""
-    with sqlite3.connect(server.data / "trainhub.db", timeout=30) as conn:
-        conn.execute(
-            "insert or replace into datastores (name, kind, paths, read_only, created_by, "
-            "created_at) values (?, ?, ?, ?, 'admin', ?)",
-            [
-                name,
-                kind,
-                json.dumps(values.get("paths", {})),
-                int(values.get("read_only", 0)),
-                time.time(),
-            ],
-        )
+def add_datastore(client: httpx.Client, name: str, kind: str, **values: Any) -> None:
+    """A datastore registered by an admin through the API."""
+    body = {"name": name, "kind": kind, **values}
+    response = client.post("/api/v1/datastores", json=body)
+    assert response.status_code == 201, response.text
 
 
 def copies(server: Server) -> list[dict[str, Any]]:
@@ -201,6 +194,33 @@ def test_a_mount_is_the_datastore_folder_read_only_at_the_argument_and_the_varia
         f"$AZUREML_DATAREFERENCE_{DEFAULT}",
     ]
     assert f"datastore {DEFAULT}/train: copied 3 files" in build_log(dclient, run)
+
+
+def test_the_sdk_s_references_reach_the_run(
+    ds_server: Server, dclient: httpx.Client, tmp_path: Path
+) -> None:
+    """Azure ML's way: ``ds.path('train').as_mount()`` in script_params, an upload in inputs."""
+    (tmp_path / "train.py").write_text(READER)
+    ws = Workspace(ds_server.url, token=TOKEN)
+    ds = ws.get_default_datastore()
+    estimator = Estimator(
+        str(tmp_path),
+        entry_script="train.py",
+        script_params={"--data-folder": ds.path("train").as_mount(), "--regularization": 0.8},
+        inputs=[ds.path("sdk-out").as_upload(path_on_compute="out")],
+    )
+    run = Experiment(ws, "datastores").submit(estimator)
+    run.wait_for_completion()
+    details = run.get_details()
+    assert details["status"] == "Completed", details["error"]
+    result = seen(dclient, {"runId": run.id})
+    assert result["checksum"] == checksum(ds_server.data / "datastores" / DEFAULT / "train")
+    # A sub-path's reference is named by the SDK (a uuid, as in Azure ML): its variable and the
+    # argument give the same path.
+    mount = next(k for k, v in result["env"].items() if v == result["arg"])
+    assert result["arg"] == f"/trainhub/data/{mount.removeprefix('AZUREML_DATAREFERENCE_')}"
+    assert sorted(result["env"].values()) == sorted([result["arg"], "/trainhub/wd/out"])
+    assert (ds_server.data / "datastores" / DEFAULT / "sdk-out").is_dir()
 
 
 def test_a_second_run_on_the_node_reuses_the_copy_and_transfers_nothing(
@@ -315,6 +335,36 @@ def test_an_upload_goes_back_into_the_datastore_and_keeps_existing_files(
     assert (target / "keep.txt").read_text() == f"from {replaced['runId']}"
 
 
+HOSTILE_WRITER = """
+import os
+folder = os.environ["AZUREML_DATAREFERENCE_results"]
+os.makedirs(os.path.join(folder, "escape"), exist_ok=True)
+with open(os.path.join(folder, "escape", "evil.txt"), "w") as fh:
+    fh.write("outside?")
+os.symlink("/etc/passwd", os.path.join(folder, "passwd"))
+os.symlink("fine.txt", os.path.join(folder, "inner"))
+with open(os.path.join(folder, "fine.txt"), "w") as fh:
+    fh.write("inside")
+"""
+
+
+def test_an_upload_never_writes_outside_the_datastore(
+    ds_server: Server, dclient: httpx.Client, tmp_path: Path
+) -> None:
+    target = ds_server.data / "datastores" / DEFAULT / "hostile"
+    target.mkdir(parents=True)
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    (target / "escape").symlink_to(outside)  # a link out, there before the run
+    run = completed(
+        dclient, HOSTILE_WRITER, inputs=[ref(mode="upload", path="hostile", name="results")]
+    )
+    assert (target / "fine.txt").read_text() == "inside", run["runId"]
+    assert list(outside.iterdir()) == []
+    # Files and folders only: no link of the run's comes back, whatever it points to.
+    assert not (target / "passwd").is_symlink() and not (target / "inner").is_symlink()
+
+
 def test_an_upload_of_a_failed_run_is_kept_too(ds_server: Server, dclient: httpx.Client) -> None:
     target = ds_server.data / "datastores" / DEFAULT / "failed"
     run = run_to_end(
@@ -339,7 +389,7 @@ for name in (".trainhub/sums/labels.csv.sha256", ".trainhub/new.txt", "fine.txt"
 def test_the_datastores_own_folder_is_never_seen_nor_written_by_a_run(
     ds_server: Server, dclient: httpx.Client
 ) -> None:
-    add_datastore(ds_server, "rooted", "server")
+    add_datastore(dclient, "rooted", "server")
     root = ds_server.data / "datastores" / "rooted"
     put_data(root)
     expected = checksum(root)
@@ -357,7 +407,7 @@ def test_a_shared_datastore_is_mounted_from_the_nodes_folder(
     ds_server: Server, dclient: httpx.Client, tmp_path: Path
 ) -> None:
     put_data(tmp_path)
-    add_datastore(ds_server, "labshare", "shared", paths={"*": str(tmp_path)})
+    add_datastore(dclient, "labshare", "shared", paths={"*": str(tmp_path)})
     run = completed(
         dclient,
         READER,
@@ -369,11 +419,39 @@ def test_a_shared_datastore_is_mounted_from_the_nodes_folder(
     assert result["env"] == {"AZUREML_DATAREFERENCE_labshare": "/trainhub/data/labshare"}
 
 
+def test_a_shared_datastore_gives_a_writable_copy_and_takes_an_upload(
+    ds_server: Server, dclient: httpx.Client, tmp_path: Path
+) -> None:
+    put_data(tmp_path)
+    (tmp_path / "out").mkdir()
+    (tmp_path / "out" / "seen.json").write_text("there before")
+    expected = checksum(tmp_path / "images")
+    add_datastore(dclient, "scratch", "shared", paths={"local": str(tmp_path)})
+    run = completed(
+        dclient,
+        READER,
+        script_params={"--data-folder": ref(datastore="scratch", path="images", mode="download")},
+        inputs=[ref(datastore="scratch", path="out/new", mode="upload", name="results")],
+    )
+    result = seen(dclient, run)
+    assert (result["checksum"], result["write"]) == (expected, "ok")
+    assert not (tmp_path / "images" / "written-by-the-run.txt").exists()
+    assert json.loads((tmp_path / "out" / "new" / "seen.json").read_text()) == result
+    # overwrite=False keeps what is there.
+    completed(
+        dclient,
+        READER,
+        script_params={"--data-folder": ref(datastore="scratch", path="images")},
+        inputs=[ref(datastore="scratch", path="out", mode="upload", name="results")],
+    )
+    assert (tmp_path / "out" / "seen.json").read_text() == "there before"
+
+
 def test_a_shared_path_missing_on_the_node_fails_the_run_at_preparing(
     ds_server: Server, dclient: httpx.Client, tmp_path: Path
 ) -> None:
     missing = tmp_path / "not-mounted-here"
-    add_datastore(ds_server, "nfs", "shared", paths={"local": str(missing)})
+    add_datastore(dclient, "nfs", "shared", paths={"local": str(missing)})
     run = run_to_end(
         dclient, READER, script_params={"--data-folder": ref(datastore="nfs", mode="download")}
     )
@@ -447,8 +525,7 @@ def test_bad_references_are_refused_at_submit_naming_the_field(
 def test_members_cannot_upload_into_a_read_only_datastore(
     ds_server: Server, dclient: httpx.Client
 ) -> None:
-    add_datastore(ds_server, "curated", "server", read_only=True)
-    (ds_server.data / "datastores" / "curated").mkdir(parents=True, exist_ok=True)
+    add_datastore(dclient, "curated", "server", readOnly=True)
     member = ds_server.client(add_user(dclient, "datauser"))
     upload = {"inputs": [ref(datastore="curated", mode="upload", name="results")]}
     refused = submit_raw(
@@ -500,8 +577,17 @@ def test_a_remote_node_gets_the_data_once_and_every_node_of_a_run_gets_it(
     socket = bed["n2"].docker_socket
     assert len(data_volumes(cluster, socket)) == 1
 
-    second = completed(nclient, READER, script_params=reference, compute_target="only-n2")
+    # Again, with an upload: what the run wrote on n2 comes back into the datastore.
+    second = completed(
+        nclient,
+        READER,
+        script_params=reference,
+        inputs=[ref(mode="upload", path="from-n2", name="results")],
+        compute_target="only-n2",
+    )
     assert f"datastore {DEFAULT}/remote: reused the copy on n2" in build_log(nclient, second)
+    back = json.loads((remote_data.parent / "from-n2" / "seen.json").read_text())
+    assert back == seen(nclient, second)
     assert len(data_volumes(cluster, socket)) == 1
     assert [r["node"] for r in copies(cluster)] == ["n2"]
 
