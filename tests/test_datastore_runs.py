@@ -447,6 +447,18 @@ def test_a_shared_datastore_gives_a_writable_copy_and_takes_an_upload(
     assert (tmp_path / "out" / "seen.json").read_text() == "there before"
 
 
+def test_an_upload_folder_named_like_a_command_is_only_a_name(
+    ds_server: Server, dclient: httpx.Client, tmp_path: Path
+) -> None:
+    add_datastore(dclient, "oddnames", "shared", paths={"*": str(tmp_path)})
+    odd = "a b;touch $(echo pwned)"
+    completed(
+        dclient, WRITER, inputs=[ref(datastore="oddnames", path=odd, mode="upload", name="results")]
+    )
+    assert sorted(p.name for p in tmp_path.iterdir()) == [odd]
+    assert (tmp_path / odd / "keep.txt").exists()
+
+
 def test_a_shared_path_missing_on_the_node_fails_the_run_at_preparing(
     ds_server: Server, dclient: httpx.Client, tmp_path: Path
 ) -> None:

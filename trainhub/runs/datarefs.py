@@ -23,6 +23,7 @@ import hashlib
 import io
 import logging
 import os
+import shlex
 import stat
 import tarfile
 import time
@@ -30,7 +31,6 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-from trainhub.accounts import Forbidden, User
 from trainhub.nodes.pool import NodePool
 from trainhub.runs.artifacts import BUILD_LOG, ChunkReader, human_size, says_disk_full
 from trainhub.runs.driving import Attempt
@@ -48,7 +48,7 @@ from trainhub.runtime.docker import (
     MissingBindSource,
 )
 from trainhub.settings import Settings
-from trainhub.spec import DataReference, EstimatorSpec, SpecError, placed_references
+from trainhub.spec import DataReference, EstimatorSpec
 from trainhub.store import Database
 from trainhub.store import datastores as ds_store
 from trainhub.store.datastores import DatastoreKind, DatastoreRow
@@ -70,43 +70,6 @@ RESERVED = ".trainhub"
 
 class DataChanged(Exception):
     """A file of a datastore changed while it was being copied."""
-
-
-# Submit-time checks -----------------------------------------------------------------------------
-async def check_references(
-    settings: Settings, db: Database, spec: EstimatorSpec, user: User | None
-) -> None:
-    """Each reference names a datastore of this server, an existing folder of a ``server`` one
-    (mount, download), and a datastore the user may write into (upload): a 422 or a 403 naming
-    the reference otherwise. ``shared`` folders are on the nodes: checked at Preparing."""
-    placed = placed_references(spec)
-    if not placed:
-        return
-    rows = {row.name: row for row in await db.read(ds_store.list_datastores)}
-    for where, ref in placed:
-        field = where.split("[", 1)[0]
-        row = rows.get(ref.datastore)
-        if row is None:
-            known = ", ".join(sorted(rows)) or "none"
-            raise SpecError(
-                field,
-                f"{where}: there is no datastore '{ref.datastore}' on this server (it has: {known})",
-            )
-        if ref.mode == "upload" and row.read_only and not (user and user.is_admin):
-            who = f"{user.name} is a {user.role}" if user else "the submitter is not an admin"
-            raise Forbidden(
-                f"{where}: datastore '{row.name}' is read-only: only an admin may upload into it; {who}"
-            )
-        if row.kind == DatastoreKind.SERVER and ref.folder.split("/")[0] == RESERVED:
-            raise SpecError(
-                field, f"{where}.path: '{RESERVED}' is the datastore's own folder, not data"
-            )
-        if row.kind == DatastoreKind.SERVER and ref.mode != "upload" and ref.folder:
-            if server_folder(settings, row.name, ref.folder) is None:
-                raise SpecError(
-                    field,
-                    f"{where}.path: datastore '{row.name}' has no folder '{ref.folder}'",
-                )
 
 
 def server_folder(settings: Settings, datastore: str, folder: str) -> Path | None:
@@ -609,9 +572,9 @@ class DataStager:
             return f"refused: datastore {row.name} has no path for node {node}"
         engine = self.pool.engine(node)
         image = await asyncio.to_thread(engine.container_image, container_id)
-        dest = f"{STAGE}/dest/{ref.folder}".rstrip("/")
+        dest = shlex.quote(f"{STAGE}/dest/{ref.folder}".rstrip("/"))  # the user's folder name
         copy = "cp -a" if ref.overwrite else "cp -an"
-        script = f"mkdir -p {dest}\n{copy} {STAGE}/up/. {dest}/"
+        script = f"mkdir -p -- {dest}\n{copy} {STAGE}/up/. {dest}/"
         mounts = [
             DataMount(f"{STAGE}/up", run_volume(attempt.run_id, ref.ref_name)),
             DataMount(f"{STAGE}/dest", root, bind=True, read_only=False),
@@ -641,15 +604,3 @@ class DataStager:
 def _joined(root: str, folder: str) -> str:
     base = root.rstrip("/") or "/"
     return f"{base.rstrip('/')}/{folder}" if folder else base
-
-
-__all__ = [
-    "DataStager",
-    "check_references",
-    "environment",
-    "extract_upload",
-    "listing",
-    "paths",
-    "tar_parts",
-    "tar_size",
-]

@@ -11,7 +11,7 @@ from typing import Any
 
 import msgspec
 
-from trainhub.accounts import User, require_run_owner
+from trainhub.accounts import Forbidden, User, require_run_owner
 from trainhub.runs import admission, datarefs
 from trainhub.runs.artifacts import (
     DRIVER_LOG,
@@ -35,11 +35,21 @@ from trainhub.spec import (
     definition_reference,
     flatten_script_params,
     parse_estimator,
+    placed_references,
     redact,
     stored_processes_per_node,
 )
-from trainhub.store import Database, environments, lifecycle, metrics, snapshots, users
+from trainhub.store import (
+    Database,
+    datastores,
+    environments,
+    lifecycle,
+    metrics,
+    snapshots,
+    users,
+)
 from trainhub.store import runs as q
+from trainhub.store.datastores import DatastoreKind
 from trainhub.store.lifecycle import RunStatus
 
 
@@ -134,9 +144,7 @@ async def submit(
             upload.unlink(missing_ok=True)
     await admission.check_conda(settings, launcher, spec, sha256)
     await admission.check_target(db, launcher, spec)
-    if spec.references():  # datastores named, folders there, and who may write into them
-        submitter = await db.read(lambda conn: users.user_by_name(conn, user)) if user else None
-        await datarefs.check_references(settings, db, spec, submitter)
+    await _check_references(settings, db, spec, user)
     run = await db.write(
         lambda conn: q.insert_run(
             conn,
@@ -188,6 +196,45 @@ def _check_entry_script(spec: EstimatorSpec, files: frozenset[str]) -> None:
         name = getattr(spec, field)
         if name and name.removeprefix("./") not in files:
             raise SpecError(field, f"'{name}' is not in the snapshot")
+
+
+async def _check_references(
+    settings: Settings, db: Database, spec: EstimatorSpec, user: str | None
+) -> None:
+    """Each data reference names a datastore of this server, an existing folder of a ``server``
+    one (mount, download), and one the submitter may write into (upload; read-only ones take
+    uploads from admins only): a 422 or a 403 naming the reference otherwise. A ``shared``
+    datastore's folders are on the nodes: they are checked at Preparing."""
+    placed = placed_references(spec)
+    if not placed:
+        return
+    rows = {row.name: row for row in await db.read(datastores.list_datastores)}
+    submitter = await db.read(lambda conn: users.user_by_name(conn, user)) if user else None
+    for where, ref in placed:
+        field = where.split("[", 1)[0]
+        row = rows.get(ref.datastore)
+        if row is None:
+            known = ", ".join(sorted(rows)) or "none"
+            raise SpecError(
+                field,
+                f"{where}: there is no datastore '{ref.datastore}' on this server (it has: {known})",
+            )
+        if ref.mode == "upload" and row.read_only and not (submitter and submitter.is_admin):
+            who = f"; {submitter.name} is a {submitter.role}" if submitter else ""
+            raise Forbidden(
+                f"{where}: datastore '{row.name}' is read-only: only an admin may upload into it{who}"
+            )
+        if row.kind != DatastoreKind.SERVER:
+            continue
+        if ref.folder.split("/")[0] == datarefs.RESERVED:
+            raise SpecError(
+                field,
+                f"{where}.path: '{datarefs.RESERVED}' is the datastore's own folder, not data",
+            )
+        if ref.mode != "upload" and datarefs.server_folder(settings, row.name, ref.folder) is None:
+            raise SpecError(
+                field, f"{where}.path: datastore '{row.name}' has no folder '{ref.folder}'"
+            )
 
 
 async def _resolve_definition(db: Database, spec: EstimatorSpec) -> EstimatorSpec:
