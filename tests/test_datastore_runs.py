@@ -128,14 +128,19 @@ def data_volumes(server: Server, socket: str | None = None) -> list[str]:
 
 
 def remove_volumes(server: Server, socket: str | None = None) -> None:
+    """This server's volumes on an engine, once the containers of its last runs are gone (the
+    server removes them just after a run's end is recorded)."""
     client = docker.DockerClient(base_url=f"unix://{socket}") if socket else docker.from_env()
     try:
         labels = [f"{INSTANCE_LABEL}={server.instance_id()}"]
         for volume in client.api.volumes(filters={"label": labels}).get("Volumes") or []:
-            # A run's container may still be on its way out.
-            for holder in client.api.containers(all=True, filters={"volume": volume["Name"]}):
-                client.api.remove_container(holder["Id"], force=True)
-            client.api.remove_volume(volume["Name"], force=True)
+            name = volume["Name"]
+
+            def unused(name: str = name) -> bool:
+                return not client.api.containers(all=True, filters={"volume": name})
+
+            wait_until(unused, f"no container holds {name}", timeout=30)
+            client.api.remove_volume(name, force=True)
     finally:
         client.close()
 
