@@ -142,6 +142,10 @@ class Server:
                 try:
                     for cid in self.containers():
                         client.api.remove_container(cid, force=True)
+                    # Its datastore copies and runs' data volumes (labelled with the server's id).
+                    mine = {"label": f"org.trainhub.instance={self.instance_id()}"}
+                    for volume in client.api.volumes(filters=mine).get("Volumes") or []:
+                        client.api.remove_volume(volume["Name"], force=True)
                 finally:
                     client.close()
 
@@ -279,10 +283,14 @@ def cluster(
         == 201
     )
     yield srv
+    instance = srv.instance_id()
     srv.cleanup()
-    for node in bed.values():  # containers the server left on the nodes
+    for node in bed.values():  # containers and volumes the server left on the nodes
+        docker_cli = f"docker -H unix://{node.docker_socket}"
         subprocess.run(
-            f"docker -H unix://{node.docker_socket} ps -aq | xargs -r docker -H unix://{node.docker_socket} rm -f",
+            f"{docker_cli} ps -aq | xargs -r {docker_cli} rm -f; "
+            f"{docker_cli} volume ls -q --filter label=org.trainhub.instance={instance}"
+            f" | xargs -r {docker_cli} volume rm -f",
             shell=True,
             capture_output=True,
         )

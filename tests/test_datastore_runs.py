@@ -9,6 +9,7 @@ would (the upload API has tests of its own); other datastores are registered thr
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import sqlite3
@@ -643,3 +644,34 @@ def test_the_volumes_of_a_run_are_removed_after_it(
         )
     finally:
         client.close()
+
+
+def test_a_node_back_from_an_outage_loses_the_data_volumes_of_runs_that_ended_meanwhile(
+    cluster: Server, nclient: httpx.Client, bed: dict[str, testbed.Node]
+) -> None:
+    """A run's own data volume left on a node (the node was away when the run ended, or the
+    server died): removed when the node is Ready again; a volume of another server stays."""
+    n2 = bed["n2"]
+    engine = docker.DockerClient(base_url=f"unix://{n2.docker_socket}")
+    mine = {INSTANCE_LABEL: cluster.instance_id(), "org.trainhub.kind": "run-data"}
+    try:
+        engine.api.create_volume(
+            "th-test-leftover", labels={**mine, "org.trainhub.run_id": "ended_1_abc"}
+        )
+        engine.api.create_volume(
+            "th-test-other-server",
+            labels={**mine, INSTANCE_LABEL: "another", "org.trainhub.run_id": "x"},
+        )
+        testbed.restart_sshd(n2)  # the connection drops; the node comes back Ready
+        wait_until(
+            lambda: not engine.api.volumes(filters={"name": "th-test-leftover"})["Volumes"],
+            "the leftover volume is removed",
+            timeout=60,
+        )
+        assert nclient.get("/api/v1/nodes/n2").json()["state"] == "Ready"
+        assert engine.api.volumes(filters={"name": "th-test-other-server"})["Volumes"]
+    finally:
+        for name in ("th-test-leftover", "th-test-other-server"):
+            with contextlib.suppress(docker.errors.NotFound):
+                engine.api.remove_volume(name, force=True)
+        engine.close()

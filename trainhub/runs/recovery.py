@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING
 from trainhub.nodes.pool import LOCAL, NodeUnavailable, engine_answers
 from trainhub.runs.artifacts import is_disk_full, says_disk_full
 from trainhub.runs.driving import Attempt
+from trainhub.runtime.docker import LABEL_INSTANCE, LABEL_KIND
 from trainhub.store import nodes as node_store
 from trainhub.store import runs as q
 from trainhub.store.lifecycle import ACTIVE, EndReason, RunStatus
@@ -94,6 +95,13 @@ async def node_ready(launcher: Launcher, node: str) -> None:
         if run_id not in here:
             log.info("node %s: removing the leftover container of run %s", node, run_id)
             await asyncio.to_thread(engine.remove, container.id)
+    # The data volumes of runs that ended while the node was away (or the server was down).
+    ours = [f"{LABEL_INSTANCE}={launcher.instance}", f"{LABEL_KIND}=run-data"]
+    volumes = await asyncio.to_thread(engine.volume_runs, ours)
+    for volume, run_id in volumes.items():
+        if run_id not in here:
+            log.info("node %s: removing the leftover data volume of run %s", node, run_id)
+            await asyncio.to_thread(engine.remove_volume, volume)
     launcher.control.wake()
 
 

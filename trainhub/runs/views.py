@@ -19,7 +19,7 @@ from trainhub.runs import service
 from trainhub.runs.artifacts import BUILD_LOG, list_artifacts
 from trainhub.runs.launcher import Launcher
 from trainhub.settings import Settings
-from trainhub.spec import SpecError, redact, stored_processes_per_node
+from trainhub.spec import SpecError, flatten_script_params, redact, stored_processes_per_node
 from trainhub.store import Database
 from trainhub.store import nodes as node_store
 from trainhub.store import runs as q
@@ -278,7 +278,7 @@ def clone_form(spec: dict[str, Any]) -> CloneForm:
     """A stored spec as the clone form's fields."""
     params = spec.get("script_params") or {}
     return CloneForm(
-        params=[(k, "" if v is None else _param_text(v)) for k, v in params.items()],
+        params=[(k, "" if v is None else param_text(v)) for k, v in params.items()],
         environment_variables="\n".join(
             f"{k}={v}" for k, v in (spec.get("environment_variables") or {}).items()
         ),
@@ -292,8 +292,10 @@ def clone_form(spec: dict[str, Any]) -> CloneForm:
     )
 
 
-def _param_text(value: Any) -> str:
-    return str(value)
+def param_text(value: Any) -> str:
+    """A script parameter as a person reads it: a data reference as Azure ML showed one,
+    ``$AZUREML_DATAREFERENCE_<name>``."""
+    return flatten_script_params({"": value})[-1]
 
 
 def form_from_post(form: Any) -> CloneForm:
@@ -389,7 +391,7 @@ def spec_from_form(original: dict[str, Any], form: CloneForm) -> dict[str, Any]:
 
 
 def _same(old: Any, text: str) -> bool:
-    return ("" if old is None else _param_text(old)) == text
+    return ("" if old is None else param_text(old)) == text
 
 
 async def clone(

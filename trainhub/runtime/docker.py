@@ -329,6 +329,11 @@ class DockerEngine:
         except docker.errors.NotFound:
             pass
 
+    def volume_runs(self, labels: list[str]) -> dict[str, str]:
+        """The volumes carrying all ``labels`` (``key=value``) and the run each was made for."""
+        found = self.client.api.volumes(filters={"label": labels}).get("Volumes") or []
+        return {str(v["Name"]): str((v.get("Labels") or {}).get(LABEL_RUN, "")) for v in found}
+
     def remove_volumes(self, labels: list[str]) -> int:
         """Remove every volume carrying all ``labels`` (``key=value``); how many there were."""
         found = self.client.api.volumes(filters={"label": labels}).get("Volumes") or []

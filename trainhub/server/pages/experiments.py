@@ -14,6 +14,7 @@ from litestar.params import Parameter
 from litestar.plugins.htmx import HTMXRequest
 from litestar.response import Template
 
+from trainhub.runs.views import param_text
 from trainhub.store import Database
 from trainhub.store import experiments as ex
 from trainhub.store import runs as q
@@ -62,6 +63,8 @@ def shown(value: Any) -> str:
         return "true" if value else "false"
     if isinstance(value, float):
         return f"{value:.6g}"
+    if isinstance(value, dict):  # a data reference
+        return param_text(value)
     return str(value)
 
 
