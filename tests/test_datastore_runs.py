@@ -474,6 +474,8 @@ def test_a_shared_path_missing_on_the_node_fails_the_run_at_preparing(
         dclient, READER, script_params={"--data-folder": ref(datastore="nfs", mode="download")}
     )
     assert run["status"] == "Failed"
+    assert run["properties"]["reason"] == "data_unavailable"
+    assert run["error"]["code"] == "UserError"
     assert f"datastore nfs: {missing} does not exist on node local" in run["error"]["message"]
     assert [e["status"] for e in run["statusHistory"]] == ["Queued", "Preparing", "Failed"]
 

@@ -327,7 +327,7 @@ class DataStager:
             row = rows.get(ref.datastore)
             if row is None:
                 raise PrepareFailed(
-                    EndReason.BUILD_FAILED,
+                    EndReason.DATA_UNAVAILABLE,
                     f"datastore {ref.datastore}: it was removed after the run was submitted",
                 )
             found = None
@@ -335,7 +335,7 @@ class DataStager:
                 folder = server_folder(self.settings, row.name, ref.folder)
                 if folder is None:
                     raise PrepareFailed(
-                        EndReason.BUILD_FAILED,
+                        EndReason.DATA_UNAVAILABLE,
                         f"datastore {row.name}: it has no folder '{ref.folder}' on the server",
                     )
                 found = await asyncio.to_thread(
@@ -373,7 +373,7 @@ class DataStager:
                 root = row.path_on(node)
                 if not root:
                     raise PrepareFailed(
-                        EndReason.BUILD_FAILED,
+                        EndReason.DATA_UNAVAILABLE,
                         f"datastore {row.name}: it has no path for node {node}",
                     )
                 where = _joined(root, ref.folder if ref.mode != "upload" else "")
@@ -432,12 +432,12 @@ class DataStager:
             source = shared.get(exc.path)
             name = source.row.name if source else "?"
             raise PrepareFailed(
-                EndReason.BUILD_FAILED,
+                EndReason.DATA_UNAVAILABLE,
                 f"datastore {name}: {exc.path} does not exist on node {node}",
             ) from None
         except EngineError as exc:
             reason = (
-                EndReason.NODE_DISK_FULL if says_disk_full(str(exc)) else EndReason.BUILD_FAILED
+                EndReason.NODE_DISK_FULL if says_disk_full(str(exc)) else EndReason.DATA_UNAVAILABLE
             )
             raise PrepareFailed(
                 reason, f"The run's data could not be made ready on node {node}: {exc}"
@@ -467,11 +467,13 @@ class DataStager:
                 await asyncio.to_thread(self._fill, node, image, volume, source)
             except DataChanged as exc:
                 raise PrepareFailed(
-                    EndReason.BUILD_FAILED, f"datastore {source.label}: {exc}; submit again"
+                    EndReason.DATA_UNAVAILABLE, f"datastore {source.label}: {exc}; submit again"
                 ) from None
             except EngineError as exc:
                 reason = (
-                    EndReason.NODE_DISK_FULL if says_disk_full(str(exc)) else EndReason.BUILD_FAILED
+                    EndReason.NODE_DISK_FULL
+                    if says_disk_full(str(exc))
+                    else EndReason.DATA_UNAVAILABLE
                 )
                 raise PrepareFailed(
                     reason, f"datastore {source.label}: the copy to {node} failed: {exc}"

@@ -66,6 +66,7 @@ class EndReason(StrEnum):
     DISK_FULL = "disk_full"  # the server's data disk filled up while results were copied
     NODE_DISK_FULL = "node_disk_full"  # the node's own disk (image build, container writes)
     ENGINE_RESTARTED = "engine_restarted"  # the node's Docker engine stopped or restarted
+    DATA_UNAVAILABLE = "data_unavailable"  # a datastore reference could not be made ready
 
     def __str__(self) -> str:
         return self.value
@@ -73,7 +74,13 @@ class EndReason(StrEnum):
 
 # Reasons that are the user's doing (Azure ML's error code "UserError"); the rest are "SystemError".
 USER_REASONS = frozenset(
-    {EndReason.EXIT_CODE, EndReason.TIMEOUT, EndReason.IMAGE_MISSING, EndReason.BUILD_FAILED}
+    {
+        EndReason.EXIT_CODE,
+        EndReason.TIMEOUT,
+        EndReason.IMAGE_MISSING,
+        EndReason.BUILD_FAILED,
+        EndReason.DATA_UNAVAILABLE,
+    }
 )
 
 
