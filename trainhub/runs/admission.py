@@ -79,9 +79,7 @@ async def check_target(db: Database, launcher: Launcher, spec: EstimatorSpec) ->
         )
 
 
-async def check_conda(
-    settings: Settings, launcher: Launcher, spec: EstimatorSpec, sha256: str
-) -> None:
+async def check_conda(settings: Settings, spec: EstimatorSpec, sha256: str) -> None:
     """The conda part is one the server can solve: each spec a match spec, the environment file
     YAML with channels and dependencies (and a ``pip:`` section of requirements), each channel a
     name, a URL or a folder. Whether the packages exist is the solver's to say, at ``Preparing``."""

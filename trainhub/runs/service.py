@@ -142,7 +142,7 @@ async def submit(
     finally:
         if upload is not None:
             upload.unlink(missing_ok=True)
-    await admission.check_conda(settings, launcher, spec, sha256)
+    await admission.check_conda(settings, spec, sha256)
     await admission.check_target(db, launcher, spec)
     await _check_references(settings, db, spec, user)
     run = await db.write(
