@@ -257,6 +257,15 @@ class RunControl:
             )
 
 
+async def _abandon(driver: Driver[Any], attempt: Attempt) -> None:
+    """Remove what a canceled attempt made before it started; what cannot be reached now goes
+    when its node is back (recovery)."""
+    try:
+        await driver.abandon(attempt)
+    except Exception:  # noqa: BLE001 - the cancel goes through whatever the engine says
+        log.warning("run %s: removing what it made before it started failed", attempt.run_id)
+
+
 async def drive(
     control: RunControl, driver: Driver[Any], attempt: Attempt, attach: str | None = None
 ) -> None:
@@ -275,11 +284,13 @@ async def drive(
         if cancel.is_set() or not await control.move(
             run_id, RunStatus.STARTING, expect=[RunStatus.PREPARING]
         ):
+            await _abandon(driver, attempt)  # what prepare made (a run's data volumes)
             await control.canceled(run_id)
             return
         try:
             handle = await driver.start(attempt)
         except Canceled:
+            await _abandon(driver, attempt)
             await control.canceled(run_id)
             return
         await control.move(run_id, RunStatus.RUNNING, expect=[RunStatus.STARTING])
