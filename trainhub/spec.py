@@ -3,6 +3,8 @@
 Field names are Azure ML v1 ``Estimator`` argument names. :func:`parse_estimator` decodes JSON into an
 :class:`EstimatorSpec` and applies Azure ML's combination rules; every problem is a :class:`SpecError`
 naming the field. Fields whose capability has not landed yet are refused, never silently ignored.
+Data references (``{"$data_reference": {...}}`` values) and their checks are in
+:mod:`trainhub.spec_datarefs`; the errors in :mod:`trainhub.spec_errors`.
 """
 
 from __future__ import annotations
@@ -14,23 +16,21 @@ from typing import Any
 import msgspec
 from packaging.requirements import InvalidRequirement, Requirement
 
-ScalarParam = str | int | float | bool | None
+# DataReference and placed_references are imported from here too (runs.datarefs, runs.service).
+from trainhub.spec_datarefs import (
+    REFERENCE_ENV_PREFIX,
+    Reference,
+    check_reference_places,
+    check_references,
+    reference_name,
+)
+from trainhub.spec_datarefs import DataReference as DataReference
+from trainhub.spec_datarefs import placed_references as placed_references
+from trainhub.spec_errors import NotSupportedYet as NotSupportedYet
+from trainhub.spec_errors import SpecError as SpecError
+from trainhub.spec_errors import has_control_character, shown
 
-# A data reference on the wire: {"$data_reference": {...}} as a script_params value or an inputs
-# element, nowhere else. Its environment variable (Azure ML's name) holds its path in the run.
-REFERENCE_KEY = "$data_reference"
-REFERENCE_MODES = ("mount", "download", "upload")
-REFERENCE_ENV_PREFIX = "AZUREML_DATAREFERENCE_"
-# A reference's name ends that variable's name (the SDK names sub-path references with a uuid's hex).
-REFERENCE_NAME = re.compile(r"^[A-Za-z0-9_]{1,255}$")
-# Where a run's data is in its container: the working directory (runtime.docker.WORKDIR) and the
-# folder of the references' default paths.
-RUN_WORKDIR = "/trainhub/wd"
-RUN_DATA_ROOT = "/trainhub/data"
-# Folders of a run's container that a reference may not cover (absolute path_on_compute) ...
-RESERVED_RUN_PATHS = ("/proc", "/sys", "/dev", "/trainhub/lib", "/trainhub/ctx")
-# ... and folders it may not be (it would hide what they hold).
-RESERVED_RUN_FOLDERS = ("/", "/trainhub", RUN_WORKDIR, RUN_DATA_ROOT)
+ScalarParam = str | int | float | bool | None
 
 DISTRIBUTED_TYPES = ("mpi", "gloo", "nccl", "ps")
 FRAMEWORKS = ("Python", "PyTorch", "TensorFlow")
@@ -59,19 +59,6 @@ IMAGE_NAME_MAX = 255
 CONDA_PACKAGE = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.+=<>!*,|:/@%~\[\]-]*")
 
 
-class SpecError(ValueError):
-    """A spec problem, with the field it concerns (dotted path) and a sentence for the user."""
-
-    def __init__(self, field: str | None, message: str) -> None:
-        super().__init__(message)
-        self.field = field
-        self.message = message
-
-
-class NotSupportedYet(SpecError):
-    """A valid field whose capability is not available on this server yet."""
-
-
 class RegistryDetails(msgspec.Struct, forbid_unknown_fields=True, omit_defaults=True):
     address: str | None = None
     username: str | None = None
@@ -86,49 +73,6 @@ class DistributedTraining(msgspec.Struct, forbid_unknown_fields=True, omit_defau
     communication_backend: str | None = None
     worker_count: int | None = None
     parameter_server_count: int | None = None
-
-
-class DataReference(msgspec.Struct, forbid_unknown_fields=True, omit_defaults=True):
-    """``ds.as_mount()``, ``ds.path('sub').as_download()``, ``ds.as_upload(...)``: where the data is
-    (a datastore and a folder in it), how the run gets it, and under which name."""
-
-    datastore: str
-    path: str = ""
-    mode: str = "mount"
-    path_on_compute: str | None = None
-    name: str | None = None
-    overwrite: bool = False
-
-    @property
-    def ref_name(self) -> str:
-        """Azure ML's ``data_reference_name``: the datastore's name unless one was given."""
-        return self.name or self.datastore
-
-    @property
-    def env_var(self) -> str:
-        return REFERENCE_ENV_PREFIX + self.ref_name
-
-    def path_in_run(self) -> str:
-        """Where the run finds the data: ``/trainhub/data/<name>``, or ``path_on_compute``
-        (relative to the working directory, or absolute as it is)."""
-        where = self.path_on_compute
-        if not where:
-            return f"{RUN_DATA_ROOT}/{self.ref_name}"
-        cleaned = _clean_path(where)
-        if where.startswith("/"):
-            return cleaned
-        return f"{RUN_WORKDIR}/{cleaned}" if cleaned else RUN_WORKDIR
-
-    @property
-    def folder(self) -> str:
-        """``path`` as a clean relative folder of the datastore ("" for its root)."""
-        return _clean_path(self.path.replace("\\", "/")).lstrip("/")
-
-
-class Reference(msgspec.Struct, forbid_unknown_fields=True):
-    """The wire form of a reference: ``{"$data_reference": {...}}``."""
-
-    data_reference: DataReference = msgspec.field(name=REFERENCE_KEY)
 
 
 class EstimatorSpec(msgspec.Struct, forbid_unknown_fields=True, omit_defaults=True):
@@ -265,7 +209,7 @@ def flatten_script_params(
         args.append(key)
         if value is None or value == "":
             continue
-        name = _reference_name(value)
+        name = reference_name(value)
         if name is None:
             args.append(str(value))
         elif paths is not None and name in paths:
@@ -275,18 +219,9 @@ def flatten_script_params(
     return args
 
 
-def _reference_name(value: Any) -> str | None:
-    if isinstance(value, Reference):
-        return value.data_reference.ref_name
-    if isinstance(value, dict) and isinstance(value.get(REFERENCE_KEY), dict):
-        inner = value[REFERENCE_KEY]
-        return str(inner.get("name") or inner.get("datastore"))
-    return None
-
-
 def parse_estimator(raw: bytes | str) -> EstimatorSpec:
     try:
-        check_reference_places(msgspec.json.decode(raw))
+        check_reference_places(msgspec.json.decode(raw), EstimatorSpec.__struct_fields__)
         spec = msgspec.json.decode(raw, type=EstimatorSpec)
     except msgspec.ValidationError as exc:
         raise _from_msgspec(str(exc)) from None
@@ -294,157 +229,6 @@ def parse_estimator(raw: bytes | str) -> EstimatorSpec:
         raise SpecError("estimator", f"The estimator is not valid JSON: {exc}") from None
     validate(spec)
     return spec
-
-
-def check_reference_places(raw: Any) -> None:
-    """A data reference only as a script_params value or an inputs element (a 422 naming the
-    field anywhere else), and each one well formed, before the spec is decoded into its types."""
-    if not isinstance(raw, dict):
-        return
-    for field, value in raw.items():
-        if field == "script_params" and isinstance(value, dict):
-            for key, param in value.items():
-                where = f"script_params[{_shown(str(key))}]"
-                if isinstance(param, dict):
-                    _check_reference_object("script_params", where, param)
-                elif _holds_reference(param):
-                    raise SpecError("script_params", f"{where}: {_MISPLACED}")
-        elif field == "inputs" and isinstance(value, list):
-            for index, item in enumerate(value):
-                where = f"inputs[{index}]"
-                if not isinstance(item, dict) or REFERENCE_KEY not in item:
-                    raise SpecError(
-                        "inputs",
-                        f"{where} is not a data reference: inputs take references such as "
-                        "ds.as_mount(), ds.path('dir').as_download() or ds.as_upload()",
-                    )
-                _check_reference_object("inputs", where, item)
-        elif field in EstimatorSpec.__struct_fields__ and _holds_reference(value):
-            raise SpecError(str(field), f"{field}: {_MISPLACED}")
-
-
-_MISPLACED = (
-    "a data reference can only be a value of script_params or an element of inputs "
-    "(this field cannot take one)"
-)
-
-
-def _check_reference_object(field: str, where: str, value: dict[str, Any]) -> None:
-    if REFERENCE_KEY not in value:
-        if _holds_reference(value):
-            raise SpecError(field, f"{where}: {_MISPLACED}")
-        raise SpecError(
-            field,
-            f"{where}: a value is a string, a number, a boolean, null or a data reference "
-            '({"$data_reference": {...}})',
-        )
-    if len(value) != 1:
-        extra = sorted(str(k) for k in value if k != REFERENCE_KEY)
-        raise SpecError(field, f"{where}: unknown field(s) beside {REFERENCE_KEY}: {extra}")
-    inner = value[REFERENCE_KEY]
-    if isinstance(inner, dict) and any(_holds_reference(v) for v in inner.values()):
-        raise SpecError(field, f"{where}: {_MISPLACED}")
-    try:
-        msgspec.convert(inner, DataReference)
-    except msgspec.ValidationError as exc:
-        raise SpecError(field, f"{where}.{REFERENCE_KEY}: {exc}") from None
-
-
-def _holds_reference(value: Any) -> bool:
-    """Whether ``value`` holds a data reference object anywhere inside it."""
-    stack = [value]
-    while stack:
-        item = stack.pop()
-        if isinstance(item, dict):
-            if REFERENCE_KEY in item:
-                return True
-            stack.extend(item.values())
-        elif isinstance(item, list):
-            stack.extend(item)
-    return False
-
-
-def placed_references(spec: EstimatorSpec) -> list[tuple[str, DataReference]]:
-    """(where, reference) for every reference of ``spec``, in the order they are given."""
-    placed = [
-        (f"script_params[{_shown(key)}]", value.data_reference)
-        for key, value in spec.script_params.items()
-        if isinstance(value, Reference)
-    ]
-    placed += [(f"inputs[{i}]", item.data_reference) for i, item in enumerate(spec.inputs)]
-    return placed
-
-
-def _clean_path(path: str) -> str:
-    """``a//b/./c/`` -> ``a/b/c`` (leading ``/`` kept); callers have refused ``..``."""
-    parts = [p for p in path.split("/") if p not in ("", ".")]
-    return ("/" if path.startswith("/") else "") + "/".join(parts)
-
-
-def _check_references(spec: EstimatorSpec) -> None:
-    """Each reference's fields, and the references of one run against each other: a name is one
-    reference (Azure ML's rule), and two references never share a path in the run."""
-    by_name: dict[str, DataReference] = {}
-    targets: dict[str, str] = {}
-    for where, ref in placed_references(spec):
-        field = where.split("[", 1)[0]
-        _check_reference(field, where, ref)
-        name = ref.ref_name
-        ref = msgspec.structs.replace(ref, name=name, path=ref.folder)
-        if by_name.setdefault(name, ref) != ref:
-            raise SpecError(
-                field,
-                f"{where}: two different data references are named '{name}'; give them "
-                "different names (data_reference_name)",
-            )
-        target = ref.path_in_run()
-        if targets.setdefault(target, name) != name:
-            raise SpecError(
-                field,
-                f"{where}: data references '{targets[target]}' and '{name}' would be at the "
-                "same path in the run",
-            )
-    if by_name and not spec.use_docker:
-        raise SpecError("use_docker", "data references (datastores) need use_docker=True for now")
-
-
-def _check_reference(field: str, where: str, ref: DataReference) -> None:
-    if not ref.datastore:
-        raise SpecError(field, f"{where}.datastore: name a datastore")
-    if ref.mode not in REFERENCE_MODES:
-        raise SpecError(
-            field,
-            f"{where}.mode must be one of {', '.join(REFERENCE_MODES)} (got {_shown(ref.mode)})",
-        )
-    if not REFERENCE_NAME.match(ref.ref_name):
-        raise SpecError(
-            field,
-            f"{where}.name: {_shown(ref.ref_name)} cannot name a data reference (letters, digits "
-            f"and '_': it ends the variable's name {REFERENCE_ENV_PREFIX}<name>)",
-        )
-    path = ref.path.replace("\\", "/")
-    if path.startswith("/") or ".." in path.split("/") or _has_control_character(path):
-        raise SpecError(
-            field,
-            f"{where}.path: {_shown(ref.path)} must be a folder inside the datastore "
-            "(relative, without '..')",
-        )
-    where_in_run = ref.path_on_compute
-    if where_in_run is not None:
-        target = ref.path_in_run()
-        if (
-            ".." in where_in_run.split("/")
-            or "\\" in where_in_run
-            or _has_control_character(where_in_run)
-            or target in RESERVED_RUN_FOLDERS
-            or any(target == r or target.startswith(r + "/") for r in RESERVED_RUN_PATHS)
-        ):
-            raise SpecError(
-                field,
-                f"{where}.path_on_compute: {_shown(where_in_run)} cannot hold the data (a folder "
-                "under the working directory, or an absolute path outside /, /proc, /sys, /dev "
-                "and trainhub's own folders; no '..')",
-            )
 
 
 def _from_msgspec(text: str) -> SpecError:
@@ -582,7 +366,7 @@ def validate(spec: EstimatorSpec) -> None:
             f"{field} cannot be installed when user_managed=True (the image's Python is used as it is)",
         )
 
-    _check_references(spec)
+    check_references(spec)
 
     # Valid, but not on this server yet.
     later: list[tuple[str, bool, str]] = [
@@ -635,13 +419,13 @@ def check_pip_packages(field: str, entries: list[str]) -> None:
         if problem:
             raise SpecError(
                 field,
-                f"{field}[{index}]: {_shown(entry)} is not a requirement (PEP 508, like 'numpy', "
+                f"{field}[{index}]: {shown(entry)} is not a requirement (PEP 508, like 'numpy', "
                 f"'torch==2.3.1' or \"six; python_version < '3'\"): {problem}",
             )
 
 
 def _requirement_problem(entry: str) -> str | None:
-    if _has_control_character(entry):
+    if has_control_character(entry):
         return "it holds a control character such as a newline (one requirement per entry)"
     if entry.lstrip().startswith("-"):
         return "pip options are not accepted, only package names"
@@ -660,7 +444,7 @@ def check_conda_packages(field: str, entries: list[str]) -> None:
         if not CONDA_PACKAGE.fullmatch(entry):
             raise SpecError(
                 field,
-                f"{field}[{index}]: {_shown(entry)} is not a conda package spec (one word, like "
+                f"{field}[{index}]: {shown(entry)} is not a conda package spec (one word, like "
                 "'numpy', 'numpy=1.26' or 'conda-forge::numpy'; no options, spaces or quotes)",
             )
 
@@ -675,7 +459,7 @@ def check_image_reference(field: str, value: str) -> None:
     if found is None or len(found.group("name")) > IMAGE_NAME_MAX:
         raise SpecError(
             field,
-            f"{field}: {_shown(value)} is not a Docker image reference (like 'python:3.11-slim' "
+            f"{field}: {shown(value)} is not a Docker image reference (like 'python:3.11-slim' "
             "or 'registry.example.com:5000/team/image:tag'; repository names are lowercase, "
             f"at most {IMAGE_NAME_MAX} characters)",
         )
@@ -691,22 +475,13 @@ def check_tags(value: object) -> dict[str, str]:
     for key, text in tags.items():
         if len(key) > MAX_TAG_KEY_CHARS:
             raise SpecError(
-                "tags", f"tags[{_shown(key)}]: key longer than {MAX_TAG_KEY_CHARS} characters"
+                "tags", f"tags[{shown(key)}]: key longer than {MAX_TAG_KEY_CHARS} characters"
             )
         if len(text) > MAX_TAG_VALUE_CHARS:
             raise SpecError(
-                "tags", f"tags[{_shown(key)}]: value longer than {MAX_TAG_VALUE_CHARS} characters"
+                "tags", f"tags[{shown(key)}]: value longer than {MAX_TAG_VALUE_CHARS} characters"
             )
     return tags
-
-
-def _has_control_character(text: str) -> bool:
-    return any(ord(c) < 0x20 or 0x7F <= ord(c) < 0xA0 for c in text)
-
-
-def _shown(value: str, limit: int = 60) -> str:
-    """``value`` quoted for an error message, escaped and cut short."""
-    return repr(value if len(value) <= limit else value[:limit] + "...")
 
 
 def check_experiment_name(name: str) -> None:
