@@ -328,7 +328,10 @@ class NodePool:
                 # (docker's client raises DockerException, not OSError, when the forwarded engine
                 # does not answer its first request: sshd back before dockerd after a reboot)
                 self._close(remote)
-                await self._mark_unreachable(remote, str(exc) or type(exc).__name__)
+                why = str(exc) or type(exc).__name__
+                if isinstance(exc, DockerException):
+                    why = f"SSH answers but the Docker engine does not (yet): {why}"
+                await self._mark_unreachable(remote, why)
                 await asyncio.sleep(backoff)
                 backoff = min(backoff * 2, 30.0)
                 continue
