@@ -187,6 +187,14 @@ class Settings:
         """Where a ``server`` datastore's files are."""
         return self.datastores_dir / name
 
+    @property
+    def models_dir(self) -> Path:
+        return self.data / "models"
+
+    def model_dir(self, name: str, version: int) -> Path:
+        """Where a registered model's files are (copied there: the run may go, the model stays)."""
+        return self.models_dir / name / str(version)
+
     def conda_prefix(self, env_key: str) -> Path:
         """Where a conda environment is solved and installed on the server (and found at the
         same path inside the environment's image, so that its files need no relocation)."""

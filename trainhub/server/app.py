@@ -35,6 +35,7 @@ from trainhub.server.api.datastores import DatastoresController
 from trainhub.server.api.environments import EnvironmentsController
 from trainhub.server.api.health import healthz
 from trainhub.server.api.images import ImagesController
+from trainhub.server.api.models import ModelsController
 from trainhub.server.api.nodes import NodesController
 from trainhub.server.api.runs import RunsController
 from trainhub.server.api.telemetry import TelemetryController
@@ -142,6 +143,7 @@ def create_app(settings: Settings, db: Database | None = None) -> Litestar:
             NodesController,
             TelemetryController,
             DatastoresController,
+            ModelsController,
             *PAGE_CONTROLLERS,
             create_static_files_router(
                 path="/static", directories=[web / "static"], include_in_schema=False

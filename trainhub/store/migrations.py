@@ -342,3 +342,46 @@ def datastores(db: sqlite_utils.Database) -> None:
         pk=("node", "key"),
         not_null={"node", "key", "datastore", "volume", "created_at"},
     )
+
+
+@MIGRATIONS(name="0012_models")
+def models(db: sqlite_utils.Database) -> None:
+    """Registered models (Azure ML's ``Model``): versions of a name, their files under the data
+    folder, and where they came from (a run, or a client's upload when ``run_id`` is null)."""
+    db.table("models").create(
+        {
+            "seq": int,
+            "name": str,
+            "version": int,
+            "path": str,  # what was registered: 'outputs/model.pkl', or the client's file name
+            "entry": str,  # the file or folder name under the version's folder
+            "is_folder": int,
+            "size_bytes": int,
+            "files": int,
+            "sha256": str,
+            "tags": str,  # JSON object of strings
+            "properties": str,  # JSON object of strings
+            "description": str,
+            "run_id": str,
+            "experiment": str,
+            "created_by": str,
+            "created_at": float,
+        },
+        pk="seq",
+        not_null={
+            "name",
+            "version",
+            "path",
+            "entry",
+            "is_folder",
+            "size_bytes",
+            "files",
+            "sha256",
+            "tags",
+            "properties",
+            "created_at",
+        },
+        defaults={"tags": "{}", "properties": "{}"},
+    )
+    db.execute("create unique index models_name_version on models (name, version)")
+    db.execute("create index models_run on models (run_id)")
