@@ -1,5 +1,5 @@
 """Azure ML's ``azureml.core`` on trainhub: ``Workspace``, ``Experiment``, ``Run``, ``Environment``,
-``Datastore``, ``ComputeTarget``, ``ContainerRegistry``.
+``Datastore``, ``Model``, ``ComputeTarget``, ``ContainerRegistry``.
 
 Each name is imported from its submodule on first use. Inside a run only ``Run`` is needed, and there
 the launcher's small in-run ``trainhub`` package (no SDK) comes first on ``PYTHONPATH``: ``from
@@ -14,6 +14,7 @@ _LAZY = {
     "Datastore": "azureml.core.datastore",
     "Environment": "azureml.core.environment",
     "Experiment": "azureml.core.experiment",
+    "Model": "azureml.core.model",
     "Run": "azureml.core.run",
     "Workspace": "azureml.core.workspace",
 }

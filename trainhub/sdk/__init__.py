@@ -13,6 +13,7 @@ from trainhub.sdk.errors import (
     ValidationError,
 )
 from trainhub.sdk.estimator import Estimator, Gloo, Mpi, Nccl, ParameterServer, PyTorch, TensorFlow
+from trainhub.sdk.model import Model, ModelNotFoundError
 from trainhub.sdk.run import Experiment, Run
 from trainhub.sdk.workspace import Workspace
 
@@ -29,6 +30,8 @@ __all__: list[str] = [
     "Estimator",
     "Experiment",
     "Gloo",
+    "Model",
+    "ModelNotFoundError",
     "Mpi",
     "Nccl",
     "ParameterServer",

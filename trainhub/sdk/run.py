@@ -10,7 +10,7 @@ import time
 from collections.abc import Iterator
 from html import escape
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import quote
 
 from trainhub import context
@@ -18,6 +18,9 @@ from trainhub.sdk import snapshot as snapshots
 from trainhub.sdk.errors import ActivityFailedException, RunNotFoundError, TrainhubError
 from trainhub.sdk.estimator import Estimator
 from trainhub.sdk.workspace import Workspace
+
+if TYPE_CHECKING:  # the model module builds on this one
+    from trainhub.sdk.model import Model
 
 log = logging.getLogger("trainhub.sdk")
 TERMINAL = ("Completed", "Failed", "Canceled")
@@ -257,6 +260,22 @@ class Run:
             )
             written.append(str(dest))
         return written
+
+    def register_model(
+        self,
+        model_name: str,
+        model_path: str,
+        tags: dict[str, Any] | None = None,
+        properties: dict[str, Any] | None = None,
+        description: str | None = None,
+        **kwargs: Any,
+    ) -> Model:
+        """Register the run's file or folder ``model_path`` (``outputs/model.pkl``) as
+        ``model_name``'s next version; the server copies it, so the model outlives the run."""
+        from trainhub.sdk.model import _refuse_unknown, register_from_run
+
+        _refuse_unknown("Run.register_model", kwargs)
+        return register_from_run(self, model_name, model_path, tags, properties, description)
 
     def cancel(self) -> None:
         self._details = self._client.json("POST", f"/api/v1/runs/{self.id}/cancel")

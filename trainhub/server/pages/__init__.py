@@ -13,6 +13,7 @@ from trainhub.server.pages.account import AccountPages
 from trainhub.server.pages.cluster import ClusterPages
 from trainhub.server.pages.datastores import DatastorePages
 from trainhub.server.pages.experiments import ExperimentPages
+from trainhub.server.pages.models import ModelPages
 from trainhub.server.pages.run_charts import RunChartPages
 from trainhub.server.pages.run_logs import RunLogPages
 from trainhub.server.pages.runs import RunPages
@@ -29,5 +30,6 @@ PAGE_CONTROLLERS: list[Any] = [
     ClusterPages,
     ExperimentPages,
     DatastorePages,
+    ModelPages,
     SubmitPages,
 ]
