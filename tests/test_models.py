@@ -13,9 +13,10 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.conftest import Server
+from tests.conftest import TOKEN, Server
 from tests.helpers import add_user, cli_for, login, submit, wait_for_status
 from tests.html import parse
+from trainhub.sdk import Model, ModelNotFoundError, Run, TrainhubError, Workspace
 
 pytestmark = pytest.mark.docker
 
@@ -233,7 +234,7 @@ def test_the_cli_lists_shows_and_downloads(
     server: Server, client: httpx.Client, run: dict[str, Any], tmp_path: Path
 ) -> None:
     register(client, run["runId"], name="cli-model", path="outputs/model/")
-    cli = cli_for(server.url, "th_test_admin_token_for_the_suite")
+    cli = cli_for(server.url, TOKEN)
     listed = cli("models", "list", "--json")
     assert listed.returncode == 0, listed.stderr
     assert "cli-model:1" in [m["id"] for m in json.loads(listed.stdout)]
@@ -245,3 +246,62 @@ def test_the_cli_lists_shows_and_downloads(
     assert (tmp_path / "model" / "weights" / "w.bin").read_bytes() == bytes(range(200)) * 7
     unknown = cli("models", "show", "no-such-model")
     assert unknown.returncode != 0 and "no-such-model" in unknown.stderr
+
+
+@pytest.fixture
+def ws(server: Server) -> Workspace:
+    return Workspace(server.url, TOKEN)
+
+
+def test_run_register_model_and_download_byte_for_byte(
+    ws: Workspace, run: dict[str, Any], tmp_path: Path
+) -> None:
+    sdk_run = Run.get(ws, run["runId"])
+    model = sdk_run.register_model(
+        model_name="sdk-model", model_path="./outputs/model.pkl", tags={"area": "churn"}
+    )
+    again = sdk_run.register_model(model_name="sdk-model", model_path="outputs/model/")
+    assert (model.name, model.version, again.version) == ("sdk-model", 1, 2)
+    assert model.id == "sdk-model:1" and model.run_id == run["runId"]
+    assert model.tags == {"area": "churn"} and model.created_time.year >= 2024
+    assert httpx.get(model.url, follow_redirects=False).status_code in (200, 303)
+
+    latest = Model(ws, "sdk-model")
+    assert latest.version == 2
+    path = Model(ws, "sdk-model", version=1).download(tmp_path)
+    assert Path(path) == tmp_path / "model.pkl" and Path(path).read_bytes() == PICKLE
+    with pytest.raises(TrainhubError, match="exist_ok"):
+        Model(ws, "sdk-model", version=1).download(tmp_path)
+    folder = latest.download(tmp_path / "f")
+    assert (Path(folder) / "weights" / "w.bin").read_bytes() == bytes(range(200)) * 7
+    with pytest.raises(ModelNotFoundError, match="no-such-model"):
+        Model(ws, "no-such-model")
+
+
+def test_model_register_from_this_machine_and_list_by_tag(ws: Workspace, tmp_path: Path) -> None:
+    source = tmp_path / "net"
+    (source / "sub").mkdir(parents=True)
+    (source / "a.bin").write_bytes(b"\x00\x01" * 3000)
+    (source / "sub" / "b.txt").write_text("bee")
+    (source / "outside").symlink_to("/etc/passwd")  # never sent
+    model = Model.register(
+        ws, str(source), "laptop-net", tags={"origin": "laptop"}, description="from a laptop"
+    )
+    assert (model.version, model.run_id, model.description) == (1, None, "from a laptop")
+    single = tmp_path / "w.pkl"
+    single.write_bytes(PICKLE)
+    Model.register(ws, single, "laptop-net")
+    found = Model.list(ws, tags=[["origin", "laptop"]])
+    assert [m.id for m in found] == ["laptop-net:1"]
+    assert [m.version for m in Model.list(ws, name="laptop-net")] == [2, 1]
+    back = Path(Model(ws, "laptop-net", version=1).download(tmp_path / "back"))
+    assert (back / "a.bin").read_bytes() == b"\x00\x01" * 3000
+    assert sorted(p.name for p in back.rglob("*")) == ["a.bin", "b.txt", "sub"]
+    assert Path(Model(ws, id="laptop-net:2").download(tmp_path / "back")).read_bytes() == PICKLE
+
+
+def test_azureml_core_model_is_trainhubs() -> None:
+    from azureml.core import Model as AzureModel
+    from azureml.core.model import Model as FromModule
+
+    assert AzureModel is Model is FromModule
