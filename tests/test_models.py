@@ -226,6 +226,8 @@ def test_the_pages_show_models_and_their_lineage(
     assert "--lr" in lineage.text and "0.93" in lineage.text  # parameters and final metrics
     link = detail.find("model-file-model.pkl")
     assert browser.get(link.attrs["href"]).content == PICKLE
+    latest = browser.get("/models/paged-model", follow_redirects=False)
+    assert latest.headers["location"] == "/models/paged-model/1"
     empty = parse(browser.get("/models", params={"name": "no-such-model"}))
     assert "register_model" in empty.find("models-empty").text
 

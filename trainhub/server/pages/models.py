@@ -8,11 +8,12 @@ The rules are :mod:`trainhub.models.registry`'s, as for the API (:mod:`trainhub.
 from __future__ import annotations
 
 from typing import Any
+from urllib.parse import quote
 
 from litestar import Controller, Response, get
 from litestar.datastructures import State
 from litestar.plugins.htmx import HTMXRequest
-from litestar.response import Template
+from litestar.response import Redirect, Template
 
 from trainhub.models import registry
 from trainhub.runs.artifacts import human_size
@@ -36,6 +37,13 @@ class ModelPages(Controller):
         return Template(
             "models/list.html", context={**HELPERS, "names": names, "filter": name.strip()}
         )
+
+    @get("/{name:str}")
+    async def latest(self, state: State, name: str) -> Redirect:
+        """A model's name alone: its latest version."""
+        with found():
+            row = await registry.get(state.db, name)
+        return Redirect(f"{PREFIX}/{quote(row.name, safe='')}/{row.version}", status_code=303)
 
     @get("/{name:str}/{version:int}")
     async def show(self, state: State, name: str, version: int) -> Template:
