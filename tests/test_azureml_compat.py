@@ -207,17 +207,27 @@ def test_azure_ml_names_are_trainhub_s_own_objects() -> None:
     assert ActivityFailedException is trainhub.sdk.ActivityFailedException
     assert Tensorboard is trainhub.tensorboard.Tensorboard
     assert issubclass(Workspace, trainhub.sdk.Workspace)  # Azure ML's ways in, same object inside
+    import azureml.core
+    from azureml.core import RunConfiguration, ScriptRunConfig, runconfig
+
+    assert ScriptRunConfig is trainhub.sdk.ScriptRunConfig
+    assert RunConfiguration is runconfig.RunConfiguration is trainhub.sdk.RunConfiguration
+    for name in ("Mpi", "PyTorch", "Tensorflow", "Docker"):
+        assert getattr(runconfig, f"{name}Configuration") is getattr(
+            trainhub.sdk, f"{name}Configuration"
+        )
+    assert isinstance(azureml.core.VERSION, str) and azureml.core.VERSION.startswith("1.")
 
 
 def test_names_trainhub_lacks_raise_an_import_error_naming_them() -> None:
     with pytest.raises(
-        ImportError, match=r"^azureml\.core\.ScriptRunConfig is not available in trainhub yet"
+        ImportError, match=r"^azureml\.core\.Keyvault is not available in trainhub yet"
     ):
-        from azureml.core import ScriptRunConfig  # noqa: F401
+        from azureml.core import Keyvault  # type: ignore[attr-defined] # noqa: F401
     with pytest.raises(
-        ImportError, match=r"^azureml\.core\.runconfig\.RunConfiguration is not available"
+        ImportError, match=r"^azureml\.core\.runconfig\.SparkConfiguration is not available"
     ):
-        from azureml.core.runconfig import RunConfiguration  # noqa: F401
+        from azureml.core.runconfig import SparkConfiguration  # type: ignore[attr-defined] # noqa: F401
     with pytest.raises(ImportError, match=r"^azureml\.train\.dnn\.Chainer is not available"):
         from azureml.train.dnn import Chainer  # noqa: F401
     with pytest.raises(

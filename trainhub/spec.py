@@ -79,6 +79,8 @@ class EstimatorSpec(msgspec.Struct, forbid_unknown_fields=True, omit_defaults=Tr
     entry_script: str
     source_directory: str | None = None
     script_params: dict[str, ScalarParam | Reference] = {}
+    # ScriptRunConfig's ``arguments``: given after the flattened script_params.
+    arguments: list[ScalarParam | Reference] = []
     compute_target: str = "local"
     node_count: int = 1
     process_count_per_node: int = 1
@@ -106,9 +108,12 @@ class EstimatorSpec(msgspec.Struct, forbid_unknown_fields=True, omit_defaults=Tr
     def image(self) -> str | None:
         return self.custom_docker_image or self.custom_docker_base_image
 
-    def arguments(self, paths: Mapping[str, str] | None = None) -> list[str]:
-        """The script's arguments; a reference becomes its path in ``paths`` (by reference name)."""
-        return flatten_script_params(self.script_params, paths)
+    def command_arguments(self, paths: Mapping[str, str] | None = None) -> list[str]:
+        """The script's command line: the flattened ``script_params``, then ``arguments``; a
+        reference becomes its path in ``paths`` (by reference name)."""
+        return flatten_script_params(self.script_params, paths) + flatten_arguments(
+            self.arguments, paths
+        )
 
     def references(self) -> dict[str, DataReference]:
         """Every reference of the run (script_params, then inputs), once per name."""
@@ -209,14 +214,23 @@ def flatten_script_params(
         args.append(key)
         if value is None or value == "":
             continue
-        name = reference_name(value)
-        if name is None:
-            args.append(str(value))
-        elif paths is not None and name in paths:
-            args.append(paths[name])
-        else:
-            args.append(f"${REFERENCE_ENV_PREFIX}{name}")
+        args.append(_argument(value, paths))
     return args
+
+
+def flatten_arguments(values: list[Any], paths: Mapping[str, str] | None = None) -> list[str]:
+    """ScriptRunConfig's ``arguments`` as words: ``["--lr", 0.1, ds.as_mount()]`` ->
+    ``["--lr", "0.1", "/trainhub/data/<name>"]`` (a reference as in :func:`flatten_script_params`)."""
+    return [_argument(value, paths) for value in values]
+
+
+def _argument(value: Any, paths: Mapping[str, str] | None) -> str:
+    name = reference_name(value)
+    if name is None:
+        return str(value)
+    if paths is not None and name in paths:
+        return paths[name]
+    return f"${REFERENCE_ENV_PREFIX}{name}"
 
 
 def parse_estimator(raw: bytes | str) -> EstimatorSpec:

@@ -1,7 +1,7 @@
 """Data references in the Estimator spec: ``{"$data_reference": {...}}`` values.
 
 A reference (``ds.as_mount()``, ``ds.path('sub').as_download()``, ``ds.as_upload()``) is a value of
-``script_params`` or an element of ``inputs``, nowhere else. This module holds its wire types, where
+``script_params`` or an element of ``arguments`` or ``inputs``, nowhere else. This module holds its wire types, where
 its data is in the run, and the checks :mod:`trainhub.spec` applies to a spec's references: their
 places in the raw JSON, their fields, and the references of one run against each other.
 """
@@ -19,8 +19,8 @@ from trainhub.spec_errors import SpecError, has_control_character, shown
 if TYPE_CHECKING:
     from trainhub.spec import EstimatorSpec
 
-# A data reference on the wire: {"$data_reference": {...}} as a script_params value or an inputs
-# element, nowhere else. Its environment variable (Azure ML's name) holds its path in the run.
+# A data reference on the wire: {"$data_reference": {...}} as a script_params value or an arguments
+# or inputs element, nowhere else. Its environment variable (Azure ML's name) holds its path in the run.
 REFERENCE_KEY = "$data_reference"
 REFERENCE_MODES = ("mount", "download", "upload")
 REFERENCE_ENV_PREFIX = "AZUREML_DATAREFERENCE_"
@@ -103,6 +103,17 @@ def check_reference_places(raw: Any, fields: Collection[str]) -> None:
                     _check_reference_object("script_params", where, param)
                 elif _holds_reference(param):
                     raise SpecError("script_params", f"{where}: {_MISPLACED}")
+        elif field == "arguments" and isinstance(value, list):
+            for index, item in enumerate(value):
+                where = f"arguments[{index}]"
+                if isinstance(item, dict):
+                    _check_reference_object("arguments", where, item)
+                elif isinstance(item, list):
+                    raise SpecError(
+                        "arguments",
+                        f"{where}: an argument is a string, a number, a boolean or a data "
+                        'reference ({"$data_reference": {...}}), not a list',
+                    )
         elif field == "inputs" and isinstance(value, list):
             for index, item in enumerate(value):
                 where = f"inputs[{index}]"
@@ -118,7 +129,7 @@ def check_reference_places(raw: Any, fields: Collection[str]) -> None:
 
 
 _MISPLACED = (
-    "a data reference can only be a value of script_params or an element of inputs "
+    "a data reference can only be a value of script_params or an element of inputs or arguments "
     "(this field cannot take one)"
 )
 
@@ -164,6 +175,11 @@ def placed_references(spec: EstimatorSpec) -> list[tuple[str, DataReference]]:
         (f"script_params[{shown(key)}]", value.data_reference)
         for key, value in spec.script_params.items()
         if isinstance(value, Reference)
+    ]
+    placed += [
+        (f"arguments[{i}]", item.data_reference)
+        for i, item in enumerate(spec.arguments)
+        if isinstance(item, Reference)
     ]
     placed += [(f"inputs[{i}]", item.data_reference) for i, item in enumerate(spec.inputs)]
     return placed

@@ -1,30 +1,23 @@
-"""``azureml.core.runconfig``: the pieces an Estimator takes. ``MpiConfiguration`` is trainhub's
-``Mpi`` (Azure ML's Estimator accepted it as ``distributed_training``); ``RunConfiguration`` and the
-rest belong with ``ScriptRunConfig``, which trainhub does not have yet."""
-
-from __future__ import annotations
-
-from typing import Any
+"""``azureml.core.runconfig``: ``RunConfiguration`` and the distributed-job configurations of a
+``ScriptRunConfig`` (``MpiConfiguration`` also goes to an Estimator as ``distributed_training``),
+``DockerConfiguration``, and ``CondaDependencies``."""
 
 from azureml._names import getattr_for
-from trainhub.sdk import CondaDependencies, Mpi
+from trainhub.sdk import (
+    CondaDependencies,
+    DockerConfiguration,
+    MpiConfiguration,
+    PyTorchConfiguration,
+    RunConfiguration,
+    TensorflowConfiguration,
+)
 
-__all__ = ["CondaDependencies", "MpiConfiguration"]
+__all__ = [
+    "CondaDependencies",
+    "DockerConfiguration",
+    "MpiConfiguration",
+    "PyTorchConfiguration",
+    "RunConfiguration",
+    "TensorflowConfiguration",
+]
 __getattr__ = getattr_for(__name__)
-
-
-class MpiConfiguration(Mpi):
-    """``distributed_training=MpiConfiguration()``, with ``node_count`` given to the Estimator."""
-
-    def __init__(self, process_count_per_node: int = 1, node_count: int = 1) -> None:
-        super().__init__(process_count_per_node)
-        self.node_count = node_count
-
-    def to_spec(self) -> dict[str, Any]:
-        if self.node_count != 1:
-            raise ValueError(
-                "MpiConfiguration.node_count is for ScriptRunConfig; with an Estimator give "
-                "node_count to the Estimator (Estimator(..., node_count=2, "
-                "distributed_training=MpiConfiguration()))"
-            )
-        return {"type": self.type, "process_count_per_node": self.process_count_per_node}

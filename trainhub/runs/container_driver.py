@@ -116,7 +116,7 @@ class ContainerDriver:
                 await self._start_container(
                     attempt, worker, worker_command(layout.port), material.worker, {}
                 )
-            arguments = spec.arguments(datarefs.paths(spec))
+            arguments = spec.command_arguments(datarefs.paths(spec))
             command = command_for(spec.entry_script, arguments, mpi=layout is not None)
             container_id = await self._start_container(
                 attempt,

@@ -200,7 +200,7 @@ class ProcessDriver:
             python,
             "-u",
             spec.entry_script,
-            *spec.arguments(),
+            *spec.command_arguments(),
         ]
         with (run_dir / DRIVER_LOG).open("ab") as log:
             proc = subprocess.Popen(

@@ -33,6 +33,7 @@ from trainhub.spec import (
     check_experiment_name,
     check_tags,
     definition_reference,
+    flatten_arguments,
     flatten_script_params,
     parse_estimator,
     placed_references,
@@ -398,7 +399,9 @@ def _communicator(spec: dict[str, Any]) -> str:
 
 
 def _arguments(spec: dict[str, Any]) -> list[str]:
-    return flatten_script_params(spec.get("script_params", {}))
+    return flatten_script_params(spec.get("script_params", {})) + flatten_arguments(
+        spec.get("arguments", [])
+    )
 
 
 __all__ = [

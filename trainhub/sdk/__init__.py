@@ -15,9 +15,23 @@ from trainhub.sdk.errors import (
 from trainhub.sdk.estimator import Estimator, Gloo, Mpi, Nccl, ParameterServer, PyTorch, TensorFlow
 from trainhub.sdk.model import Model, ModelNotFoundError
 from trainhub.sdk.run import Experiment, Run
+from trainhub.sdk.script_run_config import (
+    DockerConfiguration,
+    MpiConfiguration,
+    PyTorchConfiguration,
+    RunConfiguration,
+    ScriptRunConfig,
+    TensorflowConfiguration,
+)
 from trainhub.sdk.workspace import Workspace
 
 __all__: list[str] = [
+    "TensorflowConfiguration",
+    "ScriptRunConfig",
+    "RunConfiguration",
+    "PyTorchConfiguration",
+    "MpiConfiguration",
+    "DockerConfiguration",
     "ActivityFailedException",
     "AuthenticationError",
     "CondaDependencies",

@@ -5,6 +5,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+import msgspec
+
 from trainhub.sdk.workspace import Workspace
 
 
@@ -24,29 +26,74 @@ class ContainerRegistry:
 
 
 class CondaDependencies:
-    """The package lists of an environment (``CondaDependencies.create(pip_packages=[...])``)."""
+    """The package lists of an environment: ``CondaDependencies.create(conda_packages=[...],
+    pip_packages=[...])``, ``add_conda_package``, ``add_pip_package``, ``add_channel``, or
+    ``CondaDependencies(conda_dependencies_file_path="env.yml")``."""
 
-    def __init__(self) -> None:
+    def __init__(self, conda_dependencies_file_path: str | None = None) -> None:
         self.pip_packages: list[str] = []
         self.conda_packages: list[str] = []
+        self.conda_channels: list[str] = []
+        if conda_dependencies_file_path is not None:
+            self._read(Path(conda_dependencies_file_path).read_text())
 
     @classmethod
     def create(
         cls,
         pip_packages: list[str] | None = None,
         conda_packages: list[str] | None = None,
-        **kwargs: Any,
+        python_version: str | None = None,
+        pin_sdk_version: bool = True,
+        pip_indexing_urls: list[str] | None = None,
     ) -> CondaDependencies:
+        if pip_indexing_urls:
+            raise ValueError(
+                "pip_indexing_urls is not supported by trainhub: packages come from the "
+                "server's own pip settings"
+            )
         deps = cls()
         deps.pip_packages = list(pip_packages or [])
         deps.conda_packages = list(conda_packages or [])
+        if python_version:
+            deps.conda_packages.insert(0, f"python={python_version}")
         return deps
 
-    def add_pip_package(self, package: str) -> None:
-        self.pip_packages.append(package)
+    def _read(self, text: str) -> None:
+        """A conda environment file's ``channels`` and ``dependencies`` (with its ``pip:`` list)."""
+        data = msgspec.yaml.decode(text)
+        if not isinstance(data, dict):
+            raise ValueError("a conda environment file is a YAML mapping (channels, dependencies)")
+        self.conda_channels = [str(c) for c in data.get("channels") or []]
+        for entry in data.get("dependencies") or []:
+            if isinstance(entry, dict):
+                self.pip_packages += [str(p) for p in entry.get("pip") or []]
+            else:
+                self.conda_packages.append(str(entry))
 
-    def add_conda_package(self, package: str) -> None:
-        self.conda_packages.append(package)
+    def add_pip_package(self, pip_package: str) -> None:
+        self.pip_packages.append(pip_package)
+
+    def add_conda_package(self, conda_package: str) -> None:
+        self.conda_packages.append(conda_package)
+
+    def add_channel(self, channel: str) -> None:
+        if channel not in self.conda_channels:
+            self.conda_channels.append(channel)
+
+    def conda_specs(self) -> list[str]:
+        """The conda packages as the server takes them: with channels added, a package that names
+        no channel is ``<first channel>::package`` (trainhub solves with the channels named so)."""
+        channels = [c for c in self.conda_channels if c != "defaults"]
+        if not channels:
+            return list(self.conda_packages)
+        return [p if "::" in p else f"{channels[0]}::{p}" for p in self.conda_packages]
+
+
+def _not_supported(what: str) -> ValueError:
+    return ValueError(
+        f"{what} is not supported by trainhub yet: use docker.base_image (an image) with "
+        "python.conda_dependencies, or user_managed_dependencies"
+    )
 
 
 class DockerSection:
@@ -56,11 +103,29 @@ class DockerSection:
         self.base_image_registry = ContainerRegistry()
         self.gpu_support = False
 
+    @property
+    def base_dockerfile(self) -> str | None:
+        return None
+
+    @base_dockerfile.setter
+    def base_dockerfile(self, value: str | None) -> None:
+        if value is not None:
+            raise _not_supported("docker.base_dockerfile (building an image from a Dockerfile)")
+
 
 class PythonSection:
     def __init__(self) -> None:
         self.user_managed_dependencies = False
         self.conda_dependencies: CondaDependencies | None = None
+
+    @property
+    def interpreter_path(self) -> str:
+        return "python"
+
+    @interpreter_path.setter
+    def interpreter_path(self, value: str) -> None:
+        if value not in ("python", None):
+            raise _not_supported("python.interpreter_path (the run uses the image's 'python')")
 
 
 class Environment:
@@ -83,6 +148,32 @@ class Environment:
         )
         return env
 
+    @classmethod
+    def from_conda_specification(cls, name: str, file_path: str) -> Environment:
+        """An environment from a conda environment file (``channels``, ``dependencies``, ``pip:``)."""
+        env = cls(name)
+        env.python.conda_dependencies = CondaDependencies(conda_dependencies_file_path=file_path)
+        return env
+
+    @classmethod
+    def from_dockerfile(cls, name: str, dockerfile: str, **kwargs: Any) -> Environment:
+        raise _not_supported("Environment.from_dockerfile (building an image from a Dockerfile)")
+
+    def to_spec_fields(self) -> dict[str, Any]:
+        """The Estimator spec's environment fields (the one wire format): what a ScriptRunConfig
+        given this environment sends."""
+        deps = self.python.conda_dependencies or CondaDependencies()
+        return {
+            "use_docker": self.docker.enabled,
+            "custom_docker_image": self.docker.base_image,
+            "image_registry_details": self.docker.base_image_registry.to_spec(),
+            "user_managed": self.python.user_managed_dependencies,
+            "pip_packages": list(deps.pip_packages),
+            "conda_packages": deps.conda_specs(),
+            "environment_variables": dict(self.environment_variables),
+            "use_gpu": self.docker.gpu_support,
+        }
+
     def to_definition(self) -> dict[str, Any]:
         deps = self.python.conda_dependencies or CondaDependencies()
         definition: dict[str, Any] = {
@@ -91,7 +182,7 @@ class Environment:
             "image_registry_details": self.docker.base_image_registry.to_spec(),
             "user_managed": self.python.user_managed_dependencies,
             "pip_packages": deps.pip_packages,
-            "conda_packages": deps.conda_packages,
+            "conda_packages": deps.conda_specs(),
             "environment_variables": self.environment_variables,
             "use_gpu": self.docker.gpu_support,
         }
@@ -106,6 +197,10 @@ class Environment:
     def get(cls, workspace: Workspace, name: str, version: int | None = None) -> Environment:
         params = {"version": version} if version else {}
         found = workspace.client.json("GET", f"/api/v1/environments/{name}", params=params)
+        return cls._from_answer(found)
+
+    @classmethod
+    def _from_answer(cls, found: dict[str, Any]) -> Environment:
         definition = found["definition"]
         env = cls(found["name"])
         env.version = found["version"]
@@ -122,6 +217,12 @@ class Environment:
         )
         env.environment_variables = dict(definition.get("environment_variables") or {})
         return env
+
+    @staticmethod
+    def list(workspace: Workspace) -> dict[str, Environment]:
+        """The registered environments (latest versions) by name, as Azure ML returns them."""
+        found = workspace.client.json("GET", "/api/v1/environments")
+        return {e["name"]: Environment._from_answer(e) for e in found["environments"]}
 
     def reference(self) -> str | dict[str, Any]:
         return {"name": self.name, "version": self.version} if self.version else self.name

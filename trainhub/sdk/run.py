@@ -17,6 +17,7 @@ from trainhub import context
 from trainhub.sdk import snapshot as snapshots
 from trainhub.sdk.errors import ActivityFailedException, RunNotFoundError, TrainhubError
 from trainhub.sdk.estimator import Estimator
+from trainhub.sdk.script_run_config import ScriptRunConfig
 from trainhub.sdk.workspace import Workspace
 
 if TYPE_CHECKING:  # the model module builds on this one
@@ -46,7 +47,7 @@ class Experiment:
 
     def submit(
         self,
-        config: Estimator,
+        config: Estimator | ScriptRunConfig,
         tags: dict[str, str] | None = None,
         *,
         max_snapshot_files: int = snapshots.DEFAULT_MAX_FILES,
@@ -58,8 +59,10 @@ class Experiment:
         """Pack ``config.source_directory`` (uploading it only if the server lacks it) and queue a run."""
         if kwargs:
             raise TypeError(f"submit() got unexpected arguments: {', '.join(sorted(kwargs))}")
-        if not isinstance(config, Estimator):
-            raise TypeError("submit() takes an Estimator (or PyTorch / TensorFlow)")
+        if not isinstance(config, (Estimator, ScriptRunConfig)):
+            raise TypeError(
+                "submit() takes a ScriptRunConfig or an Estimator (or PyTorch / TensorFlow)"
+            )
         client = self.workspace.client
         packed = snapshots.pack(
             config.source_directory, max_files=max_snapshot_files, max_bytes=max_snapshot_bytes

@@ -1,0 +1,280 @@
+"""``ScriptRunConfig`` with ``Environment`` objects: a notebook of the later Azure ML v1 years runs on a
+real server and Docker with only the workspace line changed; the spec it sends is the Estimator's."""
+
+from __future__ import annotations
+
+import ast
+import json
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import msgspec
+import pytest
+
+from tests.conftest import TOKEN, Server
+from tests.test_azureml_compat import compat_server, python_env  # noqa: F401 - a fixture
+from tests.test_sdk import write_project
+from trainhub.sdk import (
+    CondaDependencies,
+    Datastore,
+    Environment,
+    MpiConfiguration,
+    PyTorchConfiguration,
+    RunConfiguration,
+    ScriptRunConfig,
+    TensorflowConfiguration,
+    ValidationError,
+    Workspace,
+)
+from trainhub.spec import SpecError, parse_estimator
+
+TRAIN = textwrap.dedent(
+    """
+    import argparse, os, sys
+    from azureml.core.run import Run
+
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--epochs", type=int)
+    parser.add_argument("--name")
+    parser.add_argument("--data")
+    args = parser.parse_args()
+    print("argv:", sys.argv[1:])
+    text = open(os.path.join(args.data, "x.txt")).read()
+    try:
+        import thazml
+        package = thazml.VALUE
+    except ImportError:
+        package = "none"
+    run = Run.get_context()
+    for epoch in range(args.epochs):
+        run.log("loss", 1.0 / (1 + epoch))
+    run.log("package", package)
+    os.makedirs("outputs", exist_ok=True)
+    open("outputs/seen.txt", "w").write(f"{args.name} {text}")
+    """
+)
+
+NOTEBOOK = textwrap.dedent(
+    """
+    import azureml.core
+    from azureml.core import Workspace, Experiment, Environment, ScriptRunConfig
+    from azureml.core.conda_dependencies import CondaDependencies
+
+    print("SDK version:", azureml.core.VERSION)
+    ws = Workspace.from_config()
+    exp = Experiment(workspace=ws, name="src-notebook")
+    ds = ws.get_default_datastore()
+    ds.upload(src_dir="./data", target_path="x", overwrite=True, show_progress=False)
+
+    env = Environment("user-managed-env")
+    env.python.user_managed_dependencies = True
+    src = ScriptRunConfig(source_directory="./scripts", script="train.py",
+                          arguments=["--epochs", 3, "--name", "plain", "--data", ds.path("x").as_mount()],
+                          environment=env)
+    run = exp.submit(src)
+    run.wait_for_completion(show_output=True)
+    print("metrics:", run.get_metrics())
+    print("files:", sorted(run.get_file_names()))
+
+    env = Environment("pip-env")
+    cd = CondaDependencies.create()
+    cd.add_pip_package("thazml")
+    env.python.conda_dependencies = cd
+    env.docker.enabled = True
+    print("base image:", env.docker.base_image)
+    src.run_config.environment = env
+    run = exp.submit(src)
+    run.wait_for_completion(show_output=True)
+    print("metrics:", run.get_metrics())
+    run.download_file(name="outputs/seen.txt", output_file_path="seen.txt")
+    """
+)
+
+
+@pytest.mark.docker
+@pytest.mark.slow  # an environment image is built
+def test_a_script_run_config_notebook_runs_with_only_the_workspace_line_changed(
+    compat_server: Server,  # noqa: F811 - the fixture imported above
+    tmp_path: Path,
+) -> None:
+    write_project(tmp_path / "scripts", {"train.py": TRAIN})
+    write_project(tmp_path / "data", {"x.txt": "from the datastore"})
+    env = python_env(tmp_path)
+    login = subprocess.run(
+        [sys.executable, "-m", "trainhub", "login", compat_server.url, "--token", TOKEN],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert login.returncode == 0, login.stderr
+    result = subprocess.run(
+        [sys.executable, "-c", NOTEBOOK],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=400,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    out = result.stdout
+    lines = out.splitlines()
+    assert lines[0].startswith("SDK version: 1.")
+    argv = "argv: ['--epochs', '3', '--name', 'plain', '--data', '/trainhub/data/"
+    assert out.count(argv) == 2, out  # show_output streamed each run's log, the path in it
+    metrics = [ast.literal_eval(ln.removeprefix("metrics: ")) for ln in lines if "metrics:" in ln]
+    loss = [1.0, 0.5, 1.0 / 3]
+    assert metrics == [
+        {"loss": loss, "package": "none"},
+        {"loss": loss, "package": "from the wheel folder"},
+    ]
+    files = next(ln for ln in lines if ln.startswith("files: "))
+    assert "'outputs/seen.txt'" in files and "'logs/driver.log'" in files
+    assert "base image: None" in lines
+    assert (tmp_path / "seen.txt").read_text() == "plain from the datastore"
+
+
+def test_a_script_run_config_sends_the_estimator_s_spec(tmp_path: Path) -> None:
+    ds = Datastore.__new__(Datastore)
+    ds.name = "workspaceblobstore"
+    env = Environment("conda-env")
+    cd = CondaDependencies.create(conda_packages=["numpy"], pip_packages=["six"])
+    cd.add_channel("conda-forge")
+    cd.add_conda_package("bioconda::pysam")
+    env.python.conda_dependencies = cd
+    env.docker.base_image = "python:3.11-slim"
+    env.environment_variables = {"SEED": "1"}
+    run_config = RunConfiguration()
+    run_config.environment_variables = {"EXTRA": "2"}
+    src = ScriptRunConfig(
+        str(tmp_path),
+        "train.py",
+        arguments=["--lr", 0.1, ds.path("x").as_mount()],
+        run_config=run_config,
+        compute_target="local",
+        environment=Environment("replaced"),
+        max_run_duration_seconds=60,
+    )
+    src.run_config.environment = env  # set after the fact, as notebooks do
+    spec = src.to_spec()
+    ref = spec["arguments"][2]["$data_reference"]
+    assert ref["datastore"] == "workspaceblobstore" and ref["path"] == "x"
+    assert spec["arguments"][:2] == ["--lr", 0.1]
+    assert spec["conda_packages"] == ["conda-forge::numpy", "bioconda::pysam"]
+    assert spec["pip_packages"] == ["six"]
+    assert spec["custom_docker_image"] == "python:3.11-slim"
+    assert spec["environment_variables"] == {"SEED": "1", "EXTRA": "2"}
+    assert spec["max_run_duration_seconds"] == 60
+    parsed = parse_estimator(json.dumps(spec))  # the server takes it as any Estimator's
+    name = ref["name"]
+    assert parsed.command_arguments({name: "/data/x"}) == ["--lr", "0.1", "/data/x"]
+    assert list(parsed.references()) == [name]
+
+    user = Environment("um")
+    user.python.user_managed_dependencies = True
+    user.docker.enabled = False
+    spec = ScriptRunConfig(str(tmp_path), "train.py", environment=user).to_spec()
+    assert spec["user_managed"] is True and spec["use_docker"] is False
+
+
+def test_distributed_job_configs_map_onto_distributed_training(tmp_path: Path) -> None:
+    def spec_of(config: object) -> dict[str, object]:
+        return ScriptRunConfig(str(tmp_path), "t.py", distributed_job_config=config).to_spec()  # type: ignore[arg-type]
+
+    mpi = spec_of(MpiConfiguration(process_count_per_node=2, node_count=3))
+    assert mpi["distributed_training"] == {"type": "mpi", "process_count_per_node": 2}
+    assert mpi["node_count"] == 3
+    torch = spec_of(PyTorchConfiguration(process_count=4, node_count=2))
+    assert torch["distributed_training"] == {
+        "type": "nccl",
+        "communication_backend": "nccl",
+        "process_count_per_node": 2,
+    }
+    tf = spec_of(TensorflowConfiguration(worker_count=2))
+    assert tf["distributed_training"] == {
+        "type": "ps",
+        "worker_count": 2,
+        "parameter_server_count": 1,
+    }
+
+
+def test_a_python_command_is_a_script_and_its_arguments_and_others_are_refused(
+    tmp_path: Path,
+) -> None:
+    spec = ScriptRunConfig(str(tmp_path), command="python train.py --lr 0.1").to_spec()
+    assert spec["entry_script"] == "train.py" and spec["arguments"] == ["--lr", "0.1"]
+    with pytest.raises(ValueError, match="command=.*not supported by trainhub yet"):
+        ScriptRunConfig(str(tmp_path), command=["bash", "run.sh"])
+
+
+def test_environment_pieces_trainhub_lacks_say_so(tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match="from_dockerfile .*not supported by trainhub yet"):
+        Environment.from_dockerfile("d", "FROM python:3.11")
+    with pytest.raises(ValueError, match="base_dockerfile .*not supported by trainhub yet"):
+        Environment("d").docker.base_dockerfile = "FROM python:3.11"
+
+
+def test_from_conda_specification_reads_channels_packages_and_pip(tmp_path: Path) -> None:
+    (tmp_path / "env.yml").write_text(
+        "name: x\nchannels: [conda-forge]\ndependencies:\n  - numpy=1.26\n  - pip:\n    - six\n"
+    )
+    env = Environment.from_conda_specification("yml-env", str(tmp_path / "env.yml"))
+    fields = env.to_spec_fields()
+    assert fields["conda_packages"] == ["conda-forge::numpy=1.26"]
+    assert fields["pip_packages"] == ["six"]
+
+
+@pytest.mark.parametrize(
+    ("argument", "message"),
+    [
+        ([1, 2], "arguments[1]: an argument is a string, a number, a boolean or a data reference"),
+        ({"a": 1}, "arguments[1]: a value is a string, a number"),
+        ({"$data_reference": {"path": "x"}}, "arguments[1].$data_reference"),
+    ],
+)
+def test_a_bad_argument_is_an_error_naming_it(argument: object, message: str) -> None:
+    raw = {"entry_script": "t.py", "arguments": ["--x", argument]}
+    with pytest.raises(SpecError) as caught:
+        parse_estimator(msgspec.json.encode(raw))
+    assert caught.value.field == "arguments"
+    assert message in caught.value.message
+
+
+@pytest.mark.docker
+def test_mpi_configuration_runs_two_ranks_on_the_local_node(server: Server, tmp_path: Path) -> None:
+    from tests.test_mpi_local import MPI_SCRIPT
+
+    write_project(tmp_path / "proj", {"train.py": MPI_SCRIPT})
+    ws = Workspace(server.url, token=TOKEN)
+    src = ScriptRunConfig(
+        source_directory=str(tmp_path / "proj"),
+        script="train.py",
+        arguments=["--lr", 0.5],
+        distributed_job_config=MpiConfiguration(process_count_per_node=2),
+    )
+    from trainhub.sdk import Experiment
+
+    run = Experiment(ws, "src-mpi").submit(src)
+    run.wait_for_completion(raise_on_error=True)
+    assert run.get_metrics()["world_size"] == 2
+    run.download_file("outputs/world.json", str(tmp_path / "world.json"))
+    assert json.loads((tmp_path / "world.json").read_text())["total"] == 3
+
+
+def test_a_pytorch_configuration_is_refused_by_the_server_for_now(
+    server: Server, tmp_path: Path
+) -> None:
+    from trainhub.sdk import Experiment
+
+    write_project(tmp_path / "proj", {"train.py": "print('hi')\n"})
+    ws = Workspace(server.url, token=TOKEN)
+    src = ScriptRunConfig(
+        source_directory=str(tmp_path / "proj"),
+        script="train.py",
+        distributed_job_config=PyTorchConfiguration(process_count=2),
+    )
+    with pytest.raises(ValidationError, match="not supported yet") as caught:
+        Experiment(ws, "src-torch").submit(src)
+    assert caught.value.status == 422 and caught.value.field == "distributed_training.type"
