@@ -131,7 +131,11 @@ def test_a_script_run_config_notebook_runs_with_only_the_workspace_line_changed(
         {"loss": loss, "package": "from the wheel folder"},
     ]
     files = next(ln for ln in lines if ln.startswith("files: "))
-    assert "'outputs/seen.txt'" in files and "'logs/driver.log'" in files
+    assert ast.literal_eval(files.removeprefix("files: ")) == [
+        "logs/build_log.txt",
+        "logs/driver_log.txt",
+        "outputs/seen.txt",
+    ]
     assert "base image: None" in lines
     assert (tmp_path / "seen.txt").read_text() == "plain from the datastore"
 
