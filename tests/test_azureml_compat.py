@@ -114,6 +114,30 @@ def python_env(home: Path, **extra: str) -> dict[str, str]:
     return env
 
 
+def run_notebook(
+    server: Server, home: Path, source: str, timeout: float
+) -> subprocess.CompletedProcess[str]:
+    """A user's notebook as a script in ``home``: ``trainhub login`` first (so that
+    ``Workspace.from_config()`` is its only workspace line), then the script's own Python."""
+    env = python_env(home)
+    login = subprocess.run(
+        [sys.executable, "-m", "trainhub", "login", server.url, "--token", TOKEN],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert login.returncode == 0, login.stderr
+    return subprocess.run(
+        [sys.executable, "-c", source],
+        cwd=home,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+
+
 @pytest.fixture(scope="module")
 def compat_server(tmp_path_factory: pytest.TempPathFactory, docker_ready: None) -> Iterator[Server]:
     """A server with the in-run ``azureml.core`` shim, a wheel folder holding the notebook's
@@ -144,23 +168,7 @@ def test_an_azure_ml_notebook_runs_with_its_imports_unchanged(
 ) -> None:
     write_project(tmp_path / "my-sklearn-proj", {"train.py": TRAIN})
     write_project(tmp_path / "data", {"a.csv": "1,2\n", "b.csv": "3,4\n"})
-    env = python_env(tmp_path)
-    login = subprocess.run(
-        [sys.executable, "-m", "trainhub", "login", compat_server.url, "--token", TOKEN],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
-    assert login.returncode == 0, login.stderr
-    result = subprocess.run(
-        [sys.executable, "-c", NOTEBOOK],
-        cwd=tmp_path,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=240,
-    )
+    result = run_notebook(compat_server, tmp_path, NOTEBOOK, timeout=240)
     assert result.returncode == 0, result.stderr
     lines = result.stdout.splitlines()
     assert lines[:3] == [

@@ -5,8 +5,6 @@ from __future__ import annotations
 
 import ast
 import json
-import subprocess
-import sys
 import textwrap
 from pathlib import Path
 
@@ -14,7 +12,7 @@ import msgspec
 import pytest
 
 from tests.conftest import TOKEN, Server
-from tests.test_azureml_compat import compat_server, python_env  # noqa: F401 - a fixture
+from tests.test_azureml_compat import compat_server, run_notebook  # noqa: F401 - a fixture
 from tests.test_sdk import write_project
 from trainhub.sdk import (
     CondaDependencies,
@@ -101,23 +99,7 @@ def test_a_script_run_config_notebook_runs_with_only_the_workspace_line_changed(
 ) -> None:
     write_project(tmp_path / "scripts", {"train.py": TRAIN})
     write_project(tmp_path / "data", {"x.txt": "from the datastore"})
-    env = python_env(tmp_path)
-    login = subprocess.run(
-        [sys.executable, "-m", "trainhub", "login", compat_server.url, "--token", TOKEN],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
-    assert login.returncode == 0, login.stderr
-    result = subprocess.run(
-        [sys.executable, "-c", NOTEBOOK],
-        cwd=tmp_path,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=400,
-    )
+    result = run_notebook(compat_server, tmp_path, NOTEBOOK, timeout=400)
     assert result.returncode == 0, result.stdout + result.stderr
     out = result.stdout
     lines = out.splitlines()
