@@ -19,6 +19,9 @@ import uuid
 from typing import Any
 
 CONTEXT_DIR_ENV = "TRAINHUB_CONTEXT_DIR"
+INPUT_DATASETS_ENV = "TRAINHUB_INPUT_DATASETS"
+# A tabular dataset's encodings, as Python names them.
+_ENCODINGS = {"utf8": "utf-8", "iso88591": "iso-8859-1", "utf8bom": "utf-8-sig", "utf16": "utf-16"}
 _lock = threading.Lock()
 _current: _BaseRun | None = None
 
@@ -92,6 +95,19 @@ class _BaseRun:
     def get_metrics(self, name: str | None = None) -> dict[str, Any]:
         items = self._metrics if name is None else {name: self._metrics.get(name, [])}
         return {k: v[0] if len(v) == 1 else list(v) for k, v in items.items() if v}
+
+    @property
+    def input_datasets(self) -> dict[str, Any]:
+        """The run's datasets by input name: a mounted or downloaded one is its folder's path; one
+        given as itself (``as_named_input('x')``) is an object with ``to_pandas_dataframe()``
+        (tabular), ``to_path()`` and ``download()``, reading the files the run was given."""
+        raw = os.environ.get(INPUT_DATASETS_ENV)
+        if not raw:
+            return {}
+        found: dict[str, Any] = {}
+        for name, info in json.loads(raw).items():
+            found[name] = info["path"] if info["mode"] != "direct" else _InputDataset(info)
+        return found
 
     def complete(self) -> None:
         """Azure ML scripts call this at the end; the run ends when the script does."""
@@ -192,6 +208,59 @@ class _OfflineRun(_BaseRun):
 
     def _store_file(self, name: str, source: Any) -> None:
         self.files[name] = source
+
+
+class _InputDataset:
+    """A dataset given to the run as itself: its files are in the folder the server mounted."""
+
+    def __init__(self, info: dict[str, Any]) -> None:
+        self.id: str = info["id"]
+        self.name: str | None = info.get("name")
+        self.version: int | None = info.get("version")
+        self._kind: str = info.get("kind", "file")
+        self._options: dict[str, Any] = info.get("options") or {}
+        self._folder: str = info["path"]
+
+    def _files(self) -> list[str]:
+        found = []
+        for top, _, names in os.walk(self._folder):
+            found += [os.path.relpath(os.path.join(top, n), self._folder) for n in names]
+        return sorted(found)
+
+    def to_path(self) -> list[str]:
+        return ["/" + f for f in self._files()]
+
+    def download(self, target_path: str | None = None, overwrite: bool = False) -> list[str]:
+        target = target_path or os.path.join(os.getcwd(), "dataset-" + self.id[:8])
+        out = []
+        for rel in self._files():
+            dest = os.path.join(target, rel)
+            if os.path.exists(dest) and not overwrite:
+                raise FileExistsError(f"{dest} exists: download(..., overwrite=True) replaces it")
+            os.makedirs(os.path.dirname(dest), exist_ok=True)
+            shutil.copyfile(os.path.join(self._folder, rel), dest)
+            out.append(dest)
+        return out
+
+    def to_pandas_dataframe(self) -> Any:
+        import pandas  # the run's environment has it, as it had on Azure ML
+
+        opts = self._options
+        encoding = str(opts.get("encoding", "utf8"))
+        frames = [
+            pandas.read_csv(
+                os.path.join(self._folder, rel),
+                sep=opts.get("separator", ","),
+                header=0 if opts.get("header", True) else None,
+                encoding=_ENCODINGS.get(encoding, encoding),
+            )
+            for rel in self._files()
+        ]
+        return pandas.concat(frames, ignore_index=True) if frames else pandas.DataFrame()
+
+    def __repr__(self) -> str:
+        label = f"{self.name}:{self.version}" if self.name else self.id
+        return f"{'TabularDataset' if self._kind == 'tabular' else 'FileDataset'}({label})"
 
 
 def get_context() -> _BaseRun:

@@ -22,7 +22,7 @@ if TYPE_CHECKING:
 # A data reference on the wire: {"$data_reference": {...}} as a script_params value or an arguments
 # or inputs element, nowhere else. Its environment variable (Azure ML's name) holds its path in the run.
 REFERENCE_KEY = "$data_reference"
-REFERENCE_MODES = ("mount", "download", "upload")
+REFERENCE_MODES = ("mount", "download", "upload", "direct")
 REFERENCE_ENV_PREFIX = "AZUREML_DATAREFERENCE_"
 # A reference's name ends that variable's name (the SDK names sub-path references with a uuid's hex).
 REFERENCE_NAME = re.compile(r"^[A-Za-z0-9_]{1,255}$")
@@ -36,16 +36,33 @@ RESERVED_RUN_PATHS = ("/proc", "/sys", "/dev", "/trainhub/lib", "/trainhub/ctx")
 RESERVED_RUN_FOLDERS = ("/", "/trainhub", RUN_WORKDIR, RUN_DATA_ROOT)
 
 
-class DataReference(msgspec.Struct, forbid_unknown_fields=True, omit_defaults=True):
-    """``ds.as_mount()``, ``ds.path('sub').as_download()``, ``ds.as_upload(...)``: where the data is
-    (a datastore and a folder in it), how the run gets it, and under which name."""
+class DatasetInput(msgspec.Struct, forbid_unknown_fields=True, omit_defaults=True):
+    """A dataset a reference reads: the client names its ``id``; the server fills in the rest
+    from its record when the run is submitted (``trainhub.datasets.registry.resolve``):
+    ``patterns`` pick its files below the reference's folder (none: all of them)."""
 
-    datastore: str
+    id: str
+    name: str | None = None
+    version: int | None = None
+    kind: str = "file"
+    patterns: list[str] = []
+    options: dict[str, Any] = {}
+
+
+class DataReference(msgspec.Struct, forbid_unknown_fields=True, omit_defaults=True):
+    """``ds.as_mount()``, ``ds.path('sub').as_download()``, ``ds.as_upload(...)``, a dataset's
+    ``as_named_input('x').as_mount()`` or an ``OutputFileDatasetConfig``: where the data is (a
+    datastore and a folder in it), how the run gets it, and under which name. ``direct`` (a
+    dataset given as itself) is mounted; the script's argument is the dataset's id."""
+
+    datastore: str = ""
     path: str = ""
     mode: str = "mount"
     path_on_compute: str | None = None
     name: str | None = None
     overwrite: bool = False
+    dataset: DatasetInput | None = None
+    register_as: str | None = None
 
     @property
     def ref_name(self) -> str:
@@ -71,6 +88,17 @@ class DataReference(msgspec.Struct, forbid_unknown_fields=True, omit_defaults=Tr
     def folder(self) -> str:
         """``path`` as a clean relative folder of the datastore ("" for its root)."""
         return _clean_path(self.path.replace("\\", "/")).lstrip("/")
+
+    def folder_for(self, run_id: str) -> str:
+        """An output's folder with Azure ML's placeholders filled in: ``{run-id}`` and
+        ``{output-name}``."""
+        return self.folder.replace("{run-id}", run_id).replace("{output-name}", self.ref_name)
+
+    def argument(self) -> str:
+        """What the script's argument becomes: the path in the run; a direct dataset's id."""
+        if self.mode == "direct" and self.dataset is not None:
+            return self.dataset.id
+        return self.path_in_run()
 
 
 class Reference(msgspec.Struct, forbid_unknown_fields=True):
@@ -219,8 +247,19 @@ def check_references(spec: EstimatorSpec) -> None:
 
 
 def _check_reference(field: str, where: str, ref: DataReference) -> None:
-    if not ref.datastore:
+    if not ref.datastore and ref.dataset is None:
         raise SpecError(field, f"{where}.datastore: name a datastore")
+    if ref.dataset is not None and ref.mode == "upload":
+        raise SpecError(field, f"{where}: a dataset is read by a run; an output is an upload")
+    if ref.mode == "direct" and ref.dataset is None:
+        raise SpecError(field, f"{where}.mode: 'direct' is for datasets (as_named_input)")
+    if ref.register_as is not None and (
+        ref.mode != "upload" or not 0 < len(ref.register_as) <= 250
+    ):
+        raise SpecError(
+            field,
+            f"{where}.register_as: an output's dataset name (1 to 250 characters), for uploads",
+        )
     if ref.mode not in REFERENCE_MODES:
         raise SpecError(
             field,

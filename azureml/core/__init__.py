@@ -1,5 +1,5 @@
 """Azure ML's ``azureml.core`` on trainhub: ``Workspace``, ``Experiment``, ``Run``, ``Environment``,
-``Datastore``, ``Model``, ``ComputeTarget``, ``ContainerRegistry``, ``ScriptRunConfig``,
+``Datastore``, ``Dataset``, ``Model``, ``ComputeTarget``, ``ContainerRegistry``, ``ScriptRunConfig``,
 ``RunConfiguration``; ``VERSION`` is the Azure ML v1 SDK release whose API trainhub follows.
 
 Each name is imported from its submodule on first use. Inside a run only ``Run`` is needed, and there
@@ -12,6 +12,7 @@ from azureml._names import getattr_for
 _LAZY = {
     "ComputeTarget": "azureml.core.compute",
     "ContainerRegistry": "azureml.core.container_registry",
+    "Dataset": "azureml.core.dataset",
     "Datastore": "azureml.core.datastore",
     "Environment": "azureml.core.environment",
     "Experiment": "azureml.core.experiment",

@@ -21,16 +21,19 @@ import asyncio
 import functools
 import hashlib
 import io
+import json
 import logging
 import os
 import shlex
 import stat
 import tarfile
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+from trainhub.datasets import registry as datasets
+from trainhub.datasets.paths import Selection
 from trainhub.nodes.pool import NodePool
 from trainhub.runs.artifacts import BUILD_LOG, ChunkReader, human_size, says_disk_full
 from trainhub.runs.driving import Attempt
@@ -48,9 +51,10 @@ from trainhub.runtime.docker import (
     MissingBindSource,
 )
 from trainhub.settings import Settings
-from trainhub.spec import DataReference, EstimatorSpec
+from trainhub.spec import DataReference, EstimatorSpec, SpecError
 from trainhub.store import Database
 from trainhub.store import datastores as ds_store
+from trainhub.store import runs as runs_store
 from trainhub.store.datastores import DatastoreKind, DatastoreRow
 from trainhub.store.lifecycle import EndReason
 
@@ -63,6 +67,8 @@ LABEL_PATH = "org.trainhub.path"
 LABEL_KEY = "org.trainhub.key"
 # Where a staging helper sees the sources and the run's volumes.
 STAGE = "/trainhub-stage"
+# The datasets a run reads, as JSON: trainhub.context's ``input_datasets``.
+INPUT_DATASETS_ENV = "TRAINHUB_INPUT_DATASETS"
 # A server datastore's own folder at its root (checksums, partial uploads: trainhub.datastores):
 # never copied to a run, never written by one.
 RESERVED = ".trainhub"
@@ -108,11 +114,15 @@ class Listing:
         return sum(e.size for e in self.entries if e.size >= 0)
 
 
-def listing(root: Path, *, datastore_root: bool = False) -> Listing:
+def listing(
+    root: Path, *, datastore_root: bool = False, keep: Callable[[str], bool] | None = None
+) -> Listing:
     """Files and folders under ``root`` (links and special files are left out, never followed;
     so is the datastore's own folder when ``root`` is a datastore's root), with the key of that
-    content: sha256 over the sorted (path, size, mtime_ns)."""
+    content: sha256 over the sorted (path, size, mtime_ns). ``keep`` (a dataset's patterns)
+    picks files by their path below ``root``; then only their folders are listed."""
     entries: list[Entry] = []
+    folders: set[str] = set()
     if root.is_dir():
         for top, dirs, files in os.walk(root):
             base = Path(top)
@@ -121,18 +131,20 @@ def listing(root: Path, *, datastore_root: bool = False) -> Listing:
             for name in sorted(dirs):
                 st = (base / name).lstat()
                 if stat.S_ISDIR(st.st_mode):
-                    rel = (base / name).relative_to(root).as_posix()
-                    entries.append(Entry(rel, -1, 0, 0o755))
+                    folders.add((base / name).relative_to(root).as_posix())
             dirs[:] = [d for d in dirs if not (base / d).is_symlink()]
             for name in files:
                 try:
                     st = (base / name).lstat()
                 except OSError:
                     continue
-                if stat.S_ISREG(st.st_mode):
-                    rel = (base / name).relative_to(root).as_posix()
+                rel = (base / name).relative_to(root).as_posix()
+                if stat.S_ISREG(st.st_mode) and (keep is None or keep(rel)):
                     mode = 0o755 if st.st_mode & 0o111 else 0o644
                     entries.append(Entry(rel, st.st_size, st.st_mtime_ns, mode))
+    if keep is not None:  # only the folders that lead to a kept file
+        folders = {f for e in entries for f in _parents(e.path)}
+    entries += [Entry(folder, -1, 0, 0o755) for folder in folders]
     entries.sort(key=lambda e: e.path)
     digest = hashlib.sha256()
     for e in entries:
@@ -140,6 +152,12 @@ def listing(root: Path, *, datastore_root: bool = False) -> Listing:
             f"{e.path}\0{e.size}\0{e.mtime_ns}\0{e.mode}\n".encode(errors="surrogateescape")
         )
     return Listing(root, tuple(entries), digest.hexdigest())
+
+
+def _parents(path: str) -> Iterator[str]:
+    parts = path.split("/")[:-1]
+    for end in range(1, len(parts) + 1):
+        yield "/".join(parts[:end])
 
 
 def _header(entry: Entry) -> bytes:
@@ -271,13 +289,32 @@ def run_volume(run_id: str, name: str) -> str:
 
 
 def environment(spec: EstimatorSpec) -> dict[str, str]:
-    """``AZUREML_DATAREFERENCE_<name>`` = the reference's path in the run, for every reference."""
-    return {ref.env_var: ref.path_in_run() for ref in spec.references().values()}
+    """``AZUREML_DATAREFERENCE_<name>`` = the reference's path in the run, for every reference;
+    ``TRAINHUB_INPUT_DATASETS``: the datasets the run reads, for ``run.input_datasets``."""
+    refs = spec.references()
+    env = {ref.env_var: ref.path_in_run() for ref in refs.values()}
+    datasets = {
+        name: {
+            "id": ref.dataset.id,
+            "name": ref.dataset.name,
+            "version": ref.dataset.version,
+            "kind": ref.dataset.kind,
+            "options": ref.dataset.options,
+            "mode": ref.mode,
+            "path": ref.path_in_run(),
+        }
+        for name, ref in refs.items()
+        if ref.dataset is not None
+    }
+    if datasets:
+        env[INPUT_DATASETS_ENV] = json.dumps(datasets, sort_keys=True)
+    return env
 
 
 def paths(spec: EstimatorSpec) -> dict[str, str]:
-    """Reference name -> its path in the run (what the script's argument becomes)."""
-    return {name: ref.path_in_run() for name, ref in spec.references().items()}
+    """Reference name -> what the script's argument becomes (its path in the run; a direct
+    dataset's id)."""
+    return {name: ref.argument() for name, ref in spec.references().items()}
 
 
 class DataStager:
@@ -338,8 +375,11 @@ class DataStager:
                         EndReason.DATA_UNAVAILABLE,
                         f"datastore {row.name}: it has no folder '{ref.folder}' on the server",
                     )
+                keep = None
+                if ref.dataset is not None and ref.dataset.patterns:
+                    keep = Selection(ref.folder, tuple(ref.dataset.patterns)).matches
                 found = await asyncio.to_thread(
-                    functools.partial(listing, folder, datastore_root=not ref.folder)
+                    functools.partial(listing, folder, datastore_root=not ref.folder, keep=keep)
                 )
             sources.append(Source(ref, row, found))
         return sources
@@ -360,7 +400,7 @@ class DataStager:
         helper_mounts: list[DataMount] = []
         script: list[str] = []
         shared: dict[str, Source] = {}
-        if any(s.ref.mode != "mount" for s in sources):
+        if any(s.ref.mode not in ("mount", "direct") for s in sources):
             await asyncio.to_thread(self._remove_run_volumes, engine, attempt.run_id)
         for index, source in enumerate(sources):
             ref, row = source.ref, source.row
@@ -381,7 +421,7 @@ class DataStager:
                 origin = DataMount(f"{STAGE}/s{index}", where, bind=True)
             else:  # an upload into a server datastore: nothing to bring
                 origin = None
-            if ref.mode == "mount":
+            if ref.mode in ("mount", "direct"):  # a direct dataset is mounted
                 assert origin is not None
                 mounts.append(DataMount(target, origin.source, bind=origin.bind))
                 if origin.bind:
@@ -533,48 +573,71 @@ class DataStager:
         rows = {row.name: row for row in await self.db.read(ds_store.list_datastores)}
         for ref in uploads:
             row = rows.get(ref.datastore)
-            label = f"{ref.datastore}/{ref.folder}" if ref.folder else ref.datastore
+            folder = ref.folder_for(attempt.run_id)
+            label = f"{ref.datastore}/{folder}" if folder else ref.datastore
             if row is None:
                 append_log(log_path, f"datastore {label}: removed meanwhile; nothing uploaded\n")
                 continue
             started = time.monotonic()
             if row.kind == DatastoreKind.SERVER:
-                text = await self._upload_to_server(node, container_id, ref, row)
+                text = await self._upload_to_server(node, container_id, ref, row, folder)
             else:
-                text = await self._upload_to_shared(attempt, node, container_id, ref, row)
+                text = await self._upload_to_shared(attempt, node, container_id, ref, row, folder)
             append_log(
                 log_path,
                 f"datastore {label}: uploaded from {node}: {text} in "
                 f"{time.monotonic() - started:.1f} s\n",
             )
+            if ref.register_as is not None and not text.startswith("refused"):
+                await self._register_output(attempt, ref, folder, log_path)
+
+    async def _register_output(
+        self, attempt: Attempt, ref: DataReference, folder: str, log_path: Path
+    ) -> None:
+        """``register_on_complete(name)``: the uploaded folder as a version of a dataset."""
+        try:
+            user = await self.db.read(lambda db: runs_store.get_run(db, attempt.run_id))
+            row = await datasets.register_output(
+                self.db, attempt.run_id, ref, folder, user.user if user else None
+            )
+        except SpecError as exc:
+            append_log(log_path, f"output {ref.ref_name}: not registered as a dataset: {exc}\n")
+            return
+        append_log(log_path, f"output {ref.ref_name}: registered as dataset {row.label}\n")
 
     async def _upload_to_server(
-        self, node: str, container_id: str, ref: DataReference, row: DatastoreRow
+        self, node: str, container_id: str, ref: DataReference, row: DatastoreRow, folder: str
     ) -> str:
         root = self.settings.datastore_dir(row.name)
         await asyncio.to_thread(root.mkdir, parents=True, exist_ok=True)
-        dest = (root / ref.folder).resolve() if ref.folder else root.resolve()
+        dest = (root / folder).resolve() if folder else root.resolve()
         if not dest.is_relative_to(root.resolve()):
-            return f"refused: {ref.folder} leads out of the datastore"
+            return f"refused: {folder} leads out of the datastore"
         engine = self.pool.bulk_engine(node)
         chunks = await asyncio.to_thread(engine.get_archive, container_id, ref.path_in_run())
         if chunks is None:
             return "no folder to upload"
         files, size, kept = await asyncio.to_thread(
-            lambda: extract_upload(chunks, dest, ref.overwrite, datastore_root=not ref.folder)
+            lambda: extract_upload(chunks, dest, ref.overwrite, datastore_root=not folder)
         )
         text = f"{files} files, {human_size(size)}"
         return text + (f"; {kept} existing files kept (overwrite=False)" if kept else "")
 
     async def _upload_to_shared(
-        self, attempt: Attempt, node: str, container_id: str, ref: DataReference, row: DatastoreRow
+        self,
+        attempt: Attempt,
+        node: str,
+        container_id: str,
+        ref: DataReference,
+        row: DatastoreRow,
+        folder: str,
     ) -> str:
         root = row.path_on(node)
         if not root:
             return f"refused: datastore {row.name} has no path for node {node}"
         engine = self.pool.engine(node)
         image = await asyncio.to_thread(engine.container_image, container_id)
-        dest = shlex.quote(f"{STAGE}/dest/{ref.folder}".rstrip("/"))  # the user's folder name
+        dest = shlex.quote(f"{STAGE}/dest/{folder}".rstrip("/"))  # the user's folder name
         copy = "cp -a" if ref.overwrite else "cp -an"
         script = f"mkdir -p -- {dest}\n{copy} {STAGE}/up/. {dest}/"
         mounts = [
@@ -583,7 +646,7 @@ class DataStager:
         ]
         labels = {LABEL_INSTANCE: self.instance, LABEL_RUN: attempt.run_id}
         await asyncio.to_thread(engine.run_helper, image, script, mounts, labels)
-        return f"copied into {_joined(root, ref.folder)}" + (
+        return f"copied into {_joined(root, folder)}" + (
             "" if ref.overwrite else " (existing files kept: overwrite=False)"
         )
 

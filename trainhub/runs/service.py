@@ -12,6 +12,7 @@ from typing import Any
 import msgspec
 
 from trainhub.accounts import Forbidden, User, require_run_owner
+from trainhub.datasets import registry as datasets
 from trainhub.runs import admission, datarefs
 from trainhub.runs.artifacts import (
     DRIVER_LOG,
@@ -40,6 +41,7 @@ from trainhub.spec import (
     redact,
     stored_processes_per_node,
 )
+from trainhub.spec_datarefs import Reference
 from trainhub.store import (
     Database,
     datastores,
@@ -145,6 +147,7 @@ async def submit(
             upload.unlink(missing_ok=True)
     await admission.check_conda(settings, spec, sha256)
     await admission.check_target(db, launcher, spec)
+    spec = await _resolve_datasets(settings, db, spec)
     await _check_references(settings, db, spec, user)
     run = await db.write(
         lambda conn: q.insert_run(
@@ -160,6 +163,7 @@ async def submit(
             user=user,
         )
     )
+    await datasets.record_inputs(db, run.id, list(spec.references().values()))
     launcher.wake()
     return run
 
@@ -236,6 +240,26 @@ async def _check_references(
             raise SpecError(
                 field, f"{where}.path: datastore '{row.name}' has no folder '{ref.folder}'"
             )
+
+
+async def _resolve_datasets(settings: Settings, db: Database, spec: EstimatorSpec) -> EstimatorSpec:
+    """Every reference to a dataset filled in from its record (its datastore, folder, patterns)."""
+    placed = [(where, ref) for where, ref in placed_references(spec) if ref.dataset is not None]
+    if not placed:
+        return spec
+    resolved = {id(ref): await datasets.resolve(settings, db, ref, where) for where, ref in placed}
+
+    def swap(value: Any) -> Any:
+        if isinstance(value, Reference) and id(value.data_reference) in resolved:
+            return Reference(resolved[id(value.data_reference)])
+        return value
+
+    return msgspec.structs.replace(
+        spec,
+        script_params={k: swap(v) for k, v in spec.script_params.items()},
+        arguments=[swap(v) for v in spec.arguments],
+        inputs=[swap(v) for v in spec.inputs],
+    )
 
 
 async def _resolve_definition(db: Database, spec: EstimatorSpec) -> EstimatorSpec:

@@ -46,7 +46,21 @@ _AZUREML_CORE_INIT = '''"""A small ``azureml.core`` for scripts written for Azur
 
 from azureml.core.run import Run
 
-__all__ = ["Run"]
+
+class Dataset:
+    """Inside a run, datasets come with the run: ``Run.get_context().input_datasets[name]``."""
+
+    @staticmethod
+    def get_by_name(*args, **kwargs):
+        raise RuntimeError(
+            "inside a trainhub run, read a dataset with Run.get_context().input_datasets[name] "
+            "(give it to the run with dataset.as_named_input(name))"
+        )
+
+    get_by_id = get_by_name
+
+
+__all__ = ["Dataset", "Run"]
 '''
 
 

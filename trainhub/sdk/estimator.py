@@ -3,9 +3,15 @@ names, arguments and defaults. They only describe a run; ``Experiment.submit`` s
 
 from __future__ import annotations
 
+import uuid
 from pathlib import Path
 from typing import Any
 
+from trainhub.sdk.dataset import (
+    AbstractDataset,
+    DatasetConsumptionConfig,
+    OutputFileDatasetConfig,
+)
 from trainhub.sdk.datastore import DataReference
 
 
@@ -51,8 +57,13 @@ def _name_of(value: Any) -> Any:
 
 
 def _data_value(value: Any) -> Any:
-    """A ``DataReference`` (``ds.as_mount()``...) as the spec's wire format; anything else as is."""
-    return value.to_spec() if isinstance(value, DataReference) else value
+    """A reference (``ds.as_mount()``, ``dataset.as_named_input('x').as_mount()``, an
+    ``OutputFileDatasetConfig``...) as the spec's wire format; anything else as is."""
+    if isinstance(value, AbstractDataset):
+        value = value.as_named_input(f"input_{uuid.uuid4().hex[:8]}")
+    if isinstance(value, (DataReference, DatasetConsumptionConfig, OutputFileDatasetConfig)):
+        return value.to_spec()
+    return value
 
 
 def _environment_reference(value: Any) -> Any:

@@ -106,15 +106,22 @@ class Transfer:
         return summary
 
     def receive(
-        self, entries: list[dict[str, Any]], dest: Path, overwrite: bool, show_progress: bool
+        self,
+        entries: list[dict[str, Any]],
+        dest: Path,
+        overwrite: bool,
+        show_progress: bool,
+        base: str = "",
     ) -> TransferSummary:
         """The datastore's files ``entries`` (as listed by the server) into the folder ``dest``,
-        each at its path in the datastore."""
+        each at its path in the datastore below ``base`` (a dataset's folder)."""
         summary = TransferSummary()
         wanted: list[tuple[dict[str, Any], Path]] = []
         conflicts: list[str] = []
+        lead = f"{base}/" if base else ""
         for entry in entries:
-            local = (dest / entry["path"]).resolve()
+            path = entry["path"]
+            local = (dest / (path[len(lead) :] if path.startswith(lead) else path)).resolve()
             if not local.is_relative_to(dest.resolve()):
                 raise DatastoreError(f"'{entry['path']}' would be written outside '{dest}'")
             if local.is_file():

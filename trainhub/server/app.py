@@ -31,6 +31,7 @@ from trainhub.nodes.telemetry import GpuTelemetry
 from trainhub.runs.launcher import Launcher
 from trainhub.runtime.docker import DockerEngine
 from trainhub.server.api.accounts import AccountsController
+from trainhub.server.api.datasets import DatasetsController
 from trainhub.server.api.datastores import DatastoresController
 from trainhub.server.api.environments import EnvironmentsController
 from trainhub.server.api.health import healthz
@@ -144,6 +145,7 @@ def create_app(settings: Settings, db: Database | None = None) -> Litestar:
             TelemetryController,
             DatastoresController,
             ModelsController,
+            DatasetsController,
             *PAGE_CONTROLLERS,
             create_static_files_router(
                 path="/static", directories=[web / "static"], include_in_schema=False

@@ -385,3 +385,46 @@ def models(db: sqlite_utils.Database) -> None:
     )
     db.execute("create unique index models_name_version on models (name, version)")
     db.execute("create index models_run on models (run_id)")
+
+
+@MIGRATIONS(name="0013_datasets")
+def datasets(db: sqlite_utils.Database) -> None:
+    """Datasets (Azure ML's ``Dataset.File`` / ``Dataset.Tabular``): versioned records over paths
+    of one datastore. A dataset a run used without registering it is kept too (``name`` null,
+    Azure ML's "saved" dataset), so that every run's data has a record. ``dataset_runs`` says
+    which runs read (``input``) or wrote (``output``) which dataset."""
+    db.table("datasets").create(
+        {
+            "id": str,
+            "seq": int,
+            "name": str,
+            "version": int,
+            "kind": str,  # 'file' | 'tabular'
+            "datastore": str,
+            "paths": str,  # JSON list of the paths (globs) inside the datastore, as given
+            "options": str,  # JSON object: a tabular dataset's reading options
+            "definition": str,  # sha256 of kind, datastore, paths, options (equal data, one id)
+            "description": str,
+            "tags": str,  # JSON object of strings
+            "created_by": str,
+            "created_at": float,
+        },
+        pk="id",
+        not_null={"id", "seq", "kind", "datastore", "paths", "options", "definition"},
+        defaults={"options": "{}", "tags": "{}"},
+    )
+    db.execute("create unique index datasets_name_version on datasets (name, version)")
+    db.execute("create index datasets_definition on datasets (definition)")
+    db.table("dataset_runs").create(
+        {
+            "run_id": str,
+            "reference": str,  # the input's or output's name in the run
+            "dataset_id": str,
+            "direction": str,  # 'input' | 'output'
+            "mode": str,
+            "created_at": float,
+        },
+        pk=("run_id", "reference"),
+        not_null={"run_id", "reference", "dataset_id", "direction", "created_at"},
+    )
+    db.execute("create index dataset_runs_dataset on dataset_runs (dataset_id)")
