@@ -33,6 +33,41 @@ class _Experiment:
         return f"Experiment(name={self.name!r})"
 
 
+class PendingModel:
+    """What ``register_model`` answers inside a run: the model as asked for. ``version`` is None
+    (Azure ML answered a ``Model``): the server takes the next version once the run's outputs are
+    stored at its end; ``Model(ws, name)`` on a client then finds it."""
+
+    def __init__(
+        self,
+        name: str,
+        path: str,
+        tags: dict[str, Any] | None,
+        properties: dict[str, Any] | None,
+        description: str | None,
+        run_id: str,
+    ) -> None:
+        self.name = name
+        self.path = path
+        self.version: int | None = None
+        self.tags = dict(tags or {})
+        self.properties = dict(properties or {})
+        self.description = description
+        self.run_id = run_id
+
+    def request(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "path": self.path,
+            "tags": self.tags,
+            "properties": self.properties,
+            "description": self.description,
+        }
+
+    def __repr__(self) -> str:
+        return f"PendingModel(name={self.name!r}, path={self.path!r}, version=None)"
+
+
 class _BaseRun:
     """The logging surface of Azure ML's ``Run``, shared by the in-run and offline runs."""
 
@@ -227,41 +262,6 @@ class _OfflineRun(_BaseRun):
 
     def _store_file(self, name: str, source: Any) -> None:
         self.files[name] = source
-
-
-class PendingModel:
-    """What ``register_model`` answers inside a run: the model as asked for. ``version`` is None
-    (Azure ML answered a ``Model``): the server takes the next version once the run's outputs are
-    stored at its end; ``Model(ws, name)`` on a client then finds it."""
-
-    def __init__(
-        self,
-        name: str,
-        path: str,
-        tags: dict[str, Any] | None,
-        properties: dict[str, Any] | None,
-        description: str | None,
-        run_id: str,
-    ) -> None:
-        self.name = name
-        self.path = path
-        self.version: int | None = None
-        self.tags = dict(tags or {})
-        self.properties = dict(properties or {})
-        self.description = description
-        self.run_id = run_id
-
-    def request(self) -> dict[str, Any]:
-        return {
-            "name": self.name,
-            "path": self.path,
-            "tags": self.tags,
-            "properties": self.properties,
-            "description": self.description,
-        }
-
-    def __repr__(self) -> str:
-        return f"PendingModel(name={self.name!r}, path={self.path!r}, version=None)"
 
 
 def get_context() -> _BaseRun:
