@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import sys
 import threading
@@ -24,6 +25,7 @@ INPUT_DATASETS_ENV = "TRAINHUB_INPUT_DATASETS"
 _ENCODINGS = {"utf8": "utf-8", "iso88591": "iso-8859-1", "utf8bom": "utf-8-sig", "utf16": "utf-16"}
 _lock = threading.Lock()
 _current: _BaseRun | None = None
+_MODEL_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,254}")  # the server's rule (Azure ML's)
 
 
 class _Experiment:
@@ -32,6 +34,41 @@ class _Experiment:
 
     def __repr__(self) -> str:
         return f"Experiment(name={self.name!r})"
+
+
+class PendingModel:
+    """What ``register_model`` answers inside a run: the model as asked for. ``version`` is None
+    (Azure ML answered a ``Model``): the server takes the next version once the run's outputs are
+    stored at its end; ``Model(ws, name)`` on a client then finds it."""
+
+    def __init__(
+        self,
+        name: str,
+        path: str,
+        tags: dict[str, Any] | None,
+        properties: dict[str, Any] | None,
+        description: str | None,
+        run_id: str,
+    ) -> None:
+        self.name = name
+        self.path = path
+        self.version: int | None = None
+        self.tags = dict(tags or {})
+        self.properties = dict(properties or {})
+        self.description = description
+        self.run_id = run_id
+
+    def request(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "path": self.path,
+            "tags": self.tags,
+            "properties": self.properties,
+            "description": self.description,
+        }
+
+    def __repr__(self) -> str:
+        return f"PendingModel(name={self.name!r}, path={self.path!r}, version=None)"
 
 
 class _BaseRun:
@@ -91,6 +128,39 @@ class _BaseRun:
     def upload_file(self, name: str, path_or_stream: Any) -> None:
         """Keep a file in the run's history under ``name`` (e.g. ``outputs/model.pkl``)."""
         self._store_file(_relative(name), path_or_stream)
+
+    def register_model(
+        self,
+        model_name: str,
+        model_path: str,
+        tags: dict[str, Any] | None = None,
+        properties: dict[str, Any] | None = None,
+        description: str | None = None,
+        **kwargs: Any,
+    ) -> PendingModel:
+        """Ask the server to register ``model_path`` (``outputs/model.pkl``) as ``model_name``'s
+        next version. The script cannot reach the server, and its ``./outputs`` are stored when it
+        ends: the request is recorded now and carried out then, with this run as the model's
+        lineage (the driver log says which version, or why not). Returns a :class:`PendingModel`."""
+        if kwargs:
+            raise TypeError(f"register_model: trainhub has no {', '.join(sorted(kwargs))}")
+        if not isinstance(model_name, str) or not _MODEL_NAME.fullmatch(model_name):
+            raise ValueError(
+                f"{model_name!r} cannot be a model name: 1 to 255 letters, digits, '-', '_' or "
+                "'.', starting with a letter or digit"
+            )
+        path = model_path.replace("\\", "/") if isinstance(model_path, str) else ""
+        if not path.strip("./") or path.startswith("/") or ".." in path.split("/"):
+            raise ValueError(
+                f"model_path {model_path!r} must be a path in the run (outputs/model.pkl), "
+                "relative, without '..'"
+            )
+        for field, value in (("tags", tags), ("properties", properties)):
+            if value is not None and not isinstance(value, dict):
+                raise TypeError(f"register_model: {field} is a dict of strings")
+        model = PendingModel(model_name, path, tags, properties, description, self.id)
+        self._emit({"t": "model", **model.request(), "at": time.time()})
+        return model
 
     def get_metrics(self, name: str | None = None) -> dict[str, Any]:
         items = self._metrics if name is None else {name: self._metrics.get(name, [])}

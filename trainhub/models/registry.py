@@ -29,6 +29,7 @@ from trainhub.spec import SpecError, check_tags
 from trainhub.store import Database
 from trainhub.store import models as store
 from trainhub.store.models import ModelName, ModelRow
+from trainhub.store.runs import RunRow
 
 MAX_NAME = 255
 _NAME = re.compile(rf"[A-Za-z0-9][A-Za-z0-9._-]{{0,{MAX_NAME - 1}}}")
@@ -77,8 +78,35 @@ async def register_from_run(
 ) -> ModelRow:
     run = await runs.get(db, run_id)
     require_run_owner(user, run_id, run.user, "register a model from")
+    return await register_run_output(
+        settings,
+        db,
+        run,
+        name=name,
+        path=path,
+        tags=tags,
+        properties=properties,
+        description=description,
+        created_by=user.name,
+    )
+
+
+async def register_run_output(
+    settings: Settings,
+    db: Database,
+    run: RunRow,
+    *,
+    name: str,
+    path: str,
+    tags: object = None,
+    properties: object = None,
+    description: str | None = None,
+    created_by: str | None,
+) -> ModelRow:
+    """The run's file or folder ``path`` as ``name``'s next version, the run as its lineage (who
+    may ask is the caller's business: a client's user, or the run's own script)."""
     clean = _checked(name, tags, properties, description)
-    relative, source = files.run_source(settings.run_dir(run_id), path)
+    relative, source = files.run_source(settings.run_dir(run.id), path)
     staging = await asyncio.to_thread(files.new_staging, settings.models_dir)
     try:
         staged = await asyncio.to_thread(files.copy_from_run, source, staging)
@@ -88,7 +116,7 @@ async def register_from_run(
             staged,
             **clean,
             path=relative,
-            user=user,
+            created_by=created_by,
             run_id=run.id,
             experiment=run.experiment,
         )
@@ -125,7 +153,14 @@ async def register_upload(
             max_bytes=settings.max_snapshot_expanded_bytes,
         )
         return await _commit(
-            settings, db, staged, **clean, path=entry, user=user, run_id=None, experiment=None
+            settings,
+            db,
+            staged,
+            **clean,
+            path=entry,
+            created_by=user.name,
+            run_id=None,
+            experiment=None,
         )
     finally:
         await asyncio.to_thread(files.discard, staging)
@@ -151,7 +186,7 @@ async def _commit(
     properties: dict[str, str],
     description: str | None,
     path: str,
-    user: User,
+    created_by: str | None,
     run_id: str | None,
     experiment: str | None,
 ) -> ModelRow:
@@ -175,7 +210,7 @@ async def _commit(
             description=description,
             run_id=run_id,
             experiment=experiment,
-            created_by=user.name,
+            created_by=created_by,
         )
         target = settings.model_dir(name, version)
         shutil.rmtree(target, ignore_errors=True)  # left by a version deleted halfway

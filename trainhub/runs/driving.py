@@ -21,6 +21,7 @@ from typing import Any, Protocol, TypeVar
 
 import msgspec
 
+from trainhub.models import in_run
 from trainhub.runs.artifacts import (
     DRIVER_LOG,
     drop_partial,
@@ -147,6 +148,7 @@ class RunControl:
         self.db = db
         self.woken = asyncio.Event()
         self._cancel: dict[str, asyncio.Event] = {}
+        self._models: dict[str, list[in_run.Request]] = {}  # register_model calls of the script
 
     def wake(self) -> None:
         self.woken.set()
@@ -159,6 +161,7 @@ class RunControl:
 
     def forget(self, run_id: str) -> None:
         self._cancel.pop(run_id, None)
+        self._models.pop(run_id, None)
 
     async def move(
         self,
@@ -188,6 +191,13 @@ class RunControl:
     async def ingest(self, run_id: str, lines: list[str]) -> None:
         if lines:
             await self.db.write(lambda db: metrics.ingest(db, run_id, lines, len(lines)))
+            self._models[run_id] = in_run.requests_in(lines)  # ``lines`` is the whole file
+
+    async def register_models(self, run_id: str) -> None:
+        """The models the script asked for, now that its outputs are stored."""
+        requests = self._models.pop(run_id, [])
+        if requests:
+            await in_run.register_requested(self.settings, self.db, run_id, requests)
 
     async def lost(
         self, run_id: str, why: str, message: str, reason: EndReason = EndReason.NODE_LOST
@@ -339,6 +349,7 @@ async def drive(
         await driver.remove(handle, lost)
         return
     if lost is None:
+        await control.register_models(run_id)
         disk = None
         if stopped_for is None and exit_code not in (0, None):
             disk = await _node_disk_full(driver, handle)
