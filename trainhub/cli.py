@@ -10,7 +10,7 @@ from typing import Any
 
 import click
 
-from trainhub import __version__, cli_datastore, cli_models, cli_nodes, cli_users
+from trainhub import __version__, cli_datasets, cli_datastore, cli_models, cli_nodes, cli_users
 from trainhub.cli_common import client_call, client_command, emit_json, fail, workspace
 from trainhub.settings import Settings
 
@@ -487,4 +487,5 @@ main.add_command(cli_nodes.node)
 main.add_command(cli_nodes.target)
 cli_users.register(main)
 cli_datastore.register(main)
+cli_datasets.register(main)
 cli_models.register(main)

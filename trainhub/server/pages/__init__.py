@@ -11,6 +11,7 @@ from typing import Any
 
 from trainhub.server.pages.account import AccountPages
 from trainhub.server.pages.cluster import ClusterPages
+from trainhub.server.pages.datasets import DatasetPages
 from trainhub.server.pages.datastores import DatastorePages
 from trainhub.server.pages.experiments import ExperimentPages
 from trainhub.server.pages.models import ModelPages
@@ -30,6 +31,7 @@ PAGE_CONTROLLERS: list[Any] = [
     ClusterPages,
     ExperimentPages,
     DatastorePages,
+    DatasetPages,
     ModelPages,
     SubmitPages,
 ]

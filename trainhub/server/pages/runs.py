@@ -19,6 +19,7 @@ from litestar.plugins.htmx import HTMXRequest
 from litestar.response import File, Redirect, Template
 
 from trainhub.accounts import User, require_run_owner
+from trainhub.datasets import registry as datasets
 from trainhub.runs import service, views
 from trainhub.runs.artifacts import BUILD_LOG, CHUNK, human_size
 from trainhub.spec import SpecError
@@ -136,6 +137,7 @@ class RunPages(Controller):
             state.settings, run_id
         )
         context["build_log_path"] = BUILD_LOG
+        context["datasets"] = await datasets.uses_of_run(state.db, run_id)
         return Template("runs/run.html", context=context)
 
     @get("/{run_id:str}/files/{path:path}")
