@@ -37,31 +37,41 @@ TRAIN = textwrap.dedent(
     parser.add_argument("--epochs", type=int)
     parser.add_argument("--name")
     parser.add_argument("--data")
+    parser.add_argument("--out")
     args = parser.parse_args()
     print("argv:", sys.argv[1:])
     text = open(os.path.join(args.data, "x.txt")).read()
-    try:
-        import thazml
-        package = thazml.VALUE
-    except ImportError:
-        package = "none"
+    packages = []
+    for module in ("thazml", "sklearn"):
+        try:
+            packages.append(__import__(module).VALUE)
+        except ImportError:
+            packages.append("none")
     run = Run.get_context()
     for epoch in range(args.epochs):
         run.log("loss", 1.0 / (1 + epoch))
-    run.log("package", package)
+    run.log("package", " + ".join(packages))
     os.makedirs("outputs", exist_ok=True)
     open("outputs/seen.txt", "w").write(f"{args.name} {text}")
+    open("outputs/model.pkl", "wb").write(os.urandom(1000))
+    if args.out:
+        print("input datasets:", {k: v for k, v in run.input_datasets.items()})
+        open(os.path.join(args.out, "pred.txt"), "w").write(text.upper())
     """
 )
 
+# Every line the issue lists, in its order, then a dataset run; only the workspace line changed.
 NOTEBOOK = textwrap.dedent(
     """
     import azureml.core
-    from azureml.core import Workspace, Experiment, Environment, ScriptRunConfig
+    from azureml.core import Workspace, Experiment, Environment, ScriptRunConfig, Dataset, Model
     from azureml.core.conda_dependencies import CondaDependencies
+    from azureml.data import OutputFileDatasetConfig
+    from azureml.widgets import RunDetails
 
     print("SDK version:", azureml.core.VERSION)
     ws = Workspace.from_config()
+    print("workspace:", ws.name, ws.resource_group, ws.location, ws.subscription_id)
     exp = Experiment(workspace=ws, name="src-notebook")
     ds = ws.get_default_datastore()
     ds.upload(src_dir="./data", target_path="x", overwrite=True, show_progress=False)
@@ -72,21 +82,39 @@ NOTEBOOK = textwrap.dedent(
                           arguments=["--epochs", 3, "--name", "plain", "--data", ds.path("x").as_mount()],
                           environment=env)
     run = exp.submit(src)
+    print("shown:", run._repr_html_())  # what a notebook cell showing `run` displays
     run.wait_for_completion(show_output=True)
     print("metrics:", run.get_metrics())
     print("files:", sorted(run.get_file_names()))
 
-    env = Environment("pip-env")
-    cd = CondaDependencies.create()
+    cd = CondaDependencies.create(conda_packages=["scikit-learn"])
     cd.add_pip_package("thazml")
-    env.python.conda_dependencies = cd
-    env.docker.enabled = True
-    print("base image:", env.docker.base_image)
-    src.run_config.environment = env
+    conda_env = Environment("conda-env")
+    conda_env.python.conda_dependencies = cd
+    src.run_config.environment = conda_env
+    conda_env.docker.enabled = True
+    print("base image:", conda_env.docker.base_image)
     run = exp.submit(src)
     run.wait_for_completion(show_output=True)
     print("metrics:", run.get_metrics())
-    run.download_file(name="outputs/seen.txt", output_file_path="seen.txt")
+    print("files:", sorted(run.get_file_names()))
+    model = run.register_model(model_name="src-model", model_path="./outputs/model.pkl")
+    print("model:", model.name, model.version, model.url)
+    run.download_file(name="outputs/model.pkl", output_file_path="run-model.pkl")
+    Model(ws, "src-model").download(target_dir="./downloaded", exist_ok=True)
+
+    files = Dataset.File.from_files(path=[(ds, "x/**")]).register(ws, "x-files", create_new_version=True)
+    table = Dataset.Tabular.from_delimited_files(path=[(ds, "x/*.csv")])
+    print("table:", table.to_pandas_dataframe().to_dict("list"))
+    out = OutputFileDatasetConfig(destination=(ds, "preds/{run-id}")).as_upload()
+    src = ScriptRunConfig(source_directory="./scripts", script="train.py", environment=env,
+                          arguments=["--epochs", 1, "--name", "dataset",
+                                     "--data", files.as_named_input("xfiles").as_mount(), "--out", out])
+    run = exp.submit(src)
+    run.wait_for_completion(show_output=True)
+    ds.download("./preds", prefix=f"preds/{run.id}", show_progress=False)
+    print("prediction:", open(f"./preds/preds/{run.id}/pred.txt").read())
+    RunDetails(run).show()
     """
 )
 
@@ -98,28 +126,42 @@ def test_a_script_run_config_notebook_runs_with_only_the_workspace_line_changed(
     tmp_path: Path,
 ) -> None:
     write_project(tmp_path / "scripts", {"train.py": TRAIN})
-    write_project(tmp_path / "data", {"x.txt": "from the datastore"})
+    write_project(tmp_path / "data", {"x.txt": "from the datastore", "t.csv": "a,b\n1,x\n2,y\n"})
     result = run_notebook(compat_server, tmp_path, NOTEBOOK, timeout=400)
     assert result.returncode == 0, result.stdout + result.stderr
     out = result.stdout
     lines = out.splitlines()
     assert lines[0].startswith("SDK version: 1.")
+    host = compat_server.url.removeprefix("http://")
+    assert lines[1] == f"workspace: {compat_server.url} trainhub {host} self-hosted"
+    shown = next(ln for ln in lines if ln.startswith("shown: "))
+    assert "<td>src-notebook</td>" in shown and f"{compat_server.url}/runs/" in shown
     argv = "argv: ['--epochs', '3', '--name', 'plain', '--data', '/trainhub/data/"
     assert out.count(argv) == 2, out  # show_output streamed each run's log, the path in it
     metrics = [ast.literal_eval(ln.removeprefix("metrics: ")) for ln in lines if "metrics:" in ln]
     loss = [1.0, 0.5, 1.0 / 3]
     assert metrics == [
-        {"loss": loss, "package": "none"},
-        {"loss": loss, "package": "from the wheel folder"},
+        {"loss": loss, "package": "none + none"},
+        {"loss": loss, "package": "from the wheel folder + from the local channel"},
     ]
-    files = next(ln for ln in lines if ln.startswith("files: "))
-    assert ast.literal_eval(files.removeprefix("files: ")) == [
+    files = [ast.literal_eval(ln.removeprefix("files: ")) for ln in lines if "files: " in ln]
+    expected = [
         "logs/build_log.txt",
         "logs/driver_log.txt",
+        "outputs/model.pkl",
         "outputs/seen.txt",
     ]
+    assert files == [expected, expected]
     assert "base image: None" in lines
-    assert (tmp_path / "seen.txt").read_text() == "plain from the datastore"
+    model = next(ln for ln in lines if ln.startswith("model: ")).split()
+    assert model[1:3] == ["src-model", "1"]
+    assert model[3] == f"{compat_server.url}/models/src-model/1"
+    downloaded = (tmp_path / "downloaded" / "model.pkl").read_bytes()
+    assert downloaded == (tmp_path / "run-model.pkl").read_bytes() and len(downloaded) == 1000
+    assert "table: {'a': [1, 2], 'b': ['x', 'y']}" in lines
+    assert "input datasets: {'xfiles': '/trainhub/data/xfiles'}" in out
+    assert "prediction: FROM THE DATASTORE" in lines
+    assert any(ln.startswith("Run ") and ": Completed" in ln for ln in lines)  # RunDetails
 
 
 def test_a_script_run_config_sends_the_estimator_s_spec(tmp_path: Path) -> None:

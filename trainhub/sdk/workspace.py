@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 from pathlib import Path
+from urllib.parse import urlsplit
 from typing import TYPE_CHECKING, Any
 
 from trainhub.sdk.client import ApiClient
@@ -39,6 +40,11 @@ class Workspace:
         self.name = name or self.url
         self._token = token
         self._client = ApiClient(self.url, token, timeout=timeout)
+        # Azure ML's placement of a workspace, which notebooks print: a trainhub server has no
+        # subscription or resource group; its location is the host it runs on.
+        self.subscription_id = "self-hosted"
+        self.resource_group = "trainhub"
+        self.location = urlsplit(self.url).netloc
 
     @classmethod
     def from_config(cls, path: str | os.PathLike[str] | None = None) -> Workspace:
