@@ -67,6 +67,7 @@ class EndReason(StrEnum):
     NODE_DISK_FULL = "node_disk_full"  # the node's own disk (image build, container writes)
     ENGINE_RESTARTED = "engine_restarted"  # the node's Docker engine stopped or restarted
     DATA_UNAVAILABLE = "data_unavailable"  # a datastore reference could not be made ready
+    ABANDONED = "abandoned"  # an interactive run's client stopped calling
 
     def __str__(self) -> str:
         return self.value
@@ -80,6 +81,7 @@ USER_REASONS = frozenset(
         EndReason.IMAGE_MISSING,
         EndReason.BUILD_FAILED,
         EndReason.DATA_UNAVAILABLE,
+        EndReason.ABANDONED,
     }
 )
 

@@ -428,3 +428,18 @@ def datasets(db: sqlite_utils.Database) -> None:
         not_null={"run_id", "reference", "dataset_id", "direction", "created_at"},
     )
     db.execute("create index dataset_runs_dataset on dataset_runs (dataset_id)")
+
+
+@MIGRATIONS(name="0014_run_kinds")
+def run_kinds(db: sqlite_utils.Database) -> None:
+    """Runs that are not scripts (``experiment.start_logging()``: ``kind`` 'interactive', logged
+    to straight from a client, ``last_seen_at`` its last call), parent and child runs, and Azure
+    ML's display name, description and set-once properties."""
+    runs = db.table("runs")
+    runs.add_column("kind", str, not_null_default="script")
+    runs.add_column("parent_id", str)
+    runs.add_column("display_name", str)
+    runs.add_column("description", str)
+    runs.add_column("properties", str, not_null_default="{}")
+    runs.add_column("last_seen_at", float)
+    db.execute("create index idx_runs_parent on runs (parent_id, seq)")

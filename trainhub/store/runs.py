@@ -11,6 +11,7 @@ import secrets
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass
+from enum import StrEnum
 from typing import Any
 
 import sqlite_utils
@@ -47,6 +48,12 @@ class RunRow:
     max_retries: int
     retries: int
     user: str | None
+    kind: str  # RunKind: 'script' (a submitted script) or 'interactive' (start_logging, children)
+    parent_id: str | None
+    display_name: str | None
+    description: str | None
+    properties: dict[str, Any]
+    last_seen_at: float | None  # an interactive run's last call from its client
 
     @classmethod
     def from_row(cls, row: dict[str, Any]) -> RunRow:
@@ -54,7 +61,13 @@ class RunRow:
         values["status"] = RunStatus(values["status"])
         values["spec"] = json.loads(values["spec"])
         values["tags"] = json.loads(values.get("tags") or "{}")
+        values["properties"] = json.loads(values.get("properties") or "{}")
         return cls(**values)
+
+
+class RunKind(StrEnum):
+    SCRIPT = "script"  # a submitted script: the launcher runs it in a container or a process
+    INTERACTIVE = "interactive"  # no script: a client (or a parent run's script) logs to it
 
 
 def new_run_id(experiment: str, now: float) -> str:
