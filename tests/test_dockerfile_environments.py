@@ -94,6 +94,8 @@ def test_a_script_run_config_runs_in_the_image_its_dockerfile_builds_once(
     assert "Step 2/3 : RUN echo 'written by the Dockerfile'" in log  # 3: the engine's label
     image = details["runDefinition"]["image"]
     assert image.startswith("trainhub/env:")
+    listed = {i["image"]: i for i in api.get("/api/v1/images").json()["images"]}
+    assert listed[image]["baseImage"] == "Dockerfile (FROM trainhub/base:cpu)"
 
     again = Environment("df-env-again")
     again.docker.base_dockerfile = DOCKERFILE  # the text this time
@@ -234,6 +236,12 @@ def test_bad_dockerfile_input_is_a_422_naming_the_field(df_server: Server) -> No
     big = client.post("/api/v1/environments", json={"name": "df-big", "custom_dockerfile": too_big})
     assert big.status_code == 422 and big.json()["field"] == "custom_dockerfile"
     assert client.get("/api/v1/environments/df-both").status_code == 404
+    good = {"name": "df-good", "custom_dockerfile": DOCKERFILE}
+    assert client.post("/api/v1/environments", json=good).status_code == 201
+    spec = {"entry_script": "train.py", "environment_definition": "df-good", "use_docker": False}
+    no_docker = submit_raw(client, spec, snapshot)
+    assert no_docker.status_code == 422 and no_docker.json()["field"] == "use_docker"
+    assert "built from a Dockerfile" in no_docker.json()["error"]
 
 
 def test_from_dockerfile_sends_the_text_and_takes_one_package_file(tmp_path: Path) -> None:

@@ -104,6 +104,7 @@ class ImagePreparer:
             context,
             log_path,
             source="the environment's Dockerfile",
+            base=f"Dockerfile (FROM {', '.join(ids) or 'its own stages'})",
             record={"dockerfile": text, "from": ids},
         )
         return dataclasses.replace(env, base_image=tag)
@@ -116,9 +117,11 @@ class ImagePreparer:
         *,
         source: str,
         record: dict[str, Any],
+        base: str | None = None,
     ) -> str:
         """The image tagged by ``key`` on this node: found, or built once from ``context`` however
-        many runs ask at the same time, and recorded for ``trainhub images``."""
+        many runs ask at the same time, and recorded for ``trainhub images`` (``base`` is what it
+        shows as the base, ``source`` by default)."""
         tag = envs.image_tag(key)
         lock = self._locks.setdefault(tag, asyncio.Lock())
         async with lock:
@@ -148,7 +151,7 @@ class ImagePreparer:
                     db,
                     image=tag,
                     env_key=key,
-                    base_image=source,
+                    base_image=base or source,
                     node=self.node,
                     environment=record,
                     build_seconds=seconds,
