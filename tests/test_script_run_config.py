@@ -238,10 +238,8 @@ def test_a_python_command_is_a_script_and_its_arguments_and_others_are_refused(
 
 
 def test_environment_pieces_trainhub_lacks_say_so(tmp_path: Path) -> None:
-    with pytest.raises(ValueError, match="from_dockerfile .*not supported by trainhub yet"):
-        Environment.from_dockerfile("d", "FROM python:3.11")
-    with pytest.raises(ValueError, match="base_dockerfile .*not supported by trainhub yet"):
-        Environment("d").docker.base_dockerfile = "FROM python:3.11"
+    with pytest.raises(ValueError, match="interpreter_path .*not supported by trainhub yet"):
+        Environment("d").python.interpreter_path = "/opt/conda/bin/python"
 
 
 def test_from_conda_specification_reads_channels_packages_and_pip(tmp_path: Path) -> None:

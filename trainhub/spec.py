@@ -26,11 +26,15 @@ from trainhub.spec_datarefs import (
 )
 from trainhub.spec_datarefs import DataReference as DataReference
 from trainhub.spec_datarefs import placed_references as placed_references
+from trainhub.spec_dockerfile import base_images, check_dockerfile
 from trainhub.spec_errors import NotSupportedYet as NotSupportedYet
 from trainhub.spec_errors import SpecError as SpecError
 from trainhub.spec_errors import has_control_character, shown
 
 ScalarParam = str | int | float | bool | None
+REGISTRY_NEEDS_IMAGE = (
+    "image_registry_details needs custom_docker_image (or custom_dockerfile, for its FROM images)"
+)
 
 DISTRIBUTED_TYPES = ("mpi", "gloo", "nccl", "ps")
 FRAMEWORKS = ("Python", "PyTorch", "TensorFlow")
@@ -90,6 +94,8 @@ class EstimatorSpec(msgspec.Struct, forbid_unknown_fields=True, omit_defaults=Tr
     use_docker: bool = True
     custom_docker_image: str | None = None
     custom_docker_base_image: str | None = None
+    # A Dockerfile's text (Azure ML's docker.base_dockerfile): the environment's image is built from it.
+    custom_dockerfile: str | None = None
     image_registry_details: RegistryDetails | None = None
     user_managed: bool = False
     conda_packages: list[str] = []
@@ -141,6 +147,7 @@ class EnvironmentDefinition(msgspec.Struct, forbid_unknown_fields=True, omit_def
 
     name: str
     custom_docker_image: str | None = None
+    custom_dockerfile: str | None = None
     image_registry_details: RegistryDetails | None = None
     user_managed: bool = False
     pip_packages: list[str] = []
@@ -166,19 +173,25 @@ def parse_environment_definition(raw: bytes | str) -> EnvironmentDefinition:
     check_definition_fields(env)
     if env.user_managed and (env.pip_packages or env.conda_packages):
         raise SpecError("pip_packages", "packages cannot be installed when user_managed=True")
-    if env.image_registry_details is not None and not env.custom_docker_image:
-        raise SpecError(
-            "image_registry_details", "image_registry_details needs custom_docker_image"
-        )
+    if env.image_registry_details is not None and not (
+        env.custom_docker_image or env.custom_dockerfile
+    ):
+        raise SpecError("image_registry_details", REGISTRY_NEEDS_IMAGE)
     return env
 
 
 def apply_definition(spec: EstimatorSpec, env: EnvironmentDefinition) -> EstimatorSpec:
     """The spec with a registered environment's fields filled in."""
     check_definition_fields(env)
+    if env.custom_dockerfile is not None and not spec.use_docker:
+        raise SpecError(
+            "use_docker",
+            f"environment {env.name!r} is built from a Dockerfile: it needs use_docker=True",
+        )
     return msgspec.structs.replace(
         spec,
         custom_docker_image=env.custom_docker_image,
+        custom_dockerfile=env.custom_dockerfile,
         image_registry_details=env.image_registry_details,
         user_managed=env.user_managed,
         pip_packages=list(env.pip_packages),
@@ -336,22 +349,22 @@ def validate(spec: EstimatorSpec) -> None:
         raise SpecError(
             field, f"{field} needs containers: distributed runs cannot use use_docker=False"
         )
+    if spec.custom_dockerfile is not None:
+        check_custom_dockerfile(spec.custom_dockerfile, spec.image)
     if spec.custom_docker_image and spec.custom_docker_base_image:
         raise SpecError(
             "custom_docker_base_image",
             "custom_docker_base_image is the older name of custom_docker_image: give only one",
         )
-    if not spec.use_docker and (spec.image or spec.image_registry_details or spec.shm_size):
-        field = (
-            "custom_docker_image"
-            if spec.image
-            else ("image_registry_details" if spec.image_registry_details else "shm_size")
-        )
-        raise SpecError(field, f"{field} needs use_docker=True")
-    if spec.image_registry_details is not None and not spec.image:
-        raise SpecError(
-            "image_registry_details", "image_registry_details needs custom_docker_image"
-        )
+    if not spec.use_docker:
+        for field in ("custom_docker_image", "custom_docker_base_image", "custom_dockerfile"):
+            if getattr(spec, field):
+                raise SpecError(field, f"{field} needs use_docker=True")
+        for field in ("image_registry_details", "shm_size"):
+            if getattr(spec, field):
+                raise SpecError(field, f"{field} needs use_docker=True")
+    if spec.image_registry_details is not None and not (spec.image or spec.custom_dockerfile):
+        raise SpecError("image_registry_details", REGISTRY_NEEDS_IMAGE)
     if spec.environment_definition is not None:
         for name in (
             "pip_packages",
@@ -360,6 +373,7 @@ def validate(spec: EstimatorSpec) -> None:
             "conda_dependencies_file",
             "custom_docker_image",
             "custom_docker_base_image",
+            "custom_dockerfile",
             "image_registry_details",
             "environment_variables",
         ):
@@ -400,10 +414,11 @@ def validate(spec: EstimatorSpec) -> None:
             raise NotSupportedYet(
                 field, f"{field} is not supported yet on this server ({capability} are coming)"
             )
-    if spec.framework != "Python" and not spec.image:
+    if spec.framework != "Python" and not (spec.image or spec.custom_dockerfile):
         raise NotSupportedYet(
             "framework",
-            f"framework={spec.framework} needs custom_docker_image for now: framework images are not supported yet",
+            f"framework={spec.framework} needs custom_docker_image or custom_dockerfile for now: "
+            "framework images are not supported yet",
         )
 
 
@@ -420,6 +435,28 @@ def check_definition_fields(env: EnvironmentDefinition) -> None:
     check_conda_packages("conda_packages", env.conda_packages)
     if env.custom_docker_image is not None:
         check_image_reference("custom_docker_image", env.custom_docker_image)
+    if env.custom_dockerfile is not None:
+        check_custom_dockerfile(env.custom_dockerfile, env.custom_docker_image)
+
+
+def check_custom_dockerfile(text: str, image: str | None) -> None:
+    """A Dockerfile to build (:mod:`trainhub.spec_dockerfile`), never beside an image to use, with
+    its ``FROM`` images written as Docker image references."""
+    field = "custom_dockerfile"
+    if image:
+        raise SpecError(
+            field,
+            "Give custom_docker_image (an image to run in) or custom_dockerfile (a Dockerfile to "
+            "build), not both",
+        )
+    check_dockerfile(field, text)
+    for base in base_images(text):
+        try:
+            check_image_reference(field, base.image)
+        except SpecError as exc:
+            raise SpecError(
+                field, f"{field}: line {base.line}: FROM {exc.message.split(': ', 1)[1]}"
+            ) from None
 
 
 def check_pip_packages(field: str, entries: list[str]) -> None:

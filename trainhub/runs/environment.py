@@ -5,6 +5,11 @@ id and the build settings (CA bundle, package indexes, wheel folder), so any cha
 Runtime-only fields (environment variables, shm size) are not part of it. A conda part enters the
 hash as its prefix's content key (``runs/conda.py``); the image copies that prefix, built on the
 server, to the same absolute path.
+
+A Dockerfile environment (``custom_dockerfile``) is built in two steps through the same cache: the
+Dockerfile alone into an image tagged by the hash of its text and its ``FROM`` images' ids, then, if
+the environment also has packages, the usual package image on top of that one, whose hash holds the
+Dockerfile's text and that tag (not the built image's id, which differs from node to node).
 """
 
 from __future__ import annotations
@@ -34,6 +39,8 @@ CONDA_CONTEXT = "trainhub-conda"  # the prefix's folder in the build context
 
 @dataclass(frozen=True)
 class Environment:
+    # The image to run in or build on; for a Dockerfile environment, the Dockerfile's own image,
+    # known once it is built (empty until then).
     base_image: str
     user_managed: bool = False
     pip_packages: tuple[str, ...] = ()
@@ -42,6 +49,7 @@ class Environment:
     conda_dependencies: str | None = None
     conda_channels: str = ""  # the server's channels (a setting) for specs that name none
     registry: dict[str, Any] | None = field(default=None, compare=False)
+    dockerfile: str | None = None
 
     @property
     def needs_build(self) -> bool:
@@ -78,6 +86,8 @@ class Environment:
         data.pop("registry")
         data.pop("base_image")
         data.pop("conda_channels")
+        if self.dockerfile is None:
+            data.pop("dockerfile")  # the hashes of environments without one stay as they were
         data["pip_packages"] = sorted({p.strip() for p in self.pip_packages if p.strip()})
         data["conda_packages"] = sorted({p.strip() for p in self.conda_packages if p.strip()})
         if self.conda is not None:
@@ -109,10 +119,30 @@ def image_tag(key: str) -> str:
     return f"{ENV_IMAGE_REPO}:{key}"
 
 
+def dockerfile_key(text: str, base_ids: dict[str, str]) -> str:
+    """The hash of a Dockerfile image: its text and the ids of the images it starts ``FROM``."""
+    blob = json.dumps({"dockerfile": text, "from": base_ids}, sort_keys=True)
+    return hashlib.sha256(blob.encode()).hexdigest()[:24]
+
+
+def dockerfile_context(text: str) -> bytes:
+    """A Dockerfile's build context: the Dockerfile and nothing else (as in Azure ML v1)."""
+    data = text.encode()
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w") as tar:
+        info = tarfile.TarInfo("Dockerfile")
+        info.size = len(data)
+        info.mode = 0o644
+        tar.addfile(info, io.BytesIO(data))
+    return buf.getvalue()
+
+
 def from_spec(spec: EstimatorSpec, settings: Settings, files: dict[str, str]) -> Environment:
     """``files`` holds the contents of the dependency files named by the spec, read from the snapshot
     (keyed by their path in it, without a leading ``./``)."""
-    if spec.image:
+    if spec.custom_dockerfile is not None:
+        base = ""  # built from the Dockerfile at Preparing
+    elif spec.image:
         base = spec.image
     elif spec.use_gpu:
         base = settings.default_gpu_image
@@ -130,6 +160,7 @@ def from_spec(spec: EstimatorSpec, settings: Settings, files: dict[str, str]) ->
         conda_dependencies=conda_file,
         conda_channels=settings.conda_channels if spec.conda_packages or conda_file else "",
         registry=registry,
+        dockerfile=spec.custom_dockerfile,
     )
 
 

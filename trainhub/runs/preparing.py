@@ -4,14 +4,19 @@ An image is built once per node even when several runs ask at the same time (a l
 every later run with the same environment finds it and goes on at once. The build's output goes to
 the run's ``logs/build_log.txt`` as it happens. An environment with conda packages is solved and
 installed on the server first (``runs/conda.py``, once per content), and its prefix goes into the
-image through the build context: a remote node needs nothing else.
+image through the build context: a remote node needs nothing else. A Dockerfile environment's
+Dockerfile is built the same way (its ``FROM`` images present or pulled first), and its packages, if
+any, on top of it.
 """
 
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import time
+from collections.abc import Awaitable, Callable
 from pathlib import Path
+from typing import Any
 
 from trainhub.runs import conda
 from trainhub.runs import environment as envs
@@ -19,6 +24,7 @@ from trainhub.runs.artifacts import BUILD_LOG
 from trainhub.runtime.docker import BuildError, DockerEngine, EngineError
 from trainhub.settings import Settings
 from trainhub.spec import EstimatorSpec, SpecError
+from trainhub.spec_dockerfile import base_images
 from trainhub.store import Database
 from trainhub.store import environments as env_store
 from trainhub.store import runs as q
@@ -50,13 +56,72 @@ class ImagePreparer:
         """The image to run ``run`` in, pulled or built as needed; raises :class:`PrepareFailed`."""
         env = await asyncio.to_thread(self.environment, run, spec)
         log_path = self.settings.run_dir(run.id) / BUILD_LOG
-        await self._ensure_base(env, spec, log_path)
+        if env.dockerfile is not None:
+            env = await self._dockerfile_image(env, log_path)
+        else:
+            await self._ensure_base(env, spec, log_path)
         if not env.needs_build:
             return env.base_image
         request = conda_request(env)
-        base_id = await asyncio.to_thread(self.engine.image_id, env.base_image)
+        if env.dockerfile is not None:
+            base_id: str | None = env.base_image  # its tag is its content's hash, on every node
+        else:
+            base_id = await asyncio.to_thread(self.engine.image_id, env.base_image)
         fingerprint = await asyncio.to_thread(envs.build_fingerprint, self.settings)
         key = env.key(base_id or env.base_image, fingerprint)
+
+        async def context() -> bytes:
+            prefix, python = await self._conda_prefix(env, request, log_path)
+            try:
+                return await asyncio.to_thread(
+                    envs.build_context, env, key, self.settings, prefix, python
+                )
+            except ValueError as exc:
+                raise PrepareFailed(EndReason.BUILD_FAILED, str(exc)) from None
+
+        return await self._built_once(
+            key,
+            context,
+            log_path,
+            source=env.base_image,
+            record=env.to_json() | {"registry": None},
+        )
+
+    async def _dockerfile_image(self, env: envs.Environment, log_path: Path) -> envs.Environment:
+        """``env`` with its Dockerfile built (or found) on this node as its base image."""
+        assert env.dockerfile is not None
+        text = env.dockerfile
+        ids: dict[str, str] = {}
+        for base in base_images(text):
+            ids[base.image] = await self._from_image(base.image, env.registry, log_path)
+        key = envs.dockerfile_key(text, ids)
+
+        async def context() -> bytes:
+            return envs.dockerfile_context(text)
+
+        tag = await self._built_once(
+            key,
+            context,
+            log_path,
+            source="the environment's Dockerfile",
+            base=f"Dockerfile (FROM {', '.join(ids) or 'its own stages'})",
+            record={"dockerfile": text, "from": ids},
+        )
+        return dataclasses.replace(env, base_image=tag)
+
+    async def _built_once(
+        self,
+        key: str,
+        context: Callable[[], Awaitable[bytes]],
+        log_path: Path,
+        *,
+        source: str,
+        record: dict[str, Any],
+        base: str | None = None,
+    ) -> str:
+        """The image tagged by ``key`` on this node: found, or built once from ``context`` however
+        many runs ask at the same time, and recorded for ``trainhub images`` (``base`` is what it
+        shows as the base, ``source`` by default)."""
         tag = envs.image_tag(key)
         lock = self._locks.setdefault(tag, asyncio.Lock())
         async with lock:
@@ -68,22 +133,16 @@ class ImagePreparer:
                 await self.db.write(lambda db: env_store.touch_image(db, tag))
                 return tag
             append_log(
-                log_path,
-                f"Building environment image {tag} on node {self.node} from {env.base_image}\n",
+                log_path, f"Building environment image {tag} on node {self.node} from {source}\n"
             )
             started = time.monotonic()
-            prefix, python = await self._conda_prefix(env, request, log_path)
+            data = await context()
             try:
-                context = await asyncio.to_thread(
-                    envs.build_context, env, key, self.settings, prefix, python
-                )
-            except ValueError as exc:
-                raise PrepareFailed(EndReason.BUILD_FAILED, str(exc)) from None
-            try:
-                await asyncio.to_thread(self._build, context, tag, log_path)
+                await asyncio.to_thread(self._build, data, tag, log_path)
             except BuildError as exc:
                 raise PrepareFailed(
-                    EndReason.BUILD_FAILED, f"The environment build failed:\n{exc}"
+                    EndReason.BUILD_FAILED,
+                    f"The environment build failed on node {self.node}:\n{exc}",
                 ) from None
             seconds = time.monotonic() - started
             append_log(log_path, f"Built {tag} in {seconds:.1f} s\n")
@@ -92,9 +151,9 @@ class ImagePreparer:
                     db,
                     image=tag,
                     env_key=key,
-                    base_image=env.base_image,
+                    base_image=base or source,
                     node=self.node,
-                    environment=env.to_json() | {"registry": None},
+                    environment=record,
                     build_seconds=seconds,
                 )
             )
@@ -139,14 +198,37 @@ class ImagePreparer:
                 EndReason.IMAGE_MISSING,
                 f"The default image {image} is not on this node's Docker engine. Build it once with `{command}`.",
             )
-        append_log(log_path, f"Pulling {image}\n")
         try:
-            await asyncio.to_thread(self.engine.pull, image, env.registry)
+            await self._pull(image, env.registry, log_path)
         except EngineError as exc:
-            append_log(log_path, f"{exc}\n")
             raise PrepareFailed(
                 EndReason.IMAGE_MISSING, f"The image {image} is not on node {self.node} and {exc}"
             ) from None
+
+    async def _from_image(self, image: str, registry: dict[str, Any] | None, log_path: Path) -> str:
+        """The id of an image a Dockerfile starts ``FROM``, pulled first if this node lacks it."""
+        found = await asyncio.to_thread(self.engine.image_id, image)
+        if found is not None:
+            return found
+        try:
+            await self._pull(image, registry, log_path)
+        except EngineError as exc:
+            raise PrepareFailed(
+                EndReason.IMAGE_MISSING,
+                f"The Dockerfile starts FROM {image}, which is not on node {self.node}, and {exc}. "
+                "A node without a registry it can reach needs the image loaded onto it "
+                f"(docker save {image} | docker load, on each node) or a Dockerfile FROM an image "
+                f"every node has, such as {self.settings.default_image}.",
+            ) from None
+        return await asyncio.to_thread(self.engine.image_id, image) or image
+
+    async def _pull(self, image: str, registry: dict[str, Any] | None, log_path: Path) -> None:
+        append_log(log_path, f"Pulling {image}\n")
+        try:
+            await asyncio.to_thread(self.engine.pull, image, registry)
+        except EngineError as exc:
+            append_log(log_path, f"{exc}\n")
+            raise
         append_log(log_path, f"Pulled {image}\n")
 
 

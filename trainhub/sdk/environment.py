@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Any
 
@@ -102,15 +103,30 @@ class DockerSection:
         self.base_image: str | None = None
         self.base_image_registry = ContainerRegistry()
         self.gpu_support = False
+        self._dockerfile: str | None = None
 
     @property
     def base_dockerfile(self) -> str | None:
-        return None
+        """The Dockerfile the server builds the environment's image from (its text). Set it to the
+        text or, as Azure ML allowed, to the path of a file, which is read now."""
+        return self._dockerfile
 
     @base_dockerfile.setter
-    def base_dockerfile(self, value: str | None) -> None:
-        if value is not None:
-            raise _not_supported("docker.base_dockerfile (building an image from a Dockerfile)")
+    def base_dockerfile(self, value: str | os.PathLike[str] | None) -> None:
+        self._dockerfile = None if value is None else _dockerfile_text(value)
+
+
+def _dockerfile_text(value: str | os.PathLike[str]) -> str:
+    """A Dockerfile's text, or the text of the file it names (a single line naming a file)."""
+    if isinstance(value, os.PathLike):
+        return Path(value).read_text(encoding="utf-8")
+    if "\n" not in value:
+        try:
+            if Path(value).is_file():
+                return Path(value).read_text(encoding="utf-8")
+        except OSError:  # a line too long to be a path is a Dockerfile's text
+            pass
+    return value
 
 
 class PythonSection:
@@ -156,8 +172,29 @@ class Environment:
         return env
 
     @classmethod
-    def from_dockerfile(cls, name: str, dockerfile: str, **kwargs: Any) -> Environment:
-        raise _not_supported("Environment.from_dockerfile (building an image from a Dockerfile)")
+    def from_dockerfile(
+        cls,
+        name: str,
+        dockerfile: str | os.PathLike[str],
+        conda_specification: str | None = None,
+        pip_requirements: str | None = None,
+    ) -> Environment:
+        """An environment built from a Dockerfile (its text or a path to it). Packages from a conda
+        environment file or a pip requirements file (one of them, as in Azure ML) go on top of it;
+        without either, the image's Python is used as it is (``user_managed_dependencies``)."""
+        if conda_specification and pip_requirements:
+            raise ValueError(
+                "from_dockerfile takes conda_specification or pip_requirements, not both"
+            )
+        if conda_specification:
+            env = cls.from_conda_specification(name, conda_specification)
+        elif pip_requirements:
+            env = cls.from_pip_requirements(name, pip_requirements)
+        else:
+            env = cls(name)
+            env.python.user_managed_dependencies = True
+        env.docker.base_dockerfile = dockerfile
+        return env
 
     def to_spec_fields(self) -> dict[str, Any]:
         """The Estimator spec's environment fields (the one wire format): what a ScriptRunConfig
@@ -166,6 +203,7 @@ class Environment:
         return {
             "use_docker": self.docker.enabled,
             "custom_docker_image": self.docker.base_image,
+            "custom_dockerfile": self.docker.base_dockerfile,
             "image_registry_details": self.docker.base_image_registry.to_spec(),
             "user_managed": self.python.user_managed_dependencies,
             "pip_packages": list(deps.pip_packages),
@@ -179,6 +217,7 @@ class Environment:
         definition: dict[str, Any] = {
             "name": self.name,
             "custom_docker_image": self.docker.base_image,
+            "custom_dockerfile": self.docker.base_dockerfile,
             "image_registry_details": self.docker.base_image_registry.to_spec(),
             "user_managed": self.python.user_managed_dependencies,
             "pip_packages": deps.pip_packages,
@@ -205,6 +244,7 @@ class Environment:
         env = cls(found["name"])
         env.version = found["version"]
         env.docker.base_image = definition.get("custom_docker_image")
+        env.docker._dockerfile = definition.get("custom_dockerfile")  # text, never a path
         registry = definition.get("image_registry_details") or {}
         env.docker.base_image_registry = ContainerRegistry(
             registry.get("address"), registry.get("username"), None
