@@ -257,7 +257,7 @@ def test_from_conda_specification_reads_channels_packages_and_pip(tmp_path: Path
     [
         ([1, 2], "arguments[1]: an argument is a string, a number, a boolean or a data reference"),
         ({"a": 1}, "arguments[1]: a value is a string, a number"),
-        ({"$data_reference": {"path": "x"}}, "arguments[1].$data_reference"),
+        ({"$data_reference": {"path": "x"}}, "arguments[1].datastore: name a datastore"),
     ],
 )
 def test_a_bad_argument_is_an_error_naming_it(argument: object, message: str) -> None:

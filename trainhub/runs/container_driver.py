@@ -89,6 +89,7 @@ class ContainerDriver:
             *(self.preparer_for(n).image_for(run, spec) for n in nodes)
         )
         attempt.image = images[0]
+        attempt.node_images = dict(zip(nodes, images, strict=True))
         await self.db.write(lambda db: q.update_run(db, run.id, image=attempt.image))
         if spec.references():
             if run.retries:  # an earlier attempt's containers may still hold its volumes
@@ -143,7 +144,8 @@ class ContainerDriver:
         """One container of the run on ``node``: created with the node's GPUs and the run's data
         mounted, the runtime and the snapshot copied in (and the run's SSH keys for multi-node
         MPI), then started."""
-        run, spec, image = attempt.run, attempt.spec, attempt.image
+        run, spec = attempt.run, attempt.spec
+        image = attempt.node_images.get(node, attempt.image)
         assert run.snapshot is not None and image is not None
         engine = self.pool.engine(node)
         snapshot = self.settings.snapshot_path(run.snapshot)

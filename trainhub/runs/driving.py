@@ -62,7 +62,9 @@ class Attempt:
     node: str  # the head node (where the script or rank 0 runs)
     gpus: dict[str, list[int]]  # node -> GPU indices held there, the head first
     cancel: asyncio.Event = field(default_factory=asyncio.Event)  # set when a cancel comes in
-    image: str | None = None
+    image: str | None = None  # the head node's
+    # Each node's image (equal environments may have other ids on nodes with other base images).
+    node_images: dict[str, str] = field(default_factory=dict)
 
     @property
     def workers(self) -> list[str]:

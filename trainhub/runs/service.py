@@ -397,6 +397,7 @@ def details(
                     "use_docker",
                     "environment_definition",
                     "image_registry_details",
+                    "custom_dockerfile",
                 )
                 if k in spec
             },
