@@ -114,24 +114,29 @@ def python_env(home: Path, **extra: str) -> dict[str, str]:
     return env
 
 
-def run_notebook(
-    server: Server, home: Path, source: str, timeout: float
-) -> subprocess.CompletedProcess[str]:
-    """A user's notebook as a script in ``home``: ``trainhub login`` first (so that
-    ``Workspace.from_config()`` is its only workspace line), then the script's own Python."""
-    env = python_env(home)
-    login = subprocess.run(
+def login(server: Server, home: Path, **extra: str) -> dict[str, str]:
+    """``trainhub login`` in a user's shell (``home``), so that ``Workspace.from_config()`` is a
+    notebook's only workspace line; answers that shell's environment."""
+    env = python_env(home, **extra)
+    done = subprocess.run(
         [sys.executable, "-m", "trainhub", "login", server.url, "--token", TOKEN],
         env=env,
         capture_output=True,
         text=True,
         timeout=60,
     )
-    assert login.returncode == 0, login.stderr
+    assert done.returncode == 0, done.stderr
+    return env
+
+
+def run_notebook(
+    server: Server, home: Path, source: str, timeout: float
+) -> subprocess.CompletedProcess[str]:
+    """A user's notebook as a script in ``home``, after :func:`login`."""
     return subprocess.run(
         [sys.executable, "-c", source],
         cwd=home,
-        env=env,
+        env=login(server, home),
         capture_output=True,
         text=True,
         timeout=timeout,

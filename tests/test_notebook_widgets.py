@@ -5,8 +5,6 @@ executed in a real IPython kernel (nbclient) against a real server and a real Do
 from __future__ import annotations
 
 import re
-import subprocess
-import sys
 import textwrap
 from pathlib import Path
 from typing import Any
@@ -18,7 +16,7 @@ from nbclient import NotebookClient
 from tests.conftest import TOKEN, Server
 from tests.helpers import submit, wait_for_status
 from tests.html import parse
-from tests.test_azureml_compat import python_env
+from tests.test_azureml_compat import login
 from tests.test_sdk import write_project
 
 TRAIN = textwrap.dedent(
@@ -74,15 +72,7 @@ class RecordingClient(NotebookClient):
 @pytest.mark.docker
 def test_run_details_shows_the_run_live_in_a_jupyter_kernel(server: Server, tmp_path: Path) -> None:
     write_project(tmp_path / "scripts", {"train.py": TRAIN})
-    env = python_env(tmp_path, JUPYTER_PLATFORM_DIRS="1")
-    login = subprocess.run(
-        [sys.executable, "-m", "trainhub", "login", server.url, "--token", TOKEN],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
-    assert login.returncode == 0, login.stderr
+    env = login(server, tmp_path, JUPYTER_PLATFORM_DIRS="1")
     notebook = nbformat.v4.new_notebook(
         cells=[nbformat.v4.new_code_cell(textwrap.dedent(c).strip()) for c in CELLS]
     )
