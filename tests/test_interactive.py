@@ -258,6 +258,10 @@ CHILDREN_SCRIPT = textwrap.dedent(
     chosen.log("acc", 0.9)
     bad, good = run.create_children(tag_key="lr", tag_values=["10", "0.1"])
     bad.fail("lr 10 diverged")
+    try:
+        good.register_model("m", "outputs/model.pkl")
+    except RuntimeError as exc:
+        print("no model:", exc)
     good.complete()
     run.log("best", 0.9)
     print("made", len(run.get_children(recursive=True)))
@@ -272,6 +276,7 @@ def test_a_submitted_script_makes_child_runs_inside_its_container(
     assert wait_for_status(client, parent, timeout=90)["status"] == "Completed"
     log = client.get(f"/api/v1/runs/{parent}/logs").text
     assert "made 5" in log
+    assert "no model: child run" in log and "register models on the script's own run" in log
     assert re.search(r"refused: Run \S+ has ended \(Completed\): it takes no more metrics", log)
 
     def children() -> list[dict[str, object]]:
@@ -445,3 +450,9 @@ def test_bad_input_is_refused_with_the_field_or_the_run_named(
     run.complete()
     with pytest.raises(ServiceError, match=rf"Run {run.id} has ended \(Completed\)"):
         run.child_run()
+    with pytest.raises(ZeroDivisionError):
+        with Experiment(run.experiment.workspace, "nb-bad").start_logging(outputs=False) as failed:
+            failed.log("before", 1.0)
+            print(1 / 0)
+    ended = get_run(client, failed.id)
+    assert (ended["status"], ended["error"]["message"]) == ("Failed", "division by zero")

@@ -390,6 +390,12 @@ class _ChildRun(_BaseRun):
         self._emit({"t": "end", "status": status, "error": error, "at": time.time()})
         self._ended = status
 
+    def register_model(self, model_name: str, model_path: str, *args: Any, **kwargs: Any) -> Any:
+        raise RuntimeError(
+            f"child run {self.id}: inside a script, register models on the script's own run "
+            "(Run.get_context().register_model): its outputs are the ones stored when it ends"
+        )
+
     def _emit(self, record: dict[str, Any]) -> None:
         self._creator._emit({**record, "run": record.get("run", self.id)})
 

@@ -18,7 +18,7 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 from types import TracebackType
-from typing import IO, TYPE_CHECKING, Any
+from typing import IO, TYPE_CHECKING, Any, Self
 from urllib.parse import quote
 
 from trainhub import context
@@ -193,7 +193,7 @@ class InteractiveRun:
         if self._outputs is not None and self._outputs.is_dir():
             self.upload_folder("outputs", self._outputs)
 
-    def __enter__(self) -> InteractiveRun:
+    def __enter__(self) -> Self:
         return self
 
     def __exit__(
