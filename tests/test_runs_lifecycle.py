@@ -301,6 +301,9 @@ DETAIL_KEYS = {
     "tags",
     "submittedBy",
     "portalUrl",
+    "kind",  # 'script' or 'interactive'
+    "parentRunId",
+    "displayName",
 }
 PROPERTY_KEYS = {
     "createdTimeUtc",

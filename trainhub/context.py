@@ -5,6 +5,10 @@ Standard library only: the launcher copies this file into every run's container 
 installed. Records are appended to ``$TRAINHUB_CONTEXT_DIR/metrics.jsonl``; the launcher's sync carries
 them to the server while the run goes, so the container needs no route to the server. Outside a run,
 :func:`get_context` returns an offline run that keeps everything in memory and says so.
+
+Child runs (``run.child_run()``) travel the same way: a record makes the child on the server, and the
+child's own records carry its id (``"run"``); its files go under ``files/.trainhub-children/<id>/``,
+which the server moves into the child's history.
 """
 
 from __future__ import annotations
@@ -26,6 +30,8 @@ _ENCODINGS = {"utf8": "utf-8", "iso88591": "iso-8859-1", "utf8bom": "utf-8-sig",
 _lock = threading.Lock()
 _current: _BaseRun | None = None
 _MODEL_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,254}")  # the server's rule (Azure ML's)
+_RUN_ID = _MODEL_NAME  # a run id a script may choose: the server's rule too
+CHILD_FILES = ".trainhub-children"  # files of child runs, under the context's files/ folder
 
 
 class _Experiment:
@@ -81,6 +87,8 @@ class _BaseRun:
     def __init__(self) -> None:
         self._metrics: dict[str, list[Any]] = {}
         self._tags: dict[str, Any] = {}
+        self._children: list[_ChildRun] = []
+        self._ended: str | None = None  # a child run's end status, once ended
 
     # -- metrics ------------------------------------------------------------------------------
     def log(self, name: str, value: Any, description: str = "", step: int | None = None) -> None:
@@ -115,6 +123,7 @@ class _BaseRun:
 
     # -- tags and files -------------------------------------------------------------------------
     def tag(self, key: str, value: Any = None) -> None:
+        self._check_open()
         self._tags[key] = "" if value is None else str(value)
         self._emit({"t": "tag", "key": key, "value": self._tags[key]})
 
@@ -186,12 +195,73 @@ class _BaseRun:
     def flush(self) -> None:
         pass
 
+    # -- child runs -----------------------------------------------------------------------------
+    def child_run(
+        self, name: str | None = None, run_id: str | None = None, outputs: Any = None
+    ) -> _ChildRun:
+        """A child run of this one, ``Running`` at once. Its metrics and tags travel with this
+        run's records; ``child.complete()`` (or ``fail()``, ``cancel()``) ends it, and one still
+        open when this run ends ends with it, with its end status."""
+        self._check_open()
+        child_id = run_id if run_id is not None else f"{self.id}_{uuid.uuid4().hex[:8]}"
+        if not isinstance(child_id, str) or not _RUN_ID.fullmatch(child_id):
+            raise ValueError(
+                f"run_id {child_id!r}: 1 to 255 letters, digits, '.', '_' or '-', starting with "
+                "a letter or digit"
+            )
+        if name is not None and (not isinstance(name, str) or len(name) > 255):
+            raise ValueError("a child run's name is a text of at most 255 characters")
+        child = _ChildRun(self, child_id, name)
+        self._children.append(child)
+        self._emit({"t": "child", "id": child_id, "name": name, "at": time.time()})
+        return child
+
+    def create_children(
+        self, count: int | None = None, tag_key: str | None = None, tag_values: Any = None
+    ) -> list[_ChildRun]:
+        """``count`` children, or one per value of ``tag_values`` tagged ``tag_key=value``."""
+        if tag_key is not None and tag_values is not None:
+            children = []
+            for value in tag_values:
+                child = self.child_run()
+                child.tag(tag_key, value)
+                children.append(child)
+            return children
+        if count is None:
+            raise ValueError("create_children needs count, or tag_key and tag_values")
+        return [self.child_run() for _ in range(count)]
+
+    def get_children(self, recursive: bool = False, **filters: Any) -> list[_ChildRun]:
+        """The children this script made (it cannot ask the server), in the order made."""
+        if filters:
+            raise TypeError(
+                f"inside a run, get_children() has no filters ({', '.join(sorted(filters))})"
+            )
+        found: list[_ChildRun] = []
+        for child in self._children:
+            found.append(child)
+            if recursive:
+                found.extend(child.get_children(recursive=True))
+        return found
+
+    @property
+    def parent(self) -> _BaseRun | None:
+        return None
+
+    def _check_open(self) -> None:
+        if self._ended is not None:
+            raise RuntimeError(
+                f"Run {self.id} has ended ({self._ended}): it takes no more metrics, tags, files "
+                "or child runs"
+            )
+
     # -- plumbing -----------------------------------------------------------------------------
     def _record(
         self, kind: str, name: str, value: Any, description: str, step: int | None = None
     ) -> None:
         if not isinstance(name, str) or not name:
             raise ValueError("a metric needs a non-empty name")
+        self._check_open()
         self._metrics.setdefault(name, []).append(value)
         self._emit(
             {
@@ -278,6 +348,63 @@ class _OfflineRun(_BaseRun):
 
     def _store_file(self, name: str, source: Any) -> None:
         self.files[name] = source
+
+
+class _ChildRun(_BaseRun):
+    """A child run made inside a run (or an offline run): its records go with its creator's,
+    carrying its id, so the server applies them to it."""
+
+    def __init__(self, creator: _BaseRun, run_id: str, name: str | None) -> None:
+        super().__init__()
+        self.id = run_id
+        self.number = None
+        self.name = name
+        self.experiment = creator.experiment
+        self._creator = creator
+        self._root: _BaseRun = creator._root if isinstance(creator, _ChildRun) else creator
+
+    def __repr__(self) -> str:
+        return f"Run(id={self.id!r}, parent={self._creator.id!r})"
+
+    @property
+    def parent(self) -> _BaseRun:
+        return self._creator
+
+    @property
+    def status(self) -> str:
+        return self._ended or "Running"
+
+    def complete(self) -> None:
+        self._end("Completed")
+
+    def fail(self, error_details: Any = None, error_code: Any = None) -> None:
+        self._end("Failed", None if error_details is None else str(error_details))
+
+    def cancel(self) -> None:
+        self._end("Canceled")
+
+    def _end(self, status: str, error: str | None = None) -> None:
+        if self._ended == status:
+            return
+        self._check_open()
+        self._emit({"t": "end", "status": status, "error": error, "at": time.time()})
+        self._ended = status
+
+    def register_model(self, model_name: str, model_path: str, *args: Any, **kwargs: Any) -> Any:
+        raise RuntimeError(
+            f"child run {self.id}: inside a script, register models on the script's own run "
+            "(Run.get_context().register_model): its outputs are the ones stored when it ends"
+        )
+
+    def _emit(self, record: dict[str, Any]) -> None:
+        self._creator._emit({**record, "run": record.get("run", self.id)})
+
+    def _store_file(self, name: str, source: Any) -> None:
+        self._check_open()
+        self._root._store_file(f"{CHILD_FILES}/{self.id}/{name}", source)
+
+    def _scratch(self) -> str:
+        return self._root._scratch()
 
 
 class _InputDataset:

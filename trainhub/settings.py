@@ -82,6 +82,11 @@ class Settings:
     watchdog_seconds: float = _setting(
         10.0, "how often runs are checked for a lost driving task (they are then ended)"
     )
+    interactive_timeout_minutes: float = _setting(
+        30.0,
+        "an interactive run (experiment.start_logging()) whose client made no call for this long "
+        "ends Failed with reason abandoned",
+    )
     fault_injection: str | None = _setting(
         None, "for trainhub's own tests: faults to inject, comma-separated (drop-task)"
     )

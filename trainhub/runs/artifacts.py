@@ -20,11 +20,13 @@ import shutil
 import sqlite3
 import tarfile
 import zlib
-from collections.abc import Iterable, Iterator
+from collections.abc import Collection, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any
+
+from trainhub.context import CHILD_FILES
 
 CHUNK = 1024 * 1024
 MB = 1024 * 1024
@@ -235,8 +237,8 @@ def resolve_artifact(run_dir: Path, relative: str) -> Path | None:
 
 
 # Folders of a run's history that the server keeps for itself (TensorBoard's event files of the
-# run's metrics), not artifacts of the run.
-SERVER_FOLDERS = frozenset({"tensorboard"})
+# run's metrics; files of a script's child runs on their way to them), not artifacts of the run.
+SERVER_FOLDERS = frozenset({"tensorboard", CHILD_FILES})
 
 
 def list_artifacts(run_dir: Path) -> list[tuple[str, int]]:
@@ -253,6 +255,39 @@ def list_artifacts(run_dir: Path) -> list[tuple[str, int]]:
                 continue
             found.append((full.relative_to(root).as_posix(), full.stat().st_size))
     return sorted(found)
+
+
+def adopt_child_files(run_dir: Path, runs_dir: Path, children: Collection[str]) -> int:
+    """Files a script uploaded for its child runs (``CHILD_FILES/<child id>/...`` among its own,
+    copied into ``run_dir``) moved into each child's history; files for any run that is not one
+    of ``children`` are dropped, links never followed. Returns how many files moved."""
+    holding = run_dir / CHILD_FILES
+    if not holding.is_dir() or holding.is_symlink():
+        return 0
+    moved = 0
+    for entry in holding.iterdir():
+        if entry.name not in children or entry.is_symlink() or not entry.is_dir():
+            continue
+        for dirpath, dirnames, filenames in os.walk(entry):
+            base = Path(dirpath)
+            dirnames[:] = [d for d in dirnames if not (base / d).is_symlink()]
+            for filename in filenames:
+                source = base / filename
+                relative = source.relative_to(entry).as_posix()
+                dest = runs_dir / entry.name / relative
+                if (
+                    source.is_symlink()
+                    or not source.is_file()
+                    or relative.split("/")[0] in SERVER_FOLDERS
+                    or relative in SERVER_WRITTEN
+                    or dest.is_dir()
+                ):
+                    continue
+                dest.parent.mkdir(parents=True, exist_ok=True)
+                os.replace(source, dest)
+                moved += 1
+    shutil.rmtree(holding, ignore_errors=True)
+    return moved
 
 
 def extract_container_archive(

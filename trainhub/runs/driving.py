@@ -21,9 +21,11 @@ from typing import Any, Protocol, TypeVar
 
 import msgspec
 
+from trainhub.context import CHILD_FILES
 from trainhub.models import in_run
 from trainhub.runs.artifacts import (
     DRIVER_LOG,
+    adopt_child_files,
     drop_partial,
     human_size,
     is_disk_full,
@@ -33,7 +35,7 @@ from trainhub.runs.containers import log_tail
 from trainhub.runs.preparing import PrepareFailed
 from trainhub.settings import Settings
 from trainhub.spec import EstimatorSpec
-from trainhub.store import Database, lifecycle, metrics
+from trainhub.store import Database, interactive, lifecycle, metrics
 from trainhub.store import nodes as node_store
 from trainhub.store import runs as q
 from trainhub.store.lifecycle import EndReason, RunStatus
@@ -194,6 +196,10 @@ class RunControl:
         if lines:
             await self.db.write(lambda db: metrics.ingest(db, run_id, lines, len(lines)))
             self._models[run_id] = in_run.requests_in(lines)  # ``lines`` is the whole file
+        run_dir = self.settings.run_dir(run_id)
+        if (run_dir / CHILD_FILES).is_dir():  # files of child runs the script made
+            children = await self.db.read(lambda db: interactive.descendants(db, run_id))
+            await asyncio.to_thread(adopt_child_files, run_dir, self.settings.runs_dir, children)
 
     async def register_models(self, run_id: str) -> None:
         """The models the script asked for, now that its outputs are stored."""

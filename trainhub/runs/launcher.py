@@ -129,7 +129,7 @@ class Launcher:
         """Runs in a driven status that no task drives, and runs holding capacity they should
         not: both empty unless something went wrong (the watchdog ends the first kind)."""
         db = self.control.db
-        active = await db.read(lambda conn: q.runs_with_status(conn, ACTIVE))
+        active = await db.read(lambda conn: recovery.driven(q.runs_with_status(conn, ACTIVE)))
         return {
             "runsWithoutTask": sorted(run.id for run in active if not self.driving(run.id)),
             "allocationsOfEndedRuns": await db.read(node_store.allocations_of_ended_runs),

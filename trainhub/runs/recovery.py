@@ -14,6 +14,7 @@ from trainhub.runtime.docker import LABEL_INSTANCE, LABEL_KIND
 from trainhub.store import nodes as node_store
 from trainhub.store import runs as q
 from trainhub.store.lifecycle import ACTIVE, EndReason, RunStatus
+from trainhub.store.runs import RunKind
 
 if TYPE_CHECKING:
     from trainhub.runs.launcher import Launcher
@@ -22,11 +23,17 @@ log = logging.getLogger("trainhub.recovery")
 RESTARTED = "queued again after a server restart"
 
 
+def driven(runs: list[q.RunRow]) -> list[q.RunRow]:
+    """The runs a task drives: submitted scripts. An interactive run has no container or process
+    to find or lose; its client ends it (or the interactive watchdog does)."""
+    return [run for run in runs if run.kind == RunKind.SCRIPT]
+
+
 async def recover(launcher: Launcher) -> None:
     """At start: re-attach the runs whose container or process lives on, queue again those whose
     script never started, end the rest; remove containers of ours that belong to no active run."""
     control = launcher.control
-    active = await control.db.read(lambda db: q.runs_with_status(db, ACTIVE))
+    active = await control.db.read(lambda db: driven(q.runs_with_status(db, ACTIVE)))
     found = await asyncio.to_thread(launcher.engine.find_run_containers, launcher.instance)
     for run in active:
         canceling = run.status is RunStatus.CANCEL_REQUESTED
@@ -207,7 +214,7 @@ async def watchdog(launcher: Launcher, suspects: set[str]) -> set[str]:
     """Runs in a driven status with no task driving them (a crash path nobody thought of): those
     seen so on two passes in a row (a claim may be between its write and its task) are ended.
     Returns this pass's suspects."""
-    active = await launcher.control.db.read(lambda db: q.runs_with_status(db, ACTIVE))
+    active = await launcher.control.db.read(lambda db: driven(q.runs_with_status(db, ACTIVE)))
     orphans = {run.id for run in active if not launcher.driving(run.id)}
     for run_id in sorted(orphans & suspects):
         log.error("run %s: no task drives it any more; ending it", run_id)

@@ -46,6 +46,7 @@ from trainhub.store import (
     Database,
     datastores,
     environments,
+    interactive,
     lifecycle,
     metrics,
     snapshots,
@@ -54,6 +55,7 @@ from trainhub.store import (
 from trainhub.store import runs as q
 from trainhub.store.datastores import DatastoreKind
 from trainhub.store.lifecycle import RunStatus
+from trainhub.store.runs import RunKind
 
 
 class RunNotFound(LookupError):
@@ -289,6 +291,9 @@ async def cancel(db: Database, launcher: Launcher, run_id: str, user: User) -> q
         raise RunConflict(
             f"Run {run_id} has already ended ({run.status.value}); there is nothing to cancel"
         )
+    if run.kind == RunKind.INTERACTIVE:  # nothing runs: Canceled at once, its children with it
+        await db.write(lambda conn: lifecycle.cancel(conn, run_id))
+        return await get(db, run_id)
     if not await db.write(
         lambda conn: lifecycle.move(
             conn,
@@ -312,7 +317,12 @@ async def set_tags(db: Database, run_id: str, tags: Any, user: User) -> dict[str
         raise SpecError("tags", 'Send {"tags": {"key": "value", ...}}')
     clean = check_tags(tags)
     check_tags({**run.tags, **clean})  # the run's tags stay within the limits too
-    merged: dict[str, Any] = await db.write(lambda conn: metrics.set_tags(conn, run_id, clean))
+
+    def apply(conn: Any) -> dict[str, Any]:
+        interactive.touch(conn, [run_id], _now())  # an interactive run's client is there
+        return metrics.set_tags(conn, run_id, clean)
+
+    merged: dict[str, Any] = await db.write(apply)
     return merged
 
 
@@ -407,6 +417,10 @@ def details(
         "logFiles": {DRIVER_LOG: file_url},
         "error": json.loads(run.error) if run.error else None,
         "tags": run.tags,
+        # Interactive runs (experiment.start_logging()) and child runs.
+        "kind": run.kind,
+        "parentRunId": run.parent_id,
+        "displayName": run.display_name,
     }
     if events is not None:
         out["statusHistory"] = [

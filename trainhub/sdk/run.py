@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any
 from urllib.parse import quote
 
 from trainhub import context
+from trainhub.sdk import interactive
 from trainhub.sdk import snapshot as snapshots
 from trainhub.sdk.errors import ActivityFailedException, RunNotFoundError, TrainhubError
 from trainhub.sdk.estimator import Estimator
@@ -90,6 +91,19 @@ class Experiment:
             packed.remove()
         return Run(self, details["runId"], _details=details)
 
+    def start_logging(
+        self,
+        *,
+        snapshot_directory: str | os.PathLike[str] | None = None,
+        outputs: str | os.PathLike[str] | bool | None = None,
+        display_name: str | None = None,
+        tags: dict[str, Any] | None = None,
+    ) -> Run:
+        """An interactive run (a notebook's): ``Running`` at once, logged to and ended from here
+        (``run.complete()``); ``snapshot_directory`` kept as its snapshot, ``outputs`` (default
+        ``./outputs``, False for none) uploaded when it ends."""
+        return interactive.start_logging(self, snapshot_directory, outputs, display_name, tags)
+
     def _server_has(self, sha256: str) -> bool:
         try:
             self.workspace.client.json("GET", f"/api/v1/snapshots/{sha256}")
@@ -131,8 +145,9 @@ def _tags_match(have: dict[str, Any], want: Any) -> bool:
     return True
 
 
-class Run:
-    """A submitted run. ``Run.get_context()`` inside a training script is the current run."""
+class Run(interactive.InteractiveRun):
+    """A submitted or interactive run. ``Run.get_context()`` inside a training script is the
+    current run."""
 
     def __init__(
         self, experiment: Experiment, run_id: str, _details: dict[str, Any] | None = None

@@ -28,6 +28,7 @@ from trainhub import __version__
 from trainhub.accounts import LoginThrottle
 from trainhub.nodes.pool import NodePool
 from trainhub.nodes.telemetry import GpuTelemetry
+from trainhub.runs.interactive import Watchdog
 from trainhub.runs.launcher import Launcher
 from trainhub.runtime.docker import DockerEngine
 from trainhub.server.api.accounts import AccountsController
@@ -36,6 +37,7 @@ from trainhub.server.api.datastores import DatastoresController
 from trainhub.server.api.environments import EnvironmentsController
 from trainhub.server.api.health import healthz
 from trainhub.server.api.images import ImagesController
+from trainhub.server.api.interactive import InteractiveController
 from trainhub.server.api.models import ModelsController
 from trainhub.server.api.nodes import NodesController
 from trainhub.server.api.runs import RunsController
@@ -124,9 +126,12 @@ def create_app(settings: Settings, db: Database | None = None) -> Litestar:
         boards = TensorboardManager(settings, database)
         app.state.tensorboard = boards
         await boards.start()
+        abandoned = Watchdog(settings, database)  # interactive runs whose client vanished
+        await abandoned.start()
         try:
             yield
         finally:
+            await abandoned.stop()
             await boards.stop()
             await telemetry.stop()
             await launcher.stop()
@@ -139,6 +144,7 @@ def create_app(settings: Settings, db: Database | None = None) -> Litestar:
             healthz,
             AccountsController,
             RunsController,
+            InteractiveController,
             EnvironmentsController,
             ImagesController,
             NodesController,

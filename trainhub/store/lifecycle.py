@@ -108,6 +108,7 @@ EDGES: dict[tuple[RunStatus, RunStatus], Hold] = {
     (S.RUNNING, S.FINALIZING): Hold.KEEP,  # the script ended: results are being copied
     (S.FINALIZING, S.FINALIZING): Hold.KEEP,
     (S.FINALIZING, S.COMPLETED): Hold.FREE,
+    (S.RUNNING, S.COMPLETED): Hold.FREE,  # an interactive run (no script) ended by its client
     # Failing: from anywhere a run can be driven (exit code, timeout, node lost, launch error...).
     **{(s, S.FAILED): Hold.FREE for s in ACTIVE},
     # Cancel: requested while something runs, then ended once it has stopped.
@@ -190,7 +191,42 @@ def move(
         db.table("run_events").insert(
             {"run_id": run_id, "status": to.value, "at": now, "detail": detail}
         )
+    if to.is_terminal():
+        _end_children(db, run_id, to, fields)
     return True
+
+
+def _end_children(
+    db: sqlite_utils.Database, run_id: str, to: RunStatus, fields: dict[str, Any]
+) -> None:
+    """Child runs still open when their parent ends end with it, with its end status (and their
+    own children with them), in the same transaction: a script that never closed the children it
+    made, a canceled or abandoned parent. Children are interactive runs: nothing of theirs runs."""
+    open_children = [
+        row[0]
+        for row in db.execute(
+            "select id from runs where parent_id = ? and kind = 'interactive'"
+            " and status not in ('Completed', 'Failed', 'Canceled') order by seq",
+            [run_id],
+        )
+    ]
+    extra: dict[str, Any] = {}
+    if to is RunStatus.FAILED:
+        parent_error = json.loads(fields.get("error") or "{}")
+        extra = {
+            "reason": fields.get("reason"),
+            "error": json.dumps(
+                {
+                    "code": parent_error.get("code", "UserError"),
+                    "reason": fields.get("reason"),
+                    "message": f"Its parent run {run_id} failed",
+                }
+            ),
+        }
+    elif to is RunStatus.CANCELED:
+        extra = {"reason": EndReason.CANCELED.value}
+    for child in open_children:
+        move(db, child, to, detail=f"its parent run {run_id} ended", **extra)
 
 
 # The named moves: each is ``move`` with what that edge records. -----------------------------------
@@ -245,6 +281,30 @@ def request_cancel(db: sqlite_utils.Database, run_id: str, at: float) -> bool:
         RunStatus.CANCEL_REQUESTED,
         expect=ACTIVE - {RunStatus.CANCEL_REQUESTED},
         cancel_requested_at=at,
+    )
+
+
+def complete_interactive(db: sqlite_utils.Database, run_id: str) -> bool:
+    """``run.complete()`` of an interactive run: Completed at once (nothing to copy, no Finalizing)."""
+    return move(
+        db,
+        run_id,
+        RunStatus.COMPLETED,
+        expect=[RunStatus.RUNNING],
+        detail="completed by its client",
+    )
+
+
+def fail_interactive(db: sqlite_utils.Database, run_id: str, message: str) -> bool:
+    """``run.fail(error_details)`` of an interactive run: Failed with the client's sentence."""
+    error = json.dumps({"code": "UserError", "reason": None, "message": message})
+    return move(
+        db,
+        run_id,
+        RunStatus.FAILED,
+        expect=[RunStatus.RUNNING],
+        detail="failed by its client",
+        error=error,
     )
 
 

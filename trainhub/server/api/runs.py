@@ -8,7 +8,7 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Annotated, Any
 
-from litestar import Controller, Request, get, post
+from litestar import Controller, Request, get, post, put
 from litestar.datastructures import State, UploadFile
 from litestar.enums import RequestEncodingType
 from litestar.exceptions import HTTPException, NotFoundException
@@ -16,7 +16,7 @@ from litestar.params import Body, Parameter
 from litestar.response import File, Stream
 
 from trainhub.accounts import User
-from trainhub.runs import service
+from trainhub.runs import interactive, service
 from trainhub.runs.artifacts import CHUNK, DRIVER_LOG, list_artifacts
 from trainhub.spec import SpecError
 from trainhub.store import metrics, snapshots
@@ -208,6 +208,29 @@ class RunsController(Controller):
         return File(
             path=found, filename=found.name, content_disposition_type="attachment", chunk_size=CHUNK
         )
+
+    # Logging to an open run from a client (interactive runs: trainhub.runs.interactive).
+    @post("/runs/{run_id:str}/metrics", status_code=200, summary="Log metrics to an open run")
+    async def log_metrics(
+        self, request: Request[User, Any, Any], state: State, run_id: str, data: Any
+    ) -> dict[str, Any]:
+        """``{"metrics": [{"kind": "scalar", "name": "loss", "value": 0.3, "step": 1}, ...]}``;
+        kinds ``scalar``, ``list``, ``row``, ``table``, ``image``, as ``Run.log*`` make them."""
+        count = await interactive.log_metrics(state.db, run_id, data, request.user)
+        return {"runId": run_id, "count": count}
+
+    @put(
+        "/runs/{run_id:str}/files/{path:path}",
+        status_code=201,
+        summary="Keep a file in an open run's history (the request body is the file)",
+    )
+    async def upload_file(
+        self, request: Request[User, Any, Any], state: State, run_id: str, path: str
+    ) -> dict[str, Any]:
+        stored, size = await interactive.upload_file(
+            state.settings, state.db, run_id, path, request.stream(), request.user
+        )
+        return {"runId": run_id, "path": stored, "size": size}
 
 
 async def _text_part(data: dict[str, Any], name: str) -> bytes | str | None:

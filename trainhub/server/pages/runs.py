@@ -20,7 +20,7 @@ from litestar.response import File, Redirect, Template
 
 from trainhub.accounts import User, require_run_owner
 from trainhub.datasets import registry as datasets
-from trainhub.runs import service, views
+from trainhub.runs import interactive, service, views
 from trainhub.runs.artifacts import BUILD_LOG, CHUNK, human_size
 from trainhub.spec import SpecError
 from trainhub.store import nodes as node_store
@@ -138,6 +138,8 @@ class RunPages(Controller):
         )
         context["build_log_path"] = BUILD_LOG
         context["datasets"] = await datasets.uses_of_run(state.db, run_id)
+        tree = await interactive.tree_of(state.db, view.run)
+        context["parent_run"], context["child_runs"], context["more_children"] = tree
         return Template("runs/run.html", context=context)
 
     @get("/{run_id:str}/files/{path:path}")
