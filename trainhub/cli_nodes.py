@@ -183,6 +183,14 @@ def target_create(name: str, nodes: str) -> None:
     click.echo(f"target {found['name']}: {', '.join(found['nodes'])}")
 
 
+@target.command("remove")
+@click.argument("name")
+def target_remove(name: str) -> None:
+    """Forget compute target NAME, not its nodes (refused while runs wait for it or use it)."""
+    client_call(lambda ws: ws.client.json("DELETE", f"/api/v1/targets/{name}"))
+    click.echo(f"removed target {name}")
+
+
 @target.command("list")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 def target_list(as_json: bool) -> None:

@@ -200,6 +200,11 @@ class Settings:
         """Where a registered model's files are (copied there: the run may go, the model stays)."""
         return self.models_dir / name / str(version)
 
+    @property
+    def node_keys_dir(self) -> Path:
+        """SSH private keys sent with a node (``ComputeTarget.attach``): removed with the node."""
+        return self.data / "node-keys"
+
     def conda_prefix(self, env_key: str) -> Path:
         """Where a conda environment is solved and installed on the server (and found at the
         same path inside the environment's image, so that its files need no relocation)."""

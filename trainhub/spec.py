@@ -41,6 +41,9 @@ FRAMEWORKS = ("Python", "PyTorch", "TensorFlow")
 ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 SHM_SIZE = re.compile(r"^[1-9][0-9]*[bkmgBKMG]?$")
 EXPERIMENT_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,254}$")
+# Environment names may have dots too, as Azure ML's curated ones do
+# ("AzureML-sklearn-1.0-ubuntu20.04-py38-cpu"): an admin may register environments under them.
+ENVIRONMENT_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,254}$")
 
 # Run tags: at most this many per run, keys and values at most this many characters.
 MAX_TAGS = 100
@@ -163,8 +166,12 @@ def parse_environment_definition(raw: bytes | str) -> EnvironmentDefinition:
         raise _from_msgspec(str(exc)) from None
     except msgspec.DecodeError as exc:
         raise SpecError("environment", f"The environment is not valid JSON: {exc}") from None
-    if not EXPERIMENT_NAME.match(env.name):
-        raise SpecError("name", "Environment names are 1-255 letters, digits, '-' or '_'")
+    if not ENVIRONMENT_NAME.fullmatch(env.name):
+        raise SpecError(
+            "name",
+            "Environment names are 1-255 letters, digits, '-', '_' or '.', starting with a letter "
+            "or digit",
+        )
     for key in env.environment_variables:
         if not ENV_NAME.match(key):
             raise SpecError(

@@ -190,8 +190,18 @@ class NodePool:
 
     # Admin ----------------------------------------------------------------------------------
     async def add(
-        self, name: str, host: str, port: int, user: str, key_path: str, docker_socket: str
+        self,
+        name: str,
+        host: str,
+        port: int,
+        user: str,
+        key_path: str,
+        docker_socket: str,
+        *,
+        key_shown: str | None = None,
     ) -> node_store.NodeRow:
+        """Register a node; errors name its key as ``key_shown`` when given (a key sent with the
+        request: its file on the server would mean nothing to the user)."""
         if name == LOCAL or not name.replace("-", "").replace("_", "").isalnum():
             raise NodeError(
                 f"'{name}' cannot be a node name (letters, digits, '-', '_'; not 'local')"
@@ -222,7 +232,9 @@ class NodePool:
             await self._connect(remote)
         except asyncssh.PermissionDenied:
             self._close(remote)
-            raise NodeError(f"{user}@{host}:{port} refused the key {key_path}") from None
+            raise NodeError(
+                f"{user}@{host}:{port} refused the key {key_shown or key_path}"
+            ) from None
         except (OSError, asyncssh.Error, DockerException) as exc:
             self._close(remote)
             raise NodeError(f"Cannot use {user}@{host}:{port}: {exc}") from None

@@ -1,6 +1,7 @@
 """Node rules, as plain async functions the API calls: register a node (its address checked, its host
-key pinned), trust, drain, enable, disable, remove (refused while runs use it), compute targets, and
-what a node is doing now.
+key pinned; its private key a file on the server or sent with the request), trust, drain, enable,
+disable, remove (refused while runs use it), compute targets (removed only when no run waits for or
+runs on one), and what a node is doing now.
 
 A node's ``user`` and ``host`` reach OpenSSH's command line as ``user@host``: both are checked here
 before anything connects, so neither can be read by ``ssh`` as an option.
@@ -13,12 +14,13 @@ import re
 from collections.abc import Callable
 from typing import Any
 
+from trainhub.nodes import keys
 from trainhub.nodes.pool import LOCAL, NodeError, NodePool
 from trainhub.spec import SpecError
 from trainhub.store import Database
 from trainhub.store import nodes as node_store
 from trainhub.store import runs as q
-from trainhub.store.lifecycle import ACTIVE
+from trainhub.store.lifecycle import ACTIVE, TERMINAL, RunStatus
 
 Wake = Callable[[], None]
 
@@ -41,7 +43,11 @@ class NodeNotFound(LookupError):
 
 
 class NodeBusy(Exception):
-    """The node has runs on it: the change is refused."""
+    """The node (or compute target) has runs on it: the change is refused."""
+
+
+class TargetNotFound(LookupError):
+    pass
 
 
 class LocalNodeFixed(Exception):
@@ -107,19 +113,42 @@ async def add(
     host: str,
     port: int,
     user: str,
-    key_path: str,
+    key_path: str | None,
     docker_socket: str,
+    private_key: str | None = None,
 ) -> dict[str, Any]:
-    """Register a node: check its address, connect, pin its host key, probe its inventory."""
+    """Register a node: check its address, connect, pin its host key, probe its inventory. Its
+    private key is ``key_path`` (a file on the server) or ``private_key`` (the key's text, kept by
+    :mod:`trainhub.nodes.keys` and deleted again if the node cannot be added)."""
     check_name(name)
     check_host(host)
     check_user(user)
     check_port(port)
     check_docker_socket(docker_socket)
+    if (key_path is None) == (private_key is None):
+        raise SpecError(
+            "key_path",
+            "A node needs one SSH private key: key_path (a file on the server's machine) or "
+            "private_key (the key's text)",
+        )
+    stored = (
+        None if private_key is None else keys.store(pool.settings.node_keys_dir, name, private_key)
+    )
+    added = False
     try:
-        await pool.add(name, host, port, user, key_path, docker_socket)
+        if stored is None:
+            assert key_path is not None
+            await pool.add(name, host, port, user, key_path, docker_socket)
+        else:
+            await pool.add(
+                name, host, port, user, str(stored), docker_socket, key_shown="sent as private_key"
+            )
+        added = True
     except NodeError as exc:
         raise SpecError("node", str(exc)) from None
+    finally:
+        if stored is not None and not added:
+            stored.unlink(missing_ok=True)
     wake()
     return await describe(pool, name)
 
@@ -150,10 +179,13 @@ async def remove(pool: NodePool, name: str) -> None:
         raise NodeBusy(
             f"Node {name} has {len(using)} active run(s); drain it and wait, or cancel them"
         )
+    row = await pool.db.read(lambda db: node_store.get_node(db, name))
     try:
         await pool.remove(name)
     except NodeError as exc:
         raise NodeNotFound(str(exc)) from None
+    if row is not None:
+        keys.forget(pool.settings.node_keys_dir, row.key_path)
 
 
 async def runs_on(db: Database, name: str) -> list[str]:
@@ -202,6 +234,31 @@ async def set_target(db: Database, wake: Wake, name: str, nodes: list[str]) -> d
     await db.write(lambda conn: node_store.set_target(conn, name, nodes))
     wake()
     return {"name": name, "nodes": nodes}
+
+
+async def remove_target(db: Database, name: str) -> None:
+    """Forget a compute target (its nodes stay); refused while runs wait for it or run on it."""
+    if name == LOCAL:
+        raise LocalNodeFixed("The target 'local' is the server itself: it cannot be removed")
+    unended = set(RunStatus) - TERMINAL
+
+    def check_and_remove(conn: Any) -> list[str] | None:
+        if node_store.target_nodes(conn, name) is None:
+            return None
+        using = sorted(r.id for r in q.runs_with_status(conn, unended) if r.target == name)
+        if not using:
+            node_store.remove_target(conn, name)
+        return using
+
+    using = await db.write(check_and_remove)
+    if using is None:
+        raise TargetNotFound(f"No compute target named '{name}'")
+    if using:
+        raise NodeBusy(
+            f"Compute target {name} has {len(using)} queued or active run(s) "
+            f"({', '.join(using[:3])}{', ...' if len(using) > 3 else ''}); cancel them or wait "
+            "for them to end"
+        )
 
 
 async def targets(db: Database) -> list[dict[str, Any]]:

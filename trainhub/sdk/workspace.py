@@ -11,8 +11,9 @@ from urllib.parse import urlsplit
 from trainhub.sdk.client import ApiClient
 from trainhub.sdk.errors import ConfigError
 
-if TYPE_CHECKING:  # the datastore module builds on this one
+if TYPE_CHECKING:  # the datastore and environment modules build on this one
     from trainhub.sdk.datastore import Datastore
+    from trainhub.sdk.environment import Environment
 
 
 def config_path() -> Path:
@@ -86,6 +87,13 @@ class Workspace:
         from trainhub.sdk.datastore import all_datastores
 
         return all_datastores(self)
+
+    @property
+    def environments(self) -> dict[str, Environment]:
+        """Every registered environment (its latest version) by name, as ``Environment.list(ws)``."""
+        from trainhub.sdk.environment import Environment
+
+        return Environment.list(self)
 
     @property
     def client(self) -> ApiClient:

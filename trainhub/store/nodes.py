@@ -96,6 +96,10 @@ def set_target(db: sqlite_utils.Database, name: str, nodes: list[str]) -> None:
     )
 
 
+def remove_target(db: sqlite_utils.Database, name: str) -> None:
+    db.execute("delete from targets where name = ?", [name])
+
+
 def target_nodes(db: sqlite_utils.Database, name: str) -> list[str] | None:
     if name == LOCAL:
         return [LOCAL]

@@ -59,5 +59,12 @@ class EnvironmentsController(Controller):
         found = await state.db.read(lambda db: env_store.get_definition(db, name, version))
         if found is None:
             which = f"'{name}'" + (f" version {version}" if version else "")
-            raise NotFoundException(f"No environment {which} is registered on this server")
+            hint = (
+                ": Azure ML's curated environments are not built into trainhub; an admin can "
+                "register one under this name (POST /api/v1/environments, or "
+                "Environment(name).register(ws))"
+                if name.startswith("AzureML-")
+                else ""
+            )
+            raise NotFoundException(f"No environment {which} is registered on this server{hint}")
         return _public(found)

@@ -1,5 +1,9 @@
 """``/api/v1/nodes`` and ``/api/v1/targets``: register GPU servers, drain them, group them.
 
+A node's private key is ``key_path`` (a file on the server's machine, as ``trainhub node add``
+names it) or ``private_key`` (the key's text, as ``ComputeTarget.attach`` sends it from a user's
+computer); no answer ever holds either.
+
 The rules are in :mod:`trainhub.nodes.service`; these handlers decode, call it and answer."""
 
 from __future__ import annotations
@@ -22,7 +26,8 @@ class NodeIn(msgspec.Struct, forbid_unknown_fields=True):
     name: str
     host: str
     user: str
-    key_path: str
+    key_path: str | None = None
+    private_key: str | None = None
     port: int = 22
     docker_socket: str = "/var/run/docker.sock"
 
@@ -39,7 +44,7 @@ def _answers() -> Iterator[None]:
         yield
     except service.LocalNodeFixed as exc:
         raise HTTPException(status_code=400, detail=str(exc)) from None
-    except (service.NodeNotFound, service.UnknownAction) as exc:
+    except (service.NodeNotFound, service.TargetNotFound, service.UnknownAction) as exc:
         raise NotFoundException(str(exc)) from None
     except service.NodeBusy as exc:
         raise HTTPException(status_code=409, detail=str(exc)) from None
@@ -66,6 +71,7 @@ class NodesController(Controller):
             user=node.user,
             key_path=node.key_path,
             docker_socket=node.docker_socket,
+            private_key=node.private_key,
         )
 
     @get("/nodes", summary="Every node with its state and inventory")
@@ -107,6 +113,17 @@ class NodesController(Controller):
     async def set_target(self, state: State, request: Request[Any, Any, Any]) -> dict[str, Any]:
         target = decode(await request.body(), TargetIn)
         return await service.set_target(state.db, state.launcher.wake, target.name, target.nodes)
+
+    @delete(
+        "/targets/{name:str}",
+        status_code=200,
+        summary="Remove a compute target, not its nodes (refused while runs wait for it or use it)",
+        guards=[admin_only],
+    )
+    async def remove_target(self, state: State, name: str) -> dict[str, Any]:
+        with _answers():
+            await service.remove_target(state.db, name)
+        return {"removed": name}
 
     @get("/targets", summary="Compute targets")
     async def list_targets(self, state: State) -> dict[str, Any]:
