@@ -301,6 +301,10 @@ DETAIL_KEYS = {
     "tags",
     "submittedBy",
     "portalUrl",
+    "displayName",
+    "description",
+    "kind",
+    "parentRunId",
 }
 PROPERTY_KEYS = {
     "createdTimeUtc",

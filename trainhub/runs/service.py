@@ -361,7 +361,13 @@ def details(
         "portalUrl": f"{(public_url or '').rstrip('/')}/runs/{run.id}",
         "startTimeUtc": iso(run.started_at),
         "endTimeUtc": iso(run.ended_at),
+        # Azure ML's names for what a user says about a run, its kind and its parent.
+        "displayName": run.display_name,
+        "description": run.description,
+        "kind": run.kind,
+        "parentRunId": run.parent_id,
         "properties": {
+            **run.properties,  # set by the user (add_properties); trainhub's own names win
             "createdTimeUtc": iso(run.created_at),
             "snapshotId": run.snapshot,
             "snapshotUploaded": bool(run.snapshot_uploaded),
