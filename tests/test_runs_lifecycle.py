@@ -301,9 +301,10 @@ DETAIL_KEYS = {
     "tags",
     "submittedBy",
     "portalUrl",
-    "kind",  # 'script' or 'interactive'
-    "parentRunId",
     "displayName",
+    "description",
+    "kind",
+    "parentRunId",
 }
 PROPERTY_KEYS = {
     "createdTimeUtc",

@@ -371,7 +371,14 @@ def details(
         "portalUrl": f"{(public_url or '').rstrip('/')}/runs/{run.id}",
         "startTimeUtc": iso(run.started_at),
         "endTimeUtc": iso(run.ended_at),
+        # Azure ML's names for what a user says about a run, its kind ('script', or 'interactive':
+        # experiment.start_logging() and child runs) and its parent.
+        "displayName": run.display_name,
+        "description": run.description,
+        "kind": run.kind,
+        "parentRunId": run.parent_id,
         "properties": {
+            **run.properties,  # set by the user (add_properties); trainhub's own names win
             "createdTimeUtc": iso(run.created_at),
             "snapshotId": run.snapshot,
             "snapshotUploaded": bool(run.snapshot_uploaded),
@@ -417,10 +424,6 @@ def details(
         "logFiles": {DRIVER_LOG: file_url},
         "error": json.loads(run.error) if run.error else None,
         "tags": run.tags,
-        # Interactive runs (experiment.start_logging()) and child runs.
-        "kind": run.kind,
-        "parentRunId": run.parent_id,
-        "displayName": run.display_name,
     }
     if events is not None:
         out["statusHistory"] = [

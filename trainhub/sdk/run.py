@@ -6,6 +6,7 @@ import json
 import logging
 import os
 import sys
+import tempfile
 import time
 from collections.abc import Iterator
 from html import escape
@@ -22,6 +23,7 @@ from trainhub.sdk.script_run_config import ScriptRunConfig
 from trainhub.sdk.workspace import Workspace
 
 if TYPE_CHECKING:  # the model module builds on this one
+    from trainhub.sdk.environment import Environment
     from trainhub.sdk.model import Model
 
 log = logging.getLogger("trainhub.sdk")
@@ -114,35 +116,55 @@ class Experiment:
     def get_runs(
         self,
         type: str | None = None,
-        tags: Any = None,
-        properties: Any = None,
+        tags: str | dict[str, Any] | None = None,
+        properties: str | dict[str, Any] | None = None,
         include_children: bool = False,
     ) -> Iterator[Run]:
-        """This experiment's runs, newest first."""
-        cursor: str | None = None
-        while True:
-            params: dict[str, Any] = {"experiment": self.name, "limit": 100}
-            if cursor:
-                params["cursor"] = cursor
-            page = self.workspace.client.json("GET", "/api/v1/runs", params=params)
-            for details in page["runs"]:
-                run = Run(self, details["runId"], _details=details)
-                if tags is None or _tags_match(details.get("tags", {}), tags):
-                    yield run
-            cursor = page.get("nextCursor")
-            if not cursor:
-                return
+        """This experiment's runs, newest first, as a generator (Azure ML's). ``type``: 'script'
+        or 'interactive' (or Azure ML's 'azureml.scriptrun'); ``tags`` and ``properties``: a key
+        the run has, or ``{key: value}`` (every pair must match); child runs only with
+        ``include_children``. The server filters: pages of 100 are fetched as they are read."""
+        yield from _query(
+            self,
+            type=type,
+            tags=tags,
+            properties=properties,
+            include_children=include_children,
+        )
 
     def __repr__(self) -> str:
         return f"Experiment(Name: {self.name}, Workspace: {self.workspace.name})"
 
 
-def _tags_match(have: dict[str, Any], want: Any) -> bool:
+def _query(experiment: Experiment, **filters: Any) -> Iterator[Run]:
+    """Runs of ``experiment`` matching Azure ML's filters, page by page (``nextCursor``)."""
+    params: dict[str, Any] = {"experiment": experiment.name, "limit": 100}
+    params["tag"] = _pairs("tags", filters.get("tags"))
+    params["property"] = _pairs("properties", filters.get("properties"))
+    for name, value in (("kind", filters.get("type")), ("status", filters.get("status"))):
+        if value is not None:
+            params[name] = value
+    params["include_children"] = "true" if filters.get("include_children") else "false"
+    while True:
+        page = experiment.workspace.client.json("GET", "/api/v1/runs", params=params)
+        for details in page["runs"]:
+            yield Run(experiment, details["runId"], _details=details)
+        if not page.get("nextCursor"):
+            return
+        params["cursor"] = page["nextCursor"]
+
+
+def _pairs(name: str, want: str | dict[str, Any] | None) -> list[str]:
+    """Azure ML's tag or property filter as query values: ``key`` or ``key=value`` each."""
+    if want is None:
+        return []
     if isinstance(want, str):
-        return want in have
+        return [want]
     if isinstance(want, dict):
-        return all(have.get(k) == v for k, v in want.items())
-    return True
+        return [k if v is None else f"{k}={v}" for k, v in want.items()]
+    raise TypeError(
+        f"{name} is a key (str) or a dict of keys and values, not {type(want).__name__}"
+    )
 
 
 class Run(interactive.InteractiveRun):
@@ -319,6 +341,144 @@ class Run(interactive.InteractiveRun):
             "GET", f"/api/v1/runs/{self.id}/metrics", params=params
         )["metrics"]
         return metrics
+
+    # Queries and details, as in Azure ML: filters, set-once properties, names, logs, snapshot.
+    @property
+    def display_name(self) -> str | None:
+        return self._details.get("displayName") if self._details else self._refresh("displayName")
+
+    @display_name.setter
+    def display_name(self, value: str | None) -> None:
+        self._describe({"displayName": value})
+
+    @property
+    def description(self) -> str | None:
+        return self._details.get("description") if self._details else self._refresh("description")
+
+    @description.setter
+    def description(self, value: str | None) -> None:
+        self._describe({"description": value})
+
+    def _refresh(self, key: str) -> Any:
+        return self.get_details().get(key)
+
+    def _describe(self, fields: dict[str, Any]) -> None:
+        self._details = self._client.json("PATCH", f"/api/v1/runs/{self.id}", json=fields)
+
+    def add_properties(self, properties: dict[str, Any]) -> None:
+        """Add properties: set once, as in Azure ML (a key keeps its first value; another value
+        is a ``ValidationError`` naming the key)."""
+        answer = self._client.json(
+            "POST", f"/api/v1/runs/{self.id}/properties", json={"properties": properties}
+        )
+        if self._details:
+            self._details.setdefault("properties", {}).update(answer["properties"])
+
+    def get_properties(self) -> dict[str, Any]:
+        """The run's properties: those added with ``add_properties`` and trainhub's own."""
+        return dict(self.get_details().get("properties") or {})
+
+    def remove_tags(self, tags: list[str]) -> dict[str, Any]:
+        """Remove the tags named in ``tags``; returns the tags left."""
+        if isinstance(tags, str):
+            tags = [tags]
+        answer = self._client.json("DELETE", f"/api/v1/runs/{self.id}/tags", params={"key": tags})
+        left: dict[str, Any] = answer["tags"]
+        if self._details:
+            self._details["tags"] = left
+        return left
+
+    def get_details_with_logs(self) -> RunDetails:
+        """``get_details()`` with each of ``logFiles`` holding the log's text, not its address."""
+        details = self.get_details()
+        logs = details["logFiles"] = dict(details.get("logFiles") or {})
+        for name, url in logs.items():
+            try:
+                logs[name] = self._client.request("GET", url).content.decode("utf-8", "replace")
+            except RunNotFoundError:  # not written yet (a queued run's driver log)
+                logs[name] = ""
+        return details
+
+    def get_all_logs(self, destination: str | os.PathLike[str] | None = None) -> list[str]:
+        """Download every file under the run's ``logs/`` into ``destination`` (default
+        ``./assets/<run id>``, as Azure ML's), keeping their paths; returns the local paths."""
+        root = Path(destination) if destination is not None else Path("assets") / self.id
+        if root.exists() and not root.is_dir():
+            raise TrainhubError(f"{root} exists and is not a directory")
+        root.mkdir(parents=True, exist_ok=True)
+        return self.download_files(prefix="logs/", output_directory=root)
+
+    def restore_snapshot(
+        self, snapshot_id: str | None = None, path: str | os.PathLike[str] | None = None
+    ) -> str:
+        """The run's source snapshot (or the snapshot ``snapshot_id``) as a zip file, as Azure ML
+        returned it: ``path`` when it ends in ``.zip``, else ``<snapshot id>.zip`` in the folder
+        ``path`` (default: the current one). Returns the zip's path."""
+        snapshot = snapshot_id or self.get_details()["properties"].get("snapshotId")
+        if not snapshot:
+            raise TrainhubError(f"Run {self.id} has no snapshot (it was started without one)")
+        where = Path(path) if path is not None else Path.cwd()
+        dest = where if where.suffix.lower() == ".zip" else where / f"{snapshot}.zip"
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryDirectory(prefix="trainhub-snapshot-") as scratch:
+            archive = Path(scratch) / "snapshot.tar.gz"
+            self._client.download(
+                f"/api/v1/snapshots/{snapshot}/content", archive, label="Downloading the snapshot"
+            )
+            snapshots.to_zip(archive, dest)
+        return str(dest)
+
+    def get_environment(self) -> Environment:
+        """The environment the run was submitted with, as an ``Environment`` (its registered name
+        and version when it used one; else Azure ML's ``Experiment <name> Environment``)."""
+        from trainhub.sdk.environment import Environment
+
+        details = self.get_details()
+        spec = (details.get("runDefinition") or {}).get("estimator")
+        if details.get("kind") == "interactive" or not spec:
+            raise TrainhubError(
+                f"Run {self.id} ran no script, so it has no environment (it was logged to from "
+                "a client)"
+            )
+        ref = spec.get("environment_definition")
+        name, version = (
+            (ref.get("name"), ref.get("version")) if isinstance(ref, dict) else (ref, None)
+        )
+        definition = {
+            **spec,
+            "custom_docker_image": spec.get("custom_docker_image")
+            or spec.get("custom_docker_base_image"),
+        }
+        env = Environment._from_answer(
+            {
+                "name": name or f"Experiment {self.experiment.name} Environment",
+                "version": version,
+                "definition": definition,
+            }
+        )
+        env.docker.enabled = bool(spec.get("use_docker", True))
+        return env
+
+    @staticmethod
+    def list(
+        experiment: Experiment,
+        type: str | None = None,
+        tags: str | dict[str, Any] | None = None,
+        properties: str | dict[str, Any] | None = None,
+        status: str | None = None,
+        include_children: bool = False,
+        _rehydrate_runs: bool = True,
+    ) -> Iterator[Run]:
+        """Runs of ``experiment``, newest first, filtered by the server (``status`` too). It
+        comes after the methods annotated with ``list[...]``: below it, ``list`` is this method."""
+        return _query(
+            experiment,
+            type=type,
+            tags=tags,
+            properties=properties,
+            status=status,
+            include_children=include_children,
+        )
 
     def __repr__(self) -> str:
         return f"Run(Experiment: {self.experiment.name},\nId: {self.id},\nType: trainhub.scriptrun,\nStatus: {self.status})"

@@ -12,9 +12,11 @@ from __future__ import annotations
 import gzip
 import hashlib
 import os
+import shutil
 import stat
 import tarfile
 import tempfile
+import zipfile
 from collections import defaultdict
 from dataclasses import dataclass
 from pathlib import Path
@@ -219,3 +221,34 @@ def _add(tar: tarfile.TarFile, entry: Entry) -> None:
         with entry.path.open("rb") as fh:
             info.size = os.fstat(fh.fileno()).st_size
             tar.addfile(info, fh)
+
+
+def to_zip(archive: Path, dest: Path) -> int:
+    """A snapshot (``.tar.gz``, as the server keeps it) rewritten as the zip Azure ML's
+    ``run.restore_snapshot()`` gave: its files and folders, modes kept, nothing extracted to disk.
+    Links are left out (a zip has no portable form for them). Returns the number of files."""
+    part = dest.with_name(dest.name + ".part")
+    count = 0
+    try:
+        with tarfile.open(archive, "r:gz") as tar, zipfile.ZipFile(part, "w") as out:
+            for member in tar:
+                name = member.name.removeprefix("./")
+                if not name or name == ".":
+                    continue
+                if name.startswith("/") or ".." in name.split("/"):
+                    raise SnapshotError(f"The snapshot holds a path outside its folder: {name!r}")
+                if member.isdir():
+                    out.writestr(zipfile.ZipInfo(name.rstrip("/") + "/"), b"")
+                elif member.isfile():
+                    info = zipfile.ZipInfo(name, date_time=(1980, 1, 1, 0, 0, 0))
+                    info.external_attr = (stat.S_IFREG | (member.mode & 0o777)) << 16
+                    info.compress_type = zipfile.ZIP_DEFLATED
+                    source = tar.extractfile(member)
+                    assert source is not None  # a regular file always has its bytes
+                    with source, out.open(info, "w") as target:
+                        shutil.copyfileobj(source, target, COPY_BUFFER)
+                    count += 1
+        part.replace(dest)
+    finally:
+        part.unlink(missing_ok=True)
+    return count

@@ -443,3 +443,32 @@ def run_kinds(db: sqlite_utils.Database) -> None:
     runs.add_column("properties", str, not_null_default="{}")
     runs.add_column("last_seen_at", float)
     db.execute("create index idx_runs_parent on runs (parent_id, seq)")
+
+
+@MIGRATIONS(name="0015_run_queries")
+def run_queries(db: sqlite_utils.Database) -> None:
+    """Run properties in a table of their own, kept by triggers as tags are (0007), and runs by
+    kind: filtering 100,000 runs by a rare property or kind reads an index, not every run (a page
+    of runs with a rare property: about 77 ms before, 5 ms after; bench/run_queries.py)."""
+    db.execute("create table run_properties (key text not null, value text, seq integer not null)")
+    db.execute("create index idx_run_properties_key_value_seq on run_properties (key, value, seq)")
+    db.execute("create index idx_run_properties_key_seq on run_properties (key, seq)")
+    db.execute("create index idx_run_properties_seq on run_properties (seq)")
+    db.execute(
+        "insert into run_properties select j.key, j.value, r.seq "
+        "from runs r, json_each(r.properties) j"
+    )
+    db.execute(
+        "create trigger run_properties_insert after insert on runs begin "
+        "insert into run_properties select key, value, new.seq from json_each(new.properties); end"
+    )
+    db.execute(
+        "create trigger run_properties_update after update of properties on runs begin "
+        "delete from run_properties where seq = new.seq; "
+        "insert into run_properties select key, value, new.seq from json_each(new.properties); end"
+    )
+    db.execute(
+        "create trigger run_properties_delete after delete on runs begin "
+        "delete from run_properties where seq = old.seq; end"
+    )
+    db.execute("create index idx_runs_kind_seq on runs (kind, seq)")

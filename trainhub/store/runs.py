@@ -132,10 +132,15 @@ def list_runs(
     before_seq: int | None = None,
     limit: int = 50,
     user: str | None = None,
-    tag: str | None = None,
+    tags: Iterable[str] = (),
+    properties: Iterable[str] = (),
+    kind: RunKind | None = None,
+    parent: str | None = None,
+    top_level: bool = False,
 ) -> list[RunRow]:
-    """Newest first, ``limit`` at most, before ``before_seq`` (keyset paging). ``tag`` is ``key``
-    (the run has the tag) or ``key=value``."""
+    """Newest first, ``limit`` at most, before ``before_seq`` (keyset paging). Each of ``tags`` and
+    ``properties`` is ``key`` (the run has it) or ``key=value``; all must match. ``parent`` keeps a
+    run's children, ``top_level`` the runs that have no parent."""
     where: list[str] = []
     params: list[Any] = []
     if experiment is not None:
@@ -144,14 +149,7 @@ def list_runs(
     if user is not None:
         where.append("user = ?")
         params.append(user)
-    if tag is not None:
-        key, has_value, value = tag.partition("=")
-        if has_value:
-            where.append("seq in (select seq from run_tags where key = ? and value = ?)")
-            params.extend([key, value])
-        else:
-            where.append("seq in (select seq from run_tags where key = ?)")
-            params.append(key)
+    _filter_runs(where, params, tags, properties, kind, parent, top_level)
     if statuses is not None:
         values = [s.value for s in statuses]
         where.append(f"status in ({', '.join('?' for _ in values)})")
@@ -207,3 +205,73 @@ def queue_position(db: sqlite_utils.Database, run: RunRow) -> int:
         [run.priority, run.priority, run.seq],
     ).fetchone()[0]
     return int(ahead) + 1
+
+
+# Run queries and details: kind, parent and property filters, set-once properties, tags removed.
+
+
+class PropertyAlreadySet(Exception):
+    """A property is set once (as in Azure ML): ``key`` already holds another value."""
+
+    def __init__(self, key: str, value: Any) -> None:
+        self.key, self.value = key, value
+        super().__init__(key)
+
+
+def _filter_runs(
+    where: list[str],
+    params: list[Any],
+    tags: Iterable[str],
+    properties: Iterable[str],
+    kind: RunKind | None,
+    parent: str | None,
+    top_level: bool,
+) -> None:
+    """Tags and properties are read from their indexed tables (``run_tags``, ``run_properties``,
+    kept by triggers). The first of them picks the candidate runs (``seq in``: one index range);
+    the others are checked on those runs only (``exists``), properties first as they are rarer:
+    two ``in`` lists of a common tag cost ten times more. ``+parent_id`` keeps the parent index
+    out of a top-level listing's plan: SQLite's statistics average over every parent, most runs
+    have none, and the index looked far more selective than it is (bench/run_queries.py)."""
+    pairs = [("run_properties", p) for p in properties] + [("run_tags", t) for t in tags]
+    for number, (table, pair) in enumerate(pairs):
+        key, has_value, value = pair.partition("=")
+        match = "x.key = ? and x.value = ?" if has_value else "x.key = ?"
+        if number == 0:
+            where.append(f"seq in (select x.seq from {table} x where {match})")
+        else:
+            where.append(f"exists (select 1 from {table} x where x.seq = runs.seq and {match})")
+        params.extend([key, value] if has_value else [key])
+    if kind is not None:
+        where.append("kind = ?")
+        params.append(kind.value)
+    if parent is not None:
+        where.append("parent_id = ?")
+        params.append(parent)
+    elif top_level:
+        where.append("+parent_id is null")
+
+
+def add_properties(db: sqlite_utils.Database, run_id: str, new: dict[str, str]) -> dict[str, Any]:
+    """Merge ``new`` into the run's properties; a key that holds another value already raises
+    ``PropertyAlreadySet`` (checked in the same write as the change). Returns all of them."""
+    row = db.execute("select seq, properties from runs where id = ?", [run_id]).fetchone()
+    have: dict[str, Any] = json.loads(row[1] or "{}")
+    for key, value in new.items():
+        if key in have and have[key] != value:
+            raise PropertyAlreadySet(key, have[key])
+    merged = {**have, **new}
+    if merged != have:
+        db.table("runs").update(row[0], {"properties": json.dumps(merged)})
+    return merged
+
+
+def remove_tags(db: sqlite_utils.Database, run_id: str, keys: Iterable[str]) -> dict[str, Any]:
+    """Drop the tags ``keys`` (those the run lacks are no error); returns the tags left."""
+    row = db.execute("select seq, tags from runs where id = ?", [run_id]).fetchone()
+    tags: dict[str, Any] = json.loads(row[1] or "{}")
+    drop = set(keys)
+    left = {k: v for k, v in tags.items() if k not in drop}
+    if left != tags:
+        db.table("runs").update(row[0], {"tags": json.dumps(left)})
+    return left

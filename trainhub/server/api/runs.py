@@ -8,7 +8,7 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Annotated, Any
 
-from litestar import Controller, Request, get, post, put
+from litestar import Controller, Request, delete, get, patch, post, put
 from litestar.datastructures import State, UploadFile
 from litestar.enums import RequestEncodingType
 from litestar.exceptions import HTTPException, NotFoundException
@@ -16,7 +16,7 @@ from litestar.params import Body, Parameter
 from litestar.response import File, Stream
 
 from trainhub.accounts import User
-from trainhub.runs import interactive, service
+from trainhub.runs import interactive, queries, service
 from trainhub.runs.artifacts import CHUNK, DRIVER_LOG, list_artifacts
 from trainhub.spec import SpecError
 from trainhub.store import metrics, snapshots
@@ -25,6 +25,14 @@ from trainhub.store import runs as q
 from trainhub.store.lifecycle import RunStatus
 
 FOLLOW_POLL_SECONDS = 0.25
+# Repeatable query parameters (lists), made once.
+TAG_FILTER = Parameter(default=None, description="`key` or `key=value`; repeat it: all must match")
+PROPERTY_FILTER = Parameter(
+    query="property",
+    default=None,
+    description="`key` or `key=value` of a property; repeat it: all must match",
+)
+TAG_KEYS = Parameter(default=None, description="a tag to remove; repeat it")
 
 
 class RunsController(Controller):
@@ -110,8 +118,19 @@ class RunsController(Controller):
         limit: int = Parameter(default=50, ge=1, le=500),
         cursor: str | None = None,
         user: str | None = Parameter(default=None, description="who submitted them"),
-        tag: str | None = Parameter(default=None, description="`key` or `key=value`"),
+        tag: list[str] | None = TAG_FILTER,
+        prop: list[str] | None = PROPERTY_FILTER,
+        kind: str | None = Parameter(
+            default=None, description="`script` or `interactive` (Azure ML: `azureml.scriptrun`)"
+        ),
+        include_children: bool = Parameter(
+            default=False, description="child runs too (by default only runs with no parent)"
+        ),
+        parent: str | None = Parameter(default=None, description="the children of this run"),
     ) -> dict[str, Any]:
+        tags = queries.parse_key_filters("tag", tag)
+        properties = queries.parse_key_filters("property", prop)
+        run_kind = queries.parse_kind(kind)
         statuses = None
         if status:
             try:
@@ -136,7 +155,11 @@ class RunsController(Controller):
                 before_seq=before,
                 limit=limit + 1,
                 user=user,
-                tag=tag,
+                tags=tags,
+                properties=properties,
+                kind=run_kind,
+                parent=parent,
+                top_level=not include_children,
             )
         )
         page = rows[:limit]
@@ -151,6 +174,9 @@ class RunsController(Controller):
         run = await service.get(state.db, run_id)
         events = await state.db.read(lambda db: q.run_events(db, run_id))
         out = service.details(run, events, public_url=state.settings.public_url)
+        out["logFiles"] = await asyncio.to_thread(
+            queries.log_files, state.settings.run_dir(run_id), run_id
+        )
         held = await state.db.read(lambda db: node_store.allocation_of(db, run_id))
         out["properties"]["allocation"] = [{"node": r["node"], "gpus": r["gpus"]} for r in held]
         if run.status is RunStatus.QUEUED:
@@ -193,6 +219,55 @@ class RunsController(Controller):
     ) -> dict[str, Any]:
         merged = await service.set_tags(state.db, run_id, data.get("tags"), request.user)
         return {"runId": run_id, "tags": merged}
+
+    # Run queries and details: properties, tags removed, display name and description, snapshot.
+    @post(
+        "/runs/{run_id:str}/properties",
+        status_code=200,
+        summary="Add properties to a run (set once: a key keeps its first value)",
+    )
+    async def add_properties(
+        self, request: Request[User, Any, Any], state: State, run_id: str, data: dict[str, Any]
+    ) -> dict[str, Any]:
+        merged = await queries.add_properties(
+            state.db, run_id, data.get("properties"), request.user
+        )
+        return {"runId": run_id, "properties": merged}
+
+    @delete("/runs/{run_id:str}/tags", status_code=200, summary="Remove tags of a run")
+    async def remove_tags(
+        self,
+        request: Request[User, Any, Any],
+        state: State,
+        run_id: str,
+        key: list[str] | None = TAG_KEYS,
+    ) -> dict[str, Any]:
+        left = await queries.remove_tags(state.db, run_id, key, request.user)
+        return {"runId": run_id, "tags": left}
+
+    @patch("/runs/{run_id:str}", summary="Change a run's displayName and description")
+    async def describe(
+        self, request: Request[User, Any, Any], state: State, run_id: str, data: dict[str, Any]
+    ) -> dict[str, Any]:
+        run = await queries.describe(state.db, run_id, data, request.user)
+        return service.details(run, public_url=state.settings.public_url)
+
+    @get(
+        "/snapshots/{sha256:str}/content",
+        summary="A snapshot's files, as the .tar.gz it was uploaded as",
+    )
+    async def snapshot_content(self, state: State, sha256: str) -> File:
+        path = state.settings.snapshot_path(sha256)
+        known = await state.db.read(lambda db: snapshots.get(db, sha256))
+        if known is None or not path.is_file():
+            raise NotFoundException(f"This server has no snapshot '{sha256}'")
+        return File(
+            path=path,
+            filename=f"{sha256}.tar.gz",
+            media_type="application/gzip",  # named, so no "Content-Encoding: gzip" is guessed
+            content_disposition_type="attachment",
+            chunk_size=CHUNK,
+        )
 
     @get("/runs/{run_id:str}/files", summary="Every artifact of a run with its size")
     async def files(self, state: State, run_id: str) -> dict[str, Any]:
