@@ -151,6 +151,9 @@ def test_a_notebook_logs_an_interactive_run_with_children_and_reads_it_all_back(
     inner = [c for c in deep["runs"] if c["displayName"] == "fold-0-inner"]
     assert inner and inner[0]["parentRunId"] == children[2]["runId"]
     listed = api.get("/api/v1/runs", params={"experiment": "nb-interactive"}).json()["runs"]
+    assert [r["runId"] for r in listed] == [run_id]  # children are listed only when asked for
+    params = {"experiment": "nb-interactive", "include_children": "true"}
+    listed = api.get("/api/v1/runs", params=params).json()["runs"]
     assert {r["runId"] for r in listed} == {run_id} | {c["runId"] for c in deep["runs"]}
 
     # What a person sees: the tree on the run page, the charts, TensorBoard.
