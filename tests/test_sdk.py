@@ -7,6 +7,7 @@ import pickle
 import struct
 import subprocess
 import sys
+import tarfile
 import textwrap
 import time
 import zlib
@@ -314,13 +315,14 @@ def test_failed_run_raises_with_the_scripts_error(ws: Workspace, tmp_path: Path)
 
 
 def test_downloads_and_listing(ws: Workspace, tmp_path: Path) -> None:
-    script = "import os\nos.makedirs('outputs/ckpt')\nfor n in 'ab':\n    open(f'outputs/ckpt/{n}.pt','w').write(n)\nopen('outputs/final.pt','w').write('f')\n"
+    script = "import os\nos.makedirs('outputs/ckpt')\nfor n in 'ab':\n    open(f'outputs/ckpt/{n}.pt','w').write(n)\nopen('outputs/final.pt','w').write('f')\nimport tarfile\nwith tarfile.open('outputs/archive.tar.gz','w:gz') as t: t.add('outputs/ckpt/a.pt')\n"
     project = write_project(tmp_path / "p", {"t.py": script})
     exp = Experiment(ws, "downloads")
     run = exp.submit(Estimator(str(project), entry_script="t.py"))
     run.wait_for_completion()
     assert run.get_file_names() == [
         "logs/driver_log.txt",
+        "outputs/archive.tar.gz",
         "outputs/ckpt/a.pt",
         "outputs/ckpt/b.pt",
         "outputs/final.pt",
@@ -331,6 +333,10 @@ def test_downloads_and_listing(ws: Workspace, tmp_path: Path) -> None:
     (tmp_path / "dir").mkdir()
     run.download_file("outputs/final.pt", tmp_path / "dir")
     assert (tmp_path / "dir" / "final.pt").read_text() == "f"
+    # A compressed artifact comes back as the bytes the run wrote, not decompressed on the way.
+    run.download_file("outputs/archive.tar.gz", tmp_path / "archive.tar.gz")
+    with tarfile.open(tmp_path / "archive.tar.gz", "r:gz") as tar:
+        assert tar.getnames() == ["outputs/ckpt/a.pt"]
     assert run.id in [r.id for r in exp.get_runs()]
     run.tag("best")
     assert run.get_tags() == {"best": ""}

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import mimetypes
 import shutil
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -33,6 +34,19 @@ PROPERTY_FILTER = Parameter(
     description="`key` or `key=value` of a property; repeat it: all must match",
 )
 TAG_KEYS = Parameter(default=None, description="a tag to remove; repeat it")
+
+
+def artifact_file(found: Path) -> File:
+    """A run's file as a download: its own type, never a Content-Encoding guessed from '.gz'
+    (clients would decompress it on the way and keep other bytes than the run wrote)."""
+    kind, encoding = mimetypes.guess_type(found.name)
+    return File(
+        path=found,
+        filename=found.name,
+        content_disposition_type="attachment",
+        chunk_size=CHUNK,
+        media_type=kind if kind and encoding is None else "application/octet-stream",
+    )
 
 
 class RunsController(Controller):
@@ -279,10 +293,7 @@ class RunsController(Controller):
     async def download(
         self, request: Request[Any, Any, Any], state: State, run_id: str, path: str
     ) -> File:
-        found = await service.artifact(state.settings, state.db, run_id, path)
-        return File(
-            path=found, filename=found.name, content_disposition_type="attachment", chunk_size=CHUNK
-        )
+        return artifact_file(await service.artifact(state.settings, state.db, run_id, path))
 
     # Logging to an open run from a client (interactive runs: trainhub.runs.interactive).
     @post("/runs/{run_id:str}/metrics", status_code=200, summary="Log metrics to an open run")

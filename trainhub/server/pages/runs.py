@@ -21,7 +21,8 @@ from litestar.response import File, Redirect, Template
 from trainhub.accounts import User, require_run_owner
 from trainhub.datasets import registry as datasets
 from trainhub.runs import interactive, service, views
-from trainhub.runs.artifacts import BUILD_LOG, CHUNK, human_size
+from trainhub.runs.artifacts import BUILD_LOG, human_size
+from trainhub.server.api.runs import artifact_file
 from trainhub.spec import SpecError
 from trainhub.store import nodes as node_store
 from trainhub.store.lifecycle import RunStatus
@@ -144,10 +145,7 @@ class RunPages(Controller):
 
     @get("/{run_id:str}/files/{path:path}")
     async def download(self, state: State, run_id: str, path: str) -> File:
-        found = await service.artifact(state.settings, state.db, run_id, path)
-        return File(
-            path=found, filename=found.name, content_disposition_type="attachment", chunk_size=CHUNK
-        )
+        return artifact_file(await service.artifact(state.settings, state.db, run_id, path))
 
     @post("/{run_id:str}/cancel", status_code=303)
     async def cancel(self, request: HTMXRequest, state: State, run_id: str) -> Redirect:
