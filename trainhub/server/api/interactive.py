@@ -14,7 +14,7 @@ from litestar import Controller, Request, get, post
 from litestar.datastructures import State, UploadFile
 from litestar.enums import RequestEncodingType
 from litestar.exceptions import HTTPException
-from litestar.params import Body, Parameter
+from litestar.params import Body, Parameter, QueryParameter
 
 from trainhub.accounts import User
 from trainhub.runs import interactive, service
@@ -25,8 +25,8 @@ from trainhub.store.runs import RunKind
 
 # Repeatable query parameters (``?tag=a&tag=b=1``): every one must match.
 TAG_FILTER = Parameter(default=None, description="`key` or `key=value`, repeatable")
-PROPERTY_FILTER = Parameter(
-    query="property", default=None, description="`key` or `key=value`, repeatable"
+PROPERTY_FILTER = QueryParameter(
+    name="property", default=None, description="`key` or `key=value`, repeatable"
 )
 
 
@@ -104,7 +104,7 @@ class InteractiveController(Controller):
         status: str | None = Parameter(default=None, description="comma-separated statuses"),
         kind: str | None = Parameter(default=None, description="`script` or `interactive`"),
         tag: list[str] | None = TAG_FILTER,
-        props: list[str] | None = PROPERTY_FILTER,
+        props: Annotated[list[str] | None, PROPERTY_FILTER] = None,
         limit: int = Parameter(default=100, ge=1, le=500),
         cursor: str | None = None,
     ) -> dict[str, Any]:

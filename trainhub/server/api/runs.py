@@ -13,7 +13,7 @@ from litestar import Controller, Request, delete, get, patch, post, put
 from litestar.datastructures import State, UploadFile
 from litestar.enums import RequestEncodingType
 from litestar.exceptions import HTTPException, NotFoundException
-from litestar.params import Body, Parameter
+from litestar.params import Body, Parameter, QueryParameter
 from litestar.response import File, Stream
 
 from trainhub.accounts import User
@@ -28,8 +28,8 @@ from trainhub.store.lifecycle import RunStatus
 FOLLOW_POLL_SECONDS = 0.25
 # Repeatable query parameters (lists), made once.
 TAG_FILTER = Parameter(default=None, description="`key` or `key=value`; repeat it: all must match")
-PROPERTY_FILTER = Parameter(
-    query="property",
+PROPERTY_FILTER = QueryParameter(
+    name="property",
     default=None,
     description="`key` or `key=value` of a property; repeat it: all must match",
 )
@@ -133,7 +133,7 @@ class RunsController(Controller):
         cursor: str | None = None,
         user: str | None = Parameter(default=None, description="who submitted them"),
         tag: list[str] | None = TAG_FILTER,
-        prop: list[str] | None = PROPERTY_FILTER,
+        prop: Annotated[list[str] | None, PROPERTY_FILTER] = None,
         kind: str | None = Parameter(
             default=None, description="`script` or `interactive` (Azure ML: `azureml.scriptrun`)"
         ),
