@@ -120,11 +120,12 @@ def rank(script: str, args: list[str]) -> int:
         [sys.executable, "-u", script, *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE
     )
 
-    def forward(signum: int, _frame: object) -> None:
-        child.send_signal(signum)
+    def wait_for_child(_signum: int, _frame: object) -> None:
+        """torchrun signals the whole process group: the script has the signal too, and this
+        process relays what the script prints until it ends."""
 
     for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
-        signal.signal(signum, forward)
+        signal.signal(signum, wait_for_child)
     tail: collections.deque[bytes] = collections.deque(maxlen=TAIL_LINES)
     relays = [
         threading.Thread(
