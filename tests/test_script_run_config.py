@@ -289,7 +289,7 @@ def test_mpi_configuration_runs_two_ranks_on_the_local_node(server: Server, tmp_
     assert json.loads((tmp_path / "world.json").read_text())["total"] == 3
 
 
-def test_a_pytorch_configuration_is_refused_by_the_server_for_now(
+def test_a_tensorflow_configuration_is_refused_by_the_server_for_now(
     server: Server, tmp_path: Path
 ) -> None:
     from trainhub.sdk import Experiment
@@ -299,8 +299,8 @@ def test_a_pytorch_configuration_is_refused_by_the_server_for_now(
     src = ScriptRunConfig(
         source_directory=str(tmp_path / "proj"),
         script="train.py",
-        distributed_job_config=PyTorchConfiguration(process_count=2),
+        distributed_job_config=TensorflowConfiguration(worker_count=2),
     )
     with pytest.raises(ValidationError, match="not supported yet") as caught:
-        Experiment(ws, "src-torch").submit(src)
+        Experiment(ws, "src-tf").submit(src)
     assert caught.value.status == 422 and caught.value.field == "distributed_training.type"

@@ -113,7 +113,7 @@ REJECTED: list[tuple[dict[str, Any], str, str]] = [
         "distributed runs cannot use use_docker=False",
     ),
     (
-        {"entry_script": "train.py", "node_count": 2, "distributed_training": {"type": "nccl"}},
+        {"entry_script": "train.py", "node_count": 2, "distributed_training": {"type": "ps"}},
         "distributed_training.type",
         "not supported yet",
     ),

@@ -37,6 +37,7 @@ REGISTRY_NEEDS_IMAGE = (
 )
 
 DISTRIBUTED_TYPES = ("mpi", "gloo", "nccl", "ps")
+TORCH_BACKENDS = ("nccl", "gloo")
 FRAMEWORKS = ("Python", "PyTorch", "TensorFlow")
 ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 SHM_SIZE = re.compile(r"^[1-9][0-9]*[bkmgBKMG]?$")
@@ -342,6 +343,11 @@ def validate(spec: EstimatorSpec) -> None:
         raise SpecError(
             "process_count_per_node", "process_count_per_node > 1 needs a distributed backend"
         )
+    if dt is not None and dt.communication_backend not in (None, *TORCH_BACKENDS):
+        raise SpecError(
+            "distributed_training.communication_backend",
+            f"distributed_training.communication_backend must be one of {', '.join(TORCH_BACKENDS)}",
+        )
     if dt is not None and dt.process_count_per_node is not None and dt.process_count_per_node < 1:
         raise SpecError(
             "distributed_training.process_count_per_node",
@@ -405,28 +411,32 @@ def validate(spec: EstimatorSpec) -> None:
 
     # Valid, but not on this server yet.
     later: list[tuple[str, bool, str]] = [
-        (
-            "distributed_backend",
-            spec.distributed_backend not in (None, "mpi"),
-            "backends other than MPI (torchrun, parameter servers)",
-        ),
-        (
-            "distributed_training.type",
-            dt is not None and dt.type != "mpi",
-            "backends other than MPI (torchrun, parameter servers)",
-        ),
+        ("distributed_backend", spec.distributed_backend == "ps", "parameter servers"),
+        ("distributed_training.type", dt is not None and dt.type == "ps", "parameter servers"),
     ]
     for field, used, capability in later:
         if used:
             raise NotSupportedYet(
                 field, f"{field} is not supported yet on this server ({capability} are coming)"
             )
-    if spec.framework != "Python" and not (spec.image or spec.custom_dockerfile):
+    if spec.framework != "Python" and not (spec.image or spec.custom_dockerfile or _installs(spec)):
         raise NotSupportedYet(
             "framework",
-            f"framework={spec.framework} needs custom_docker_image or custom_dockerfile for now: "
+            f"framework={spec.framework} needs custom_docker_image, custom_dockerfile or the "
+            "framework in the environment's packages (pip_packages=['torch==2.13.0']) for now: "
             "framework images are not supported yet",
         )
+
+
+def _installs(spec: EstimatorSpec) -> bool:
+    """The run's environment installs packages of its own (the framework among them, presumably)."""
+    return bool(
+        spec.pip_packages
+        or spec.conda_packages
+        or spec.pip_requirements_file
+        or spec.conda_dependencies_file
+        or spec.environment_definition
+    )
 
 
 def _check_relative_path(field: str, value: str) -> None:
@@ -563,6 +573,14 @@ def is_mpi(spec: EstimatorSpec) -> bool:
     """The run is launched with ``mpirun``: an MPI backend was asked for."""
     dt = spec.distributed_training
     return spec.distributed_backend == "mpi" or (dt is not None and dt.type == "mpi")
+
+
+def torch_backend(spec: EstimatorSpec) -> str | None:
+    """``nccl`` or ``gloo`` when the run is launched with torchrun (``Nccl()``, ``Gloo()``,
+    ``distributed_backend='nccl'|'gloo'``, ``PyTorchConfiguration``), else None."""
+    dt = spec.distributed_training
+    backend = dt.type if dt is not None else spec.distributed_backend
+    return backend if backend in TORCH_BACKENDS else None
 
 
 def stored_processes_per_node(spec: dict[str, Any]) -> int:

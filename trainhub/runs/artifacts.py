@@ -298,13 +298,15 @@ def extract_container_archive(
     skip: Iterable[str] = (),
     strip_top: bool = False,
     capture: dict[str, bytes] | None = None,
+    seen: set[str] | None = None,
 ) -> int:
     """Extract a ``get_archive`` stream whose members start with ``top/`` into ``run_dir/top``.
 
     The ``data`` filter refuses links out, device files and absolute paths; ``skip`` names files
     (relative to the run folder) that the server writes itself and a container may not overwrite.
     With ``strip_top`` the members land in ``run_dir`` itself. Files named in ``capture`` (archive
-    names) are read into it instead of being written. Returns the number of files written.
+    names) are read into it instead of being written. ``seen`` gets the name of every file of the
+    archive, skipped or not. Returns the number of files written.
     """
     skipped = {_normalize(s) for s in skip}
     written = 0
@@ -322,6 +324,8 @@ def extract_container_archive(
                 if not name:
                     continue
                 member.name = name
+            if seen is not None and member.isfile():
+                seen.add(name)
             if name in skipped or name.endswith(".part"):
                 continue
             try:

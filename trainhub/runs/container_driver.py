@@ -1,7 +1,7 @@
 """The container driver: a run's script in a container on each of its nodes' Docker engines.
 
-One container per node (a multi-node MPI run: the head runs ``mpirun`` over SSH into the others),
-labelled with the run id and this server's instance id, so a restarted server finds them. Local and
+One container per node (a multi-node MPI run: the head runs ``mpirun`` over SSH into the others; a
+PyTorch distributed run: ``torchrun`` in each, watched as one by ``runs/gang.py``), labelled with the run id and this server's instance id, so a restarted server finds them. Local and
 remote nodes are the same code: a remote engine is its Docker socket forwarded over SSH.
 """
 
@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from trainhub.nodes.pool import LOCAL, NodePool, NodeUnavailable, engine_answers
-from trainhub.runs import containers, datarefs
+from trainhub.runs import containers, datarefs, gang
 from trainhub.runs.artifacts import DRIVER_LOG, prepare_run_dir
 from trainhub.runs.driving import Attempt, Canceled, Interruption
 from trainhub.runs.preparing import ImagePreparer
@@ -22,13 +22,15 @@ from trainhub.runtime.docker import DockerEngine
 from trainhub.runtime.incontainer import EXIT_FILE, command_for
 from trainhub.runtime.mpi import MpiLayout, port_for, ssh_material, worker_command
 from trainhub.runtime.mpi import head_environment as mpi_env
+from trainhub.runtime.torchrun import LOOPBACK, TorchLayout, node_environment
 from trainhub.settings import Settings
-from trainhub.spec import is_mpi, processes_per_node
+from trainhub.spec import is_mpi, processes_per_node, torch_backend
 from trainhub.store import Database
 from trainhub.store import runs as q
 
 log = logging.getLogger("trainhub.containers")
 ENGINE_CHECK_SECONDS = 2.0
+COLLISIONS_SHOWN = 20  # files named in the driver log when nodes wrote the same paths
 
 
 async def _answers(pool: NodePool, node: str) -> bool:
@@ -50,6 +52,9 @@ class Started:
     present: list[str | None] = field(default_factory=lambda: [None])  # o(utputs), l(ogs), c(tx)
     script_done: asyncio.Future[int] | None = None
     exited: asyncio.Future[int] | None = None
+    # A PyTorch distributed run's other containers (node -> container id; None: to be found again)
+    workers: dict[str, str] | None = None
+    stopping: bool = False  # canceled or past its time limit: the stop is trainhub's doing
 
 
 class ContainerDriver:
@@ -111,18 +116,20 @@ class ContainerDriver:
         material = await asyncio.to_thread(ssh_material, layout) if workers and layout else None
         if workers or run.retries:  # an earlier attempt may have left containers on these nodes
             await self._remove(run.id, [node, *workers])
+        arguments = spec.command_arguments(datarefs.paths(spec))
         try:
+            if torch_backend(spec) is not None:
+                return await self._start_torch(attempt, arguments)
             for worker in workers:
                 assert material is not None and layout is not None
                 await self._start_container(
                     attempt, worker, worker_command(layout.port), material.worker, {}
                 )
-            arguments = spec.command_arguments(datarefs.paths(spec))
-            command = command_for(spec.entry_script, arguments, mpi=layout is not None)
+            launcher = "mpi" if layout is not None else None
             container_id = await self._start_container(
                 attempt,
                 node,
-                command,
+                command_for(spec.entry_script, arguments, launcher=launcher),
                 material.head if material else None,
                 mpi_env(layout) if layout else {},
             )
@@ -133,6 +140,36 @@ class ContainerDriver:
             self.data.forget(run.id)
         return Started(attempt, self.pool.engine(node), container_id)
 
+    async def _start_torch(self, attempt: Attempt, arguments: list[str]) -> Started:
+        """``torchrun`` in a container on every node of the run, the first node's first; over
+        several nodes on the nodes' network, meeting at the first node's registered address."""
+        run, spec, nodes = attempt.run, attempt.spec, [attempt.node, *attempt.workers]
+        backend = torch_backend(spec)
+        assert backend is not None
+        per_node = len(attempt.gpus.get(attempt.node, [])) if spec.use_gpu else 0
+        layout = TorchLayout(
+            nodes=len(nodes),
+            per_node=per_node or processes_per_node(spec),
+            master_addr=self.pool.address(attempt.node) if attempt.workers else LOOPBACK,
+            port=port_for(run.id, run.retries),
+            backend=backend,
+        )
+        command = command_for(spec.entry_script, arguments, launcher="torch")
+        ids = []
+        for rank, node in enumerate(nodes):
+            ids.append(
+                await self._start_container(
+                    attempt,
+                    node,
+                    command,
+                    None,
+                    node_environment(layout, rank),
+                    host_network=bool(attempt.workers),
+                )
+            )
+        workers = dict(zip(attempt.workers, ids[1:], strict=True))
+        return Started(attempt, self.pool.engine(attempt.node), ids[0], workers=workers)
+
     async def _start_container(
         self,
         attempt: Attempt,
@@ -140,10 +177,12 @@ class ContainerDriver:
         command: list[str],
         ssh: bytes | None,
         extra_env: dict[str, str],
+        *,
+        host_network: bool = False,
     ) -> str:
         """One container of the run on ``node``: created with the node's GPUs and the run's data
         mounted, the runtime and the snapshot copied in (and the run's SSH keys for multi-node
-        MPI), then started."""
+        MPI), then started. Multi-node MPI and torchrun containers use the node's network."""
         run, spec = attempt.run, attempt.spec
         image = attempt.node_images.get(node, attempt.image)
         assert run.snapshot is not None and image is not None
@@ -164,7 +203,7 @@ class ContainerDriver:
                 environment=environment,
                 shm_size=spec.shm_size,
                 gpu_uuids=gpu_uuids if gpu_support else [],
-                host_network=ssh is not None,
+                host_network=host_network or ssh is not None,
                 mounts=mounts,
             )
         )
@@ -194,9 +233,34 @@ class ContainerDriver:
     # Running ----------------------------------------------------------------------------------
     def watch(self, handle: Started) -> asyncio.Future[int | None]:
         """The exit code as the in-container wrapper reports it (the script is done, the container
-        stays up until its results are copied), or the container's own once it has stopped."""
-        if handle.ended is not None:
-            return handle.ended
+        stays up until its results are copied), or the container's own once it has stopped; for a
+        PyTorch distributed run, every node's (``gang.watch``)."""
+        if handle.ended is None:
+            head = self._watch_head(handle)
+            torch = torch_backend(handle.attempt.spec) is not None
+            handle.ended = asyncio.ensure_future(self._watch_gang(handle, head)) if torch else head
+        return handle.ended
+
+    async def _members(self, handle: Started) -> list[gang.Member]:
+        attempt = handle.attempt
+        if handle.workers is None:  # re-attached: find the other nodes' containers again
+            handle.workers = await gang.find(
+                self.pool, self.instance, attempt.run_id, attempt.workers
+            )
+        members = [gang.Member(attempt.node, 0, handle.engine, handle.container_id)]
+        for rank, node in enumerate(attempt.workers, start=1):
+            if node in handle.workers:
+                engine = self.pool.engine(node)
+                members.append(gang.Member(node, rank, engine, handle.workers[node]))
+        return members
+
+    async def _watch_gang(self, handle: Started, head: asyncio.Future[int | None]) -> int | None:
+        members = await self._members(handle)
+        grace = (self.settings.cancel_grace_seconds, self.settings.node_lost_grace_seconds)
+        run_dir = self.settings.run_dir(handle.attempt.run_id)
+        return await gang.watch(members, head, self.pool, grace, run_dir, lambda: handle.stopping)
+
+    def _watch_head(self, handle: Started) -> asyncio.Future[int | None]:
         run_dir = self.settings.run_dir(handle.attempt.run_id)
         prepare_run_dir(run_dir)
         loop = asyncio.get_running_loop()
@@ -227,8 +291,7 @@ class ContainerDriver:
                 log.warning("log stream of run %s did not end cleanly", handle.attempt.run_id)
             return exited.result()
 
-        handle.ended = asyncio.ensure_future(ended())
-        return handle.ended
+        return asyncio.ensure_future(ended())
 
     async def sync(self, handle: Started) -> None:
         done = handle.script_done
@@ -257,13 +320,13 @@ class ContainerDriver:
         await self.ingest(handle.attempt.run_id, lines)
 
     async def stop(self, handle: Started, ended: asyncio.Future[int | None]) -> None:
-        """SIGTERM to the script; SIGKILL to the container if it has not ended after the grace."""
-        engine, container_id = handle.engine, handle.container_id
-        await asyncio.to_thread(engine.signal, container_id, "SIGTERM")
-        done, _ = await asyncio.wait({ended}, timeout=self.settings.cancel_grace_seconds)
-        if not done:
-            await asyncio.to_thread(engine.signal, container_id, "SIGKILL")
-            await asyncio.wait({ended}, timeout=30)
+        """SIGTERM to the script (on every node for a PyTorch distributed run); SIGKILL to the
+        containers if it has not ended after the grace."""
+        handle.stopping = True
+        members = [gang.Member(handle.attempt.node, 0, handle.engine, handle.container_id)]
+        if torch_backend(handle.attempt.spec) is not None:
+            members = await self._members(handle)
+        await gang.stop(members, {ended}, self.settings.cancel_grace_seconds)
 
     async def interrupted(self, handle: Started) -> tuple[Interruption, str]:
         """A stopping engine closes its API before it stops its containers, a killed one drops the
@@ -303,7 +366,7 @@ class ContainerDriver:
         return await self.pool.disk_free(handle.attempt.node)
 
     async def lost_node(self, handle: Started) -> str | None:
-        """Its MPI daemons on a node that went down: the run is lost with that node."""
+        """Its MPI daemons or torchrun on a node that went down: the run is lost with that node."""
         workers = handle.attempt.workers
         if not workers:
             return None
@@ -316,24 +379,46 @@ class ContainerDriver:
         present = handle.present[0] if handle.present[0] is not None else "olc"
         copies: list[Any] = []
         bulk = self.pool.bulk_engine(attempt.node)
+        seen: set[str] = set()  # the first node's files: they win over the other nodes'
         for flag, top in (("o", "outputs"), ("l", "logs")):
             if flag in present:
                 copies.append(
                     asyncio.to_thread(
-                        containers.collect, bulk, handle.container_id, run_dir, (top,)
+                        containers.collect, bulk, handle.container_id, run_dir, (top,), seen
                     )
                 )
         if "c" in present:
             copies.append(self._sync_context(handle))
         copies.append(self.data.upload_back(attempt, handle.container_id))
-        reachable = [w for w in attempt.workers if w != lost]
-        if reachable:  # the other nodes' ranks wrote their logs there
-            copies.append(
-                containers.collect_from(
-                    self.pool, self.instance, attempt.run_id, reachable, run_dir, ("logs",)
-                )
-            )
         await asyncio.gather(*copies)
+        reachable = [w for w in attempt.workers if w != lost]
+        if reachable:  # the other nodes' processes wrote their outputs and logs there
+            await self._collect_workers(handle, reachable, seen)
+
+    async def _collect_workers(self, handle: Started, nodes: list[str], seen: set[str]) -> None:
+        """The other nodes' ``./outputs`` and ``./logs``, in node rank order: where two nodes wrote
+        the same file, the lowest node rank's copy is kept and the driver log says so."""
+        attempt = handle.attempt
+        run_dir = self.settings.run_dir(attempt.run_id)
+        taken = dict.fromkeys(seen, attempt.node)
+        collisions = await containers.collect_ranked(
+            self.pool, self.instance, attempt.run_id, nodes, run_dir, taken
+        )
+        if not collisions:
+            return
+        ranks = {node: rank for rank, node in enumerate([attempt.node, *attempt.workers])}
+        shown = [
+            f"  {path}: kept from {kept} (node rank {ranks[kept]}), not from {other} "
+            f"(node rank {ranks[other]})"
+            for path, kept, other in collisions[:COLLISIONS_SHOWN]
+        ]
+        if len(collisions) > COLLISIONS_SHOWN:
+            shown.append(f"  ... and {len(collisions) - COLLISIONS_SHOWN} more")
+        header = (
+            f"trainhub: {len(collisions)} file(s) were written on more than one node; "
+            "the lowest node rank's copy is kept:"
+        )
+        await asyncio.to_thread(gang.note, run_dir / DRIVER_LOG, [header, *shown])
 
     async def remove(self, handle: Started, lost: str | None) -> None:
         """A lost node's leftovers go when it is back (recovery's ``node_ready``)."""

@@ -101,7 +101,9 @@ def copy_log(
 ) -> None:
     # From the first line every time: a re-attached run gets its whole log, never twice.
     # Unbuffered: the live tail (and a server restart) sees every chunk as soon as it arrives.
-    with path.open("wb", buffering=0) as raw:
+    # Appended to: trainhub's own notes at its end (runs/gang.py) are never written over.
+    path.write_bytes(b"")
+    with path.open("ab", buffering=0) as raw:
         sink = LogSink(raw, on_exit)
         try:
             engine.stream_logs(container_id, sink)  # type: ignore[arg-type]
@@ -122,21 +124,28 @@ def copy_context(engine: DockerEngine, container_id: str, run_dir: Path) -> list
     return metrics.complete_lines(captured[metrics_name])
 
 
-def collect(engine: DockerEngine, container_id: str, run_dir: Path, tops: tuple[str, ...]) -> int:
+def collect(
+    engine: DockerEngine,
+    container_id: str,
+    run_dir: Path,
+    tops: tuple[str, ...],
+    seen: set[str] | None = None,
+) -> int:
     """``./outputs`` and/or ``./logs`` of the container into run history; returns the bytes of
     file content copied. ``./logs`` is copied incrementally (:func:`sync_logs`) while the container
-    runs; ``./outputs``, or ``./logs`` of a container that has stopped, as one archive."""
+    runs; ``./outputs``, or ``./logs`` of a container that has stopped, as one archive. ``seen``
+    gets the names (``outputs/...``, ``logs/...``) of the files the container has there."""
     copied = 0
     for top in tops:
         if top == "logs":
-            synced = sync_logs(engine, container_id, run_dir)
+            synced = sync_logs(engine, container_id, run_dir, seen)
             if synced is not None:
                 copied += synced
                 continue
         chunks = engine.get_archive(container_id, f"{WORKDIR}/{top}")
         if chunks is not None:
             counter = _Counted(chunks)
-            extract_container_archive(counter, run_dir, top, skip=SERVER_WRITTEN)
+            extract_container_archive(counter, run_dir, top, skip=SERVER_WRITTEN, seen=seen)
             copied += counter.total
     return copied
 
@@ -180,24 +189,45 @@ async def remove_run_containers(
             log.warning("run %s: could not remove its container on %s: %s", run_id, node, exc)
 
 
-async def collect_from(
+async def collect_ranked(
     pool: NodePool,
     instance: str,
     run_id: str,
     nodes: list[str],
     run_dir: Path,
-    tops: tuple[str, ...],
-) -> None:
-    """``collect`` from the run's containers on other ``nodes`` (a multi-node run's), as far as they
-    can be reached."""
+    taken: dict[str, str],
+) -> list[tuple[str, str, str]]:
+    """``./outputs`` and ``./logs`` of the run's containers on the other ``nodes`` of a multi-node
+    run, in node rank order, as far as they can be reached. A file that a lower node rank brought
+    already (``taken``: path -> node, the first node's files to begin with) stays as that node wrote
+    it; returns those as (path, node kept, node not kept)."""
+    collisions: list[tuple[str, str, str]] = []
     for node in nodes:
+        names: set[str] = set()
         try:
             found = await asyncio.to_thread(pool.engine(node).find_run_containers, instance)
-            if run_id in found:
-                bulk = pool.bulk_engine(node)
-                await asyncio.to_thread(collect, bulk, found[run_id].id, run_dir, tops)
+            if run_id not in found:
+                continue
+            bulk = pool.bulk_engine(node)
+            await asyncio.to_thread(_collect_new, bulk, found[run_id].id, run_dir, taken, names)
         except Exception as exc:  # noqa: BLE001 - what can be had is kept; the run goes on ending
-            log.warning("run %s: could not collect %s from %s: %s", run_id, tops, node, exc)
+            log.warning("run %s: could not collect its results from %s: %s", run_id, node, exc)
+        for name in sorted(names - set(SERVER_WRITTEN)):
+            if name in taken:
+                collisions.append((name, taken[name], node))
+            else:
+                taken[name] = node
+    return collisions
+
+
+def _collect_new(
+    engine: DockerEngine, container_id: str, run_dir: Path, taken: dict[str, str], seen: set[str]
+) -> None:
+    skip = (*SERVER_WRITTEN, *taken)
+    for top in ("outputs", "logs"):
+        chunks = engine.get_archive(container_id, f"{WORKDIR}/{top}")
+        if chunks is not None:
+            extract_container_archive(chunks, run_dir, top, skip=skip, seen=seen)
 
 
 async def first_unreachable(pool: NodePool, instance: str, nodes: list[str]) -> str | None:
@@ -302,7 +332,9 @@ def _target(dest: Path, relative: str, root: Path) -> Path | None:
     return target.parent.resolve() / target.name
 
 
-def sync_logs(engine: DockerEngine, container_id: str, run_dir: Path) -> int | None:
+def sync_logs(
+    engine: DockerEngine, container_id: str, run_dir: Path, seen: set[str] | None = None
+) -> int | None:
     """Copy ``./logs`` of a running container into run history, only what changed: a new or
     rewritten file whole, a file that grew only its new bytes (appended to the copy here, so that a
     TensorBoard reading it reads on). Returns the bytes of file content copied, or None when the
@@ -314,6 +346,8 @@ def sync_logs(engine: DockerEngine, container_id: str, run_dir: Path) -> int | N
             return None
         found = json.loads(b"".join(listing))
         listed = [Listed(str(p), int(s), int(m)) for p, s, m in found]
+        if seen is not None:
+            seen.update(f"logs/{item.path}" for item in listed)
         dest = run_dir / "logs"
         wanted = plan(listed, dest, run_dir.resolve())
         copied = 0

@@ -14,6 +14,7 @@ from typing import IO
 LIB_DIR = "/trainhub/lib"
 CONTEXT_DIR = "/trainhub/ctx"
 MPI_LAUNCHER = f"{LIB_DIR}/trainhub/_mpi.py"
+TORCH_LAUNCHER = f"{LIB_DIR}/trainhub/_torch.py"
 
 _TRAINHUB_INIT = '''"""trainhub's in-run runtime (standard library only), put here by the launcher."""
 
@@ -72,6 +73,7 @@ def runtime_archive(azureml_compat: bool) -> bytes:
         "trainhub/lib/trainhub/__init__.py": _TRAINHUB_INIT.encode(),
         "trainhub/lib/trainhub/context.py": (here.parent / "context.py").read_bytes(),
         MPI_LAUNCHER.lstrip("/"): (here / "mpi_launch.py").read_bytes(),
+        TORCH_LAUNCHER.lstrip("/"): (here / "torch_launch.py").read_bytes(),
     }
     if azureml_compat:
         files.update(
@@ -131,8 +133,12 @@ def combined_archive(snapshot: Path, workdir: str, azureml_compat: bool) -> byte
 EXIT_SENTINEL = b"\x1etrainhub-exit:"
 EXIT_FILE = "/dev/shm/trainhub-exit"
 _LAUNCH = '"$py" -u "$@" &\n'
-# MPI runs: mpirun over the script (trainhub/runtime/mpi_launch.py), in the same wrapper.
-_LAUNCH_MPI = f'"$py" {MPI_LAUNCHER} launch "$py" "$@" &\n'
+# MPI runs: mpirun over the script (trainhub/runtime/mpi_launch.py), in the same wrapper; PyTorch
+# distributed runs: torchrun for the container's node (trainhub/runtime/torch_launch.py).
+_LAUNCHERS = {
+    "mpi": f'"$py" {MPI_LAUNCHER} launch "$py" "$@" &\n',
+    "torch": f'"$py" {TORCH_LAUNCHER} launch "$py" "$@" &\n',
+}
 CONTAINER_WRAPPER = (
     "py=$(command -v python3 || command -v python)\n" + _LAUNCH + "child=$!\n"
     "trap 'kill -TERM \"$child\" 2>/dev/null' TERM\n"
@@ -149,9 +155,15 @@ CONTAINER_WRAPPER = (
 )
 
 
-def command_for(entry_script: str, arguments: list[str], *, mpi: bool = False) -> list[str]:
+def command_for(
+    entry_script: str, arguments: list[str], *, launcher: str | None = None
+) -> list[str]:
+    """The container's command: the wrapper around the script, or around ``launcher`` ("mpi",
+    "torch") over the script."""
     # The image's own Python, whatever it is called there, unbuffered so lines arrive as printed.
-    wrapper = CONTAINER_WRAPPER.replace(_LAUNCH, _LAUNCH_MPI, 1) if mpi else CONTAINER_WRAPPER
+    wrapper = CONTAINER_WRAPPER
+    if launcher is not None:
+        wrapper = wrapper.replace(_LAUNCH, _LAUNCHERS[launcher], 1)
     return ["/bin/sh", "-c", wrapper, "trainhub", entry_script, *arguments]
 
 
