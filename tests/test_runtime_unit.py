@@ -4,6 +4,7 @@ the engine is asked for (GPU device requests, the network)."""
 from __future__ import annotations
 
 import io
+import json
 import os
 import subprocess
 import sys
@@ -177,3 +178,21 @@ def test_the_log_holds_every_line_before_the_run_is_told_its_script_ended() -> N
     sink = LogSink(out, lambda code, present: seen.append(out.getvalue()))
     sink.write(b"epoch 1\nlast line\n" + EXIT_SENTINEL + b"0:\n")
     assert seen == [b"epoch 1\nlast line\n"]
+
+
+def test_the_first_failure_is_the_earliest_record_of_any_node() -> None:
+    from trainhub.runs.gang import first_failure
+
+    def record(time: float, rank: int) -> str:
+        return json.dumps(
+            {"time": time, "rank": rank, "local_rank": rank % 2, "code": 1, "tail": ""}
+        )
+
+    texts = {
+        "n1": record(105.2, 0) + "\n" + record(105.3, 1) + "\n",  # peers failing after it
+        "n2": "not json\n" + record(105.1, 3) + "\n" + '{"time": 1}\n',
+        "n3": "",
+    }
+    first = first_failure(texts)
+    assert first is not None and (first["node"], first["rank"]) == ("n2", 3)
+    assert first_failure({"n1": "", "n2": "garbage\n"}) is None

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -30,6 +31,7 @@ from trainhub.store import runs as q
 
 log = logging.getLogger("trainhub.containers")
 ENGINE_CHECK_SECONDS = 2.0
+EXIT_CHECK_SECONDS = 10.0  # how often a running script's exit file is read (a lost exit line)
 COLLISIONS_SHOWN = 20  # files named in the driver log when nodes wrote the same paths
 
 
@@ -55,6 +57,7 @@ class Started:
     # A PyTorch distributed run's other containers (node -> container id; None: to be found again)
     workers: dict[str, str] | None = None
     stopping: bool = False  # canceled or past its time limit: the stop is trainhub's doing
+    exit_check: float = field(default_factory=lambda: time.monotonic() + EXIT_CHECK_SECONDS)
 
 
 class ContainerDriver:
@@ -295,7 +298,10 @@ class ContainerDriver:
 
     async def sync(self, handle: Started) -> None:
         done = handle.script_done
-        if done is not None and not done.done():  # its exit line may be lost (a full disk)
+        # Its exit line may be lost (a full disk): the file says it too. Read now and then only:
+        # each read is a process started in the container, which a busy script feels.
+        if done is not None and not done.done() and time.monotonic() >= handle.exit_check:
+            handle.exit_check = time.monotonic() + EXIT_CHECK_SECONDS
             text = await asyncio.to_thread(
                 handle.engine.read_small_file, handle.container_id, EXIT_FILE
             )

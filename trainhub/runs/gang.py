@@ -204,15 +204,9 @@ async def _name_first_failure(
     """Name the process that failed first (the earliest record of any node) with its last lines,
     or, when no process failed (torchrun itself did), the failed node's last lines; returns the
     exit code the run ends with."""
-    records: list[dict[str, Any]] = []
-    for member in members:
-        text = await asyncio.to_thread(_read_failures, member)
-        for line in text.splitlines():
-            with contextlib.suppress(ValueError, TypeError):
-                record = json.loads(line)
-                records.append({**record, "node": member.node, "time": float(record["time"])})
-    if records:
-        first = min(records, key=lambda r: r["time"])
+    texts = {m.node: await asyncio.to_thread(_read_failures, m) for m in members}
+    first = first_failure(texts)
+    if first is not None:
         code = int(first["code"])
         notes = [
             f"trainhub: process {first['rank']} (node {first['node']}, local rank "
@@ -229,6 +223,19 @@ async def _name_first_failure(
         return code
     await asyncio.to_thread(note, driver_log, notes)
     return code
+
+
+def first_failure(texts: dict[str, str]) -> dict[str, Any] | None:
+    """The earliest of the failure records (:data:`FAILURES`, JSON lines) of every node (node ->
+    its file's text), with its node; a line that is not a record is passed over."""
+    records: list[dict[str, Any]] = []
+    for node, text in texts.items():
+        for line in text.splitlines():
+            with contextlib.suppress(ValueError, TypeError, KeyError, AttributeError):
+                record = json.loads(line)
+                int(record["code"])
+                records.append({**record, "node": node, "time": float(record["time"])})
+    return min(records, key=lambda r: r["time"]) if records else None
 
 
 def _read_failures(member: Member) -> str:

@@ -104,8 +104,11 @@ def _relay(
 ) -> None:
     with open(path, "wb") as own:
         for line in iter(source.readline, b""):
-            console.write(line)
-            console.flush()
+            try:
+                console.write(line)
+                console.flush()
+            except OSError:  # torchrun is gone: the script's output still goes to its file
+                pass
             own.write(line)
             own.flush()
             tail.append(line)
