@@ -108,6 +108,10 @@ def test_a_two_node_mpi_run_survives_a_server_kill(
         own = client.get(f"/api/v1/runs/{run_id}/files/logs/mpi/1/rank.{rank}/stdout")
         assert own.status_code == 200 and own.text.startswith(f"rank {rank} of 4 on n")
         assert f"rank {rank} done" in own.text
+    # The other node's sshd wrote its log into the run's logs: what to read when it was not reached.
+    sshd = [client.get(f"/api/v1/runs/{run_id}/files/logs/mpi/sshd-{n}.txt") for n in bed]
+    assert [r.status_code for r in sshd].count(200) == 1  # the node that did not run mpirun
+    assert any("Accepted publickey for root" in r.text for r in sshd if r.status_code == 200)
     assert done["properties"]["allocation"] == []
     _no_containers_left(bed, run_id)
 

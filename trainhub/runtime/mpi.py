@@ -17,6 +17,7 @@ import asyncssh
 
 SSH_DIR = "/trainhub/ssh"
 ENVIRON_FILE = "/trainhub/environ"
+SSHD_LOGS = "logs/mpi"  # below the working folder, beside the ranks' logs
 PORT_BASE = 41000
 PORT_SPAN = 8000
 
@@ -64,11 +65,13 @@ def worker_command(port: int) -> list[str]:
         "/bin/sh",
         "-c",
         # sshd makes itself unreadable in /proc: the ranks it starts read the environment here.
-        f"cat /proc/self/environ > {ENVIRON_FILE} && mkdir -p /run/sshd && "
+        # Its own log goes to the run's logs (collected from every node), so that a port it could
+        # not bind or a key it refused is there to read when the first node could not reach it.
+        f"cat /proc/self/environ > {ENVIRON_FILE} && mkdir -p /run/sshd {SSHD_LOGS} && "
         'exec /usr/sbin/sshd -D -e -f /dev/null -p "$1" '
         f"-h {SSH_DIR}/host_key -o AuthorizedKeysFile={SSH_DIR}/authorized_keys "
         "-o PermitRootLogin=prohibit-password -o PasswordAuthentication=no -o StrictModes=no "
-        "-o KbdInteractiveAuthentication=no",
+        f'-o KbdInteractiveAuthentication=no 2>>"{SSHD_LOGS}/sshd-$TRAINHUB_NODE.txt"',
         "trainhub-mpi-worker",
         str(port),
     ]

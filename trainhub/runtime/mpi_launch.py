@@ -17,7 +17,7 @@ import time
 SSH_DIR = "/trainhub/ssh"
 ENVIRON_FILE = "/trainhub/environ"
 RANK_LOGS = "logs/mpi"
-WAIT_SECONDS = 60.0
+WAIT_SECONDS = 180.0  # a loaded node may take long to start a container
 MPI_PREFIXES = ("OMPI_", "PMIX_", "OPAL_", "ORTE_")
 
 
@@ -36,7 +36,10 @@ def _wait_for(hosts: list[str], port: int) -> bool:
                 continue
         except OSError:
             if time.monotonic() > deadline:
-                _say(f"the container on {host} does not accept SSH on port {port}")
+                _say(
+                    f"the container on {host} did not accept SSH on port {port} within "
+                    f"{WAIT_SECONDS:.0f} s (its sshd's log: {RANK_LOGS}/sshd-<node>.txt)"
+                )
                 return False
             time.sleep(0.1)
     return True
