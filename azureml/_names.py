@@ -21,7 +21,7 @@ def not_available(module: str, name: str) -> ImportError:
 
 class MissingModules(importlib.abc.MetaPathFinder):
     """Last on ``sys.meta_path``: an ``azureml`` module that no finder found is one of Azure ML's
-    that trainhub does not have (``azureml.train.hyperdrive``...), and the error says so."""
+    that trainhub does not have (``azureml.train.automl``...), and the error says so."""
 
     def find_spec(
         self, fullname: str, path: Sequence[str] | None, target: ModuleType | None = None

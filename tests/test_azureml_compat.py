@@ -244,9 +244,13 @@ def test_names_trainhub_lacks_raise_an_import_error_naming_them() -> None:
     with pytest.raises(ImportError, match=r"^azureml\.train\.dnn\.Chainer is not available"):
         from azureml.train.dnn import Chainer  # noqa: F401
     with pytest.raises(
-        ModuleNotFoundError, match=r"^azureml\.train\.hyperdrive is not available in trainhub yet"
+        ModuleNotFoundError, match=r"^azureml\.train\.automl is not available in trainhub yet"
     ):
-        from azureml.train.hyperdrive import RandomParameterSampling  # noqa: F401
+        from azureml.train.automl import AutoMLConfig  # noqa: F401
+    with pytest.raises(
+        ImportError, match=r"^azureml\.train\.hyperdrive\.run\.HyperDriveRun is not available"
+    ):
+        from azureml.train.hyperdrive.run import HyperDriveRun  # type: ignore[attr-defined] # noqa: F401
     from azureml.core import runconfig  # a submodule is still a submodule
 
     assert runconfig.__name__ == "azureml.core.runconfig"

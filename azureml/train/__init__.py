@@ -1,5 +1,5 @@
-"""``azureml.train``: ``azureml.train.estimator`` and ``azureml.train.dnn`` (HyperDrive is not in
-trainhub yet)."""
+"""``azureml.train``: ``azureml.train.estimator``, ``azureml.train.dnn`` and
+``azureml.train.hyperdrive`` (its configs; sweeps run once the server's controller lands)."""
 
 from azureml._names import getattr_for
 
