@@ -328,6 +328,13 @@ def test_a_valid_sweep_reads_back_as_it_was_written(tmp_path: Path) -> None:
     assert spec.maximize and spec.concurrency == 4
     assert spec.policy == PolicySpec("bandit", slack_factor=0.1)
     assert parse_sweep(json.dumps(spec.to_builtins())) == spec
+    registry = {"address": "r.example", "username": "u", "password": "hunter2"}
+    private = copy.deepcopy(valid_spec(tmp_path))
+    private["run_config"].update(
+        custom_docker_image="r.example/x:1", image_registry_details=registry
+    )
+    assert "hunter2" in json.dumps(parse_sweep(json.dumps(private)).to_builtins())
+    assert "hunter2" not in json.dumps(parse_sweep(json.dumps(private)).to_public())
     # Azure ML's goal names in any case; NoTerminationPolicy is no policy, also for Bayesian.
     bayes = parsed(
         tmp_path,
@@ -531,6 +538,10 @@ def test_evaluation_points_are_multiples_of_the_interval_from_the_delay_on() -> 
     assert [n for n in range(13) if is_evaluation_point(policy, n)] == [6, 8, 10, 12]
     every = PolicySpec("median_stopping")
     assert [n for n in range(4) if is_evaluation_point(every, n)] == [1, 2, 3]
+    # Azure ML's example: evaluation_interval 1, delay_evaluation 5 is "applied at every interval
+    # starting at evaluation interval 5".
+    delayed = PolicySpec("median_stopping", delay_evaluation=5)
+    assert [n for n in range(9) if is_evaluation_point(delayed, n)] == [5, 6, 7, 8]
 
 
 def test_bandit_stops_children_outside_the_slack_of_the_best() -> None:
@@ -561,6 +572,15 @@ def test_bandit_stops_children_outside_the_slack_of_the_best() -> None:
     losses = {"a": [1.0, 0.5], "b": [1.2, 0.7], "c": [0.9, 0.58]}
     assert stopped(evaluate(PolicySpec("bandit", slack_amount=0.1), False, losses, set())) == {
         "b": 2
+    }
+
+
+def test_a_nan_is_the_worst_value() -> None:
+    # n's values are NaN then 0.4: its best is 0.4, below 0.8 / 1.1 = 0.72727 (max() over
+    # [nan, 0.4] would be nan, which compares as nothing and would keep n running).
+    series = {"a": [0.5, 0.8], "n": [math.nan, 0.4]}
+    assert stopped(evaluate(PolicySpec("bandit", slack_factor=0.1), True, series, set())) == {
+        "n": 2
     }
 
 

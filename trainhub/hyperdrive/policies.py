@@ -72,9 +72,14 @@ def evaluate(
 ) -> list[Stop]:
     """The running children (those in ``series`` and not in ``finished``) that ``policy`` stops
     now, each judged at its latest interval; ``series`` holds every child's primary metric values
-    in logging order, finished children's too (they are part of the comparison)."""
+    in logging order, finished children's too (they are part of the comparison). A NaN (a loss
+    that diverged) counts as the worst value there is."""
     if policy is None or policy.type == "no_termination":
         return []
+    worst = -math.inf if maximize else math.inf
+    series = {
+        child: [worst if math.isnan(v) else v for v in values] for child, values in series.items()
+    }
     judge = {
         "bandit": _bandit,
         "median_stopping": _median,

@@ -118,7 +118,8 @@ def _bayesian(
         direction="maximize" if spec.maximize else "minimize",
         sampler=optuna.samplers.TPESampler(seed=_tpe_seed(seed, index)),
     )
-    for trial in sorted(history, key=lambda t: t.index):
+    # One order whatever order the children finished in (resumed sweeps' indices may repeat).
+    for trial in sorted(history, key=lambda t: (t.index, repr(sorted(t.hyperparameters.items())))):
         if trial.value is None or not math.isfinite(trial.value):
             continue
         params = _to_optuna(space, trial.hyperparameters)

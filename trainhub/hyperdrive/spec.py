@@ -141,9 +141,14 @@ class SweepSpec(msgspec.Struct, frozen=True, omit_defaults=True, forbid_unknown_
         return min(self.max_total_runs, MAX_CONCURRENT_RUNS)
 
     def to_builtins(self) -> dict[str, Any]:
-        """JSON-able, in the wire format :func:`parse_sweep` reads back (seed included)."""
+        """JSON-able, in the wire format :func:`parse_sweep` reads back (seed included): what the
+        server stores."""
         data: dict[str, Any] = msgspec.to_builtins(self)
         return data
+
+    def to_public(self) -> dict[str, Any]:
+        """As the API returns it: the run config's registry password never leaves the server."""
+        return {**self.to_builtins(), "run_config": self.run_config.to_public()}
 
 
 def parse_sweep(raw: bytes | str) -> SweepSpec:
