@@ -573,6 +573,10 @@ def test_bandit_stops_children_outside_the_slack_of_the_best() -> None:
     assert stopped(evaluate(PolicySpec("bandit", slack_amount=0.1), False, losses, set())) == {
         "b": 2
     }
+    # Negative values (a negated loss, maximized): -1.0 / 1.1 = -0.909 lies above the best, -1.0;
+    # the best child runs on, b's -1.05 is stopped.
+    negative = {"a": [-1.0], "b": [-1.05]}
+    assert stopped(evaluate(policy, True, negative, set())) == {"b": 1}
 
 
 def test_a_nan_is_the_worst_value() -> None:

@@ -127,7 +127,9 @@ def _bandit(
         threshold = best - sign * slack
         formula = f"{_g(best)} {'-' if maximize else '+'} {_g(slack)}"
         numbers = {"slack_amount": slack}
-    if not _worse(own, threshold, maximize):
+    # Azure ML's ratio assumes positive values: with negative ones best / (1 + slack) lies above
+    # the best, and the best child itself is never stopped.
+    if own == best or not _worse(own, threshold, maximize):
         return None
     numbers.update(
         {
