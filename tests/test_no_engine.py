@@ -31,6 +31,8 @@ from tests.test_sdk import write_project
 from tests.testbed import FAKE_NVIDIA_SMI
 from tests.torch_env import ALLREDUCE, TORCH, WHEELS, torch_settings
 
+# Where the server looks for an engine: nothing, until the last test links the real one there.
+ENGINE_LATER = "engine-later.sock"
 GPUS = [f"GPU-{i}a1b2c3d-0000-4000-8000-00000000000{i}" for i in range(2)]
 
 
@@ -48,9 +50,13 @@ def engineless(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
     )
     (bin_dir / "usage.csv").write_text("0, 0, 0\n1, 0, 0\n")
     (root / "no-index").mkdir()
-    settings = {**torch_settings(), "pip_index_url": f"file://{root / 'no-index'}"}
+    settings = {
+        **torch_settings(),
+        "pip_index_url": f"file://{root / 'no-index'}",
+        "engine_check_seconds": "1",
+    }
     with pytest.MonkeyPatch.context() as patch:
-        patch.setenv("DOCKER_HOST", f"unix://{root / 'nonexistent.sock'}")
+        patch.setenv("DOCKER_HOST", f"unix://{root / ENGINE_LATER}")
         patch.setenv("PATH", f"{bin_dir}:{os.environ['PATH']}")
         srv = start_server(tmp_path_factory, "no-engine-data", **settings)
     yield srv
@@ -199,12 +205,17 @@ def test_a_gloo_pytorch_estimator_runs_as_two_torchrun_processes(
 
 
 @pytest.mark.slow
-def test_cancel_stops_every_torchrun_process(
+def test_cancel_stops_every_torchrun_process_even_one_ignoring_sigterm(
     engineless: Server, eclient: httpx.Client, tmp_path: Path
 ) -> None:
-    """torchrun starts its workers in sessions of their own: cancel still ends every one."""
+    """torchrun starts its workers in sessions of their own: cancel still ends every one, even
+    workers that ignore SIGTERM (torchrun itself is killed after the grace period, before it kills
+    them)."""
     marker = uuid.uuid4().hex
-    script = f"import time\nprint('{marker}', flush=True)\ntime.sleep(600)\n"
+    script = (
+        "import signal, time\nsignal.signal(signal.SIGTERM, signal.SIG_IGN)\n"
+        f"print('{marker}', flush=True)\ntime.sleep(600)\n"
+    )
     run = submit(
         eclient,
         script,
@@ -254,3 +265,24 @@ def test_an_mpi_run_without_a_container_runs_mpirun_with_two_ranks(
     assert done["status"] == "Completed", done["error"]
     for rank in range(2):
         assert _file(eclient, run["runId"], f"outputs/rank-{rank}.txt") == f"2:{run['runId']}"
+
+
+@pytest.mark.docker  # last in this module: from here on the server has an engine
+def test_an_engine_that_appears_later_is_taken_up_without_a_restart(
+    engineless: Server, eclient: httpx.Client, docker_ready: None
+) -> None:
+    socket = Path(engineless.env["DOCKER_HOST"].removeprefix("unix://"))
+    assert socket.name == ENGINE_LATER and not socket.exists()
+    socket.symlink_to("/var/run/docker.sock")
+
+    def runtimes() -> list[str]:
+        found: list[str] = httpx.get(f"{engineless.url}/healthz").json()["details"]["nodes"][
+            "local"
+        ]["runtimes"]
+        return found
+
+    wait_until(lambda: runtimes() == ["docker", "process"], "local runs containers", timeout=20)
+    run = submit(eclient, "print('in a container')\n")
+    done = wait_for_status(eclient, run["runId"], timeout=120)
+    assert done["status"] == "Completed", done["error"]
+    assert "in a container" in eclient.get(f"/api/v1/runs/{run['runId']}/logs").text

@@ -428,7 +428,8 @@ def validate(spec: EstimatorSpec) -> None:
             raise NotSupportedYet(
                 field, f"{field} is not supported yet on this server ({capability} are coming)"
             )
-    if spec.framework != "Python" and not (spec.image or spec.custom_dockerfile or _installs(spec)):
+    framework_image = spec.use_docker and spec.framework != "Python"  # else: the machine's Python
+    if framework_image and not (spec.image or spec.custom_dockerfile or _installs(spec)):
         raise NotSupportedYet(
             "framework",
             f"framework={spec.framework} needs custom_docker_image, custom_dockerfile or the "
