@@ -13,6 +13,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
+import msgspec
 import pytest
 
 from tests.conftest import TOKEN, Server, start_server
@@ -30,6 +31,9 @@ from tests.html import parse
 from tests.test_sdk import write_project
 from tests.testbed import FAKE_NVIDIA_SMI
 from tests.torch_env import ALLREDUCE, TORCH, WHEELS, torch_settings
+from trainhub.runtime.mpi_launch import OWN_ENVIRONMENT
+from trainhub.runtime.process_launch import ProcessLaunch, gpu_environment, launch_for
+from trainhub.spec import EstimatorSpec
 
 # Where the server looks for an engine: nothing, until the last test links the real one there.
 ENGINE_LATER = "engine-later.sock"
@@ -158,6 +162,39 @@ def test_two_gpu_process_runs_get_one_gpu_each_by_uuid(
     )
     assert wait_for_status(eclient, plain["runId"], timeout=60)["status"] == "Completed"
     assert _file(eclient, plain["runId"], "outputs/cuda.txt") == "''"  # no GPU asked: none seen
+
+
+def test_launch_plans_without_a_container_reuse_the_containers_launchers() -> None:
+    def spec(**fields: object) -> EstimatorSpec:
+        return msgspec.convert(
+            {"entry_script": "t.py", "use_docker": False, **fields}, EstimatorSpec
+        )
+
+    work = Path("/data/work/r1")
+    plain = launch_for(spec(), "/py", ["--lr", "1"], work, 0, 5000)
+    assert plain == ProcessLaunch(["/py", "-u", "t.py", "--lr", "1"], {})
+    gloo = {"distributed_training": {"type": "gloo", "process_count_per_node": 3}}
+    torch = launch_for(spec(**gloo), "/py", [], work, 0, 5000)
+    assert torch.argv == [
+        "/py",
+        f"{work}/sys/trainhub/lib/trainhub/_torch.py",
+        "launch",
+        "/py",
+        "t.py",
+    ]
+    assert torch.env["TRAINHUB_TORCH_NPROC_PER_NODE"] == "3"
+    assert torch.env["AZ_BATCHAI_PYTORCH_INIT_METHOD"] == "tcp://127.0.0.1:5000"
+    assert torch.env["TRAINHUB_TORCH_FAILURES"] == f"{work}/torch-failures.jsonl"
+    on_gpus = launch_for(spec(use_gpu=True, **gloo), "/py", [], work, 2, 5000)
+    assert on_gpus.env["TRAINHUB_TORCH_NPROC_PER_NODE"] == "2"  # one process per GPU held
+    mpi = launch_for(
+        spec(distributed_backend="mpi", process_count_per_node=2), "/py", [], work, 0, 1
+    )
+    assert mpi.argv[1:3] == [f"{work}/sys/trainhub/lib/trainhub/_mpi.py", "launch"]
+    assert mpi.env["TRAINHUB_MPI_NP"] == "2" and mpi.env[OWN_ENVIRONMENT] == "1"
+    assert gpu_environment(GPUS, True) == {"CUDA_VISIBLE_DEVICES": ",".join(GPUS)}
+    assert gpu_environment([], True) == {"CUDA_VISIBLE_DEVICES": ""}
+    assert gpu_environment([], False) == {}
 
 
 def test_a_multi_node_run_without_a_container_is_refused(eclient: httpx.Client) -> None:
