@@ -73,13 +73,13 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--cpu", action="store_true", help="Gloo on two CPU processes")
     parser.add_argument("--reps", type=int, default=3)
-    parser.add_argument("--steps", type=int, default=0, help="timed steps (default 300, CPU 20)")
+    parser.add_argument("--steps", type=int, default=0, help="timed steps (default 500, CPU 20)")
     args = parser.parse_args()
     started = time.monotonic()
     procs = 2 if args.cpu else gpu_count()
     if procs < 1:
         raise SystemExit("gpu_check: torch sees no GPU (torch.cuda.device_count() is 0); try --cpu")
-    steps = args.steps or (20 if args.cpu else 300)
+    steps = args.steps or (20 if args.cpu else 500)
     params: dict[str, str | int] = {"--steps": steps, "--device": "cpu" if args.cpu else "cuda"}
     if args.cpu:
         params.update({"--batch": 32, "--warmup": 3})

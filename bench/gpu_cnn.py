@@ -34,7 +34,7 @@ def model() -> nn.Module:
 
 def main() -> None:
     parser = argparse.ArgumentParser()
-    parser.add_argument("--steps", type=int, default=300)
+    parser.add_argument("--steps", type=int, default=500)
     parser.add_argument("--warmup", type=int, default=30)
     parser.add_argument("--batch", type=int, default=256)
     parser.add_argument("--device", choices=["cuda", "cpu"], default="cuda")
