@@ -108,9 +108,14 @@ REJECTED: list[tuple[dict[str, Any], str, str]] = [
         "node_count=2 needs 2 SSH nodes in compute target 'local'; it has 0",
     ),
     (
-        {"entry_script": "train.py", "use_docker": False, "distributed_backend": "mpi"},
-        "distributed_backend",
-        "distributed runs cannot use use_docker=False",
+        {
+            "entry_script": "train.py",
+            "use_docker": False,
+            "distributed_backend": "gloo",
+            "node_count": 2,
+        },
+        "node_count",
+        "distributed runs with use_docker=False run on the server's machine only",
     ),
     (
         {"entry_script": "train.py", "node_count": 2, "distributed_training": {"type": "ps"}},

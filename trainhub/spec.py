@@ -354,14 +354,23 @@ def validate(spec: EstimatorSpec) -> None:
             "distributed_training.process_count_per_node must be at least 1",
         )
     if not spec.use_docker and (spec.distributed_backend is not None or dt is not None):
+        # Without a container, mpirun and torchrun run on the server's own machine: one node.
         field = (
             "distributed_backend"
             if spec.distributed_backend is not None
             else "distributed_training"
         )
-        raise SpecError(
-            field, f"{field} needs containers: distributed runs cannot use use_docker=False"
-        )
+        if spec.node_count > 1:
+            raise SpecError(
+                "node_count",
+                "distributed runs with use_docker=False run on the server's machine only: "
+                "node_count must be 1 (runs across nodes need containers)",
+            )
+        if not (is_mpi(spec) or torch_backend(spec)):
+            raise SpecError(
+                field,
+                f"{field} needs containers: only MPI and torchrun runs can use use_docker=False",
+            )
     if spec.custom_dockerfile is not None:
         check_custom_dockerfile(spec.custom_dockerfile, spec.image)
     if spec.custom_docker_image and spec.custom_docker_base_image:
@@ -419,7 +428,8 @@ def validate(spec: EstimatorSpec) -> None:
             raise NotSupportedYet(
                 field, f"{field} is not supported yet on this server ({capability} are coming)"
             )
-    if spec.framework != "Python" and not (spec.image or spec.custom_dockerfile or _installs(spec)):
+    framework_image = spec.use_docker and spec.framework != "Python"  # else: the machine's Python
+    if framework_image and not (spec.image or spec.custom_dockerfile or _installs(spec)):
         raise NotSupportedYet(
             "framework",
             f"framework={spec.framework} needs custom_docker_image, custom_dockerfile or the "

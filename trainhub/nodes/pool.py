@@ -36,6 +36,13 @@ LOCAL = node_store.LOCAL
 ENGINE_MISSES = 2
 # How long one inventory command over SSH may take when a node connects.
 PROBE_SECONDS = 30
+# The runtimes a node offers (``NodePool.runtimes``).
+DOCKER = "docker"
+PROCESS = "process"
+NO_ENGINE = (
+    "the server's machine has no Docker engine: start one (`systemctl start docker`, or `dockerd`) "
+    "and it is picked up within seconds, or run without containers (use_docker=False)"
+)
 
 
 class NodeState(StrEnum):
@@ -71,9 +78,11 @@ class _Remote:
 
 
 class NodePool:
-    def __init__(self, settings: Settings, db: Database, local_engine: DockerEngine) -> None:
+    def __init__(self, settings: Settings, db: Database, local_engine: DockerEngine | None) -> None:
         self.settings = settings
         self.db = db
+        # None: the server's machine has no Docker engine (yet): ``local`` takes only runs without
+        # a container, and the engine checks look for one every few seconds.
         self.local_engine = local_engine
         self.local_inventory: dict[str, Any] = {}
         self.local_state = NodeState.READY
@@ -118,6 +127,8 @@ class NodePool:
     # Queries --------------------------------------------------------------------------------
     def engine(self, name: str) -> DockerEngine:
         if name == LOCAL:
+            if self.local_engine is None:
+                raise NodeUnavailable(NO_ENGINE)
             return self.local_engine
         remote = self.remotes.get(name)
         if (
@@ -145,6 +156,13 @@ class NodePool:
             return True
         remote = self.remotes.get(name)
         return remote is not None and remote.conn is not None and not remote.conn.is_closed()
+
+    def runtimes(self, name: str) -> list[str]:
+        """How a node runs scripts: ``docker`` (containers on its engine) and, on the server's
+        own machine, ``process`` (``use_docker=False``)."""
+        if name != LOCAL:
+            return [DOCKER]
+        return [DOCKER, PROCESS] if self.local_engine is not None else [PROCESS]
 
     def schedulable(self, name: str) -> bool:
         return self.state(name) == NodeState.READY
@@ -429,7 +447,8 @@ class NodePool:
         engine checks make it Ready again once the engine answers), so nothing is placed there."""
         why = "its Docker engine does not answer"
         if name == LOCAL:
-            if self.local_state == NodeState.READY:
+            # Without an engine at all, local stays Ready for runs without a container.
+            if self.local_state == NodeState.READY and self.local_engine is not None:
                 log.warning("node local is Unreachable: %s", why)
                 self.local_state = NodeState.UNREACHABLE
                 self.local_unreachable_since = time.monotonic()
@@ -441,21 +460,42 @@ class NodePool:
 
     async def _watch_local(self) -> None:
         """The server's own engine: Unreachable while it does not answer (stopped, restarting),
-        Ready again (and tidied) when it does."""
+        Ready again (and tidied) when it does. Without an engine, ``local`` stays Ready for runs
+        without a container, and an engine that appears later is taken up here."""
         misses = 0
         while True:
-            misses = 0 if await engine_answers(self.local_engine) else misses + 1
-            if misses == 0:
-                self.local_inventory["disk_free_bytes"] = await self.disk_free(LOCAL)
-            if misses >= ENGINE_MISSES:
-                await self.engine_down(LOCAL)
-            elif misses == 0 and self.local_state == NodeState.UNREACHABLE:
-                log.info("node local is Ready: its Docker engine answers again")
-                self.local_state = NodeState.READY
-                self.local_unreachable_since = None
-                self.local_ready.set()
-                await self._tidy(LOCAL)
+            if self.local_engine is None:
+                await self._adopt_local_engine()
+            else:
+                misses = 0 if await engine_answers(self.local_engine) else misses + 1
+                if misses == 0:
+                    self.local_inventory["disk_free_bytes"] = await self.disk_free(LOCAL)
+                if misses >= ENGINE_MISSES:
+                    await self.engine_down(LOCAL)
+                elif misses == 0 and self.local_state == NodeState.UNREACHABLE:
+                    log.info("node local is Ready: its Docker engine answers again")
+                    self.local_state = NodeState.READY
+                    self.local_unreachable_since = None
+                    self.local_ready.set()
+                    await self._tidy(LOCAL)
             await asyncio.sleep(self.settings.engine_check_seconds)
+
+    async def _adopt_local_engine(self) -> None:
+        """A Docker engine answers now where there was none: ``local`` runs containers too."""
+        engine = await asyncio.to_thread(connect_local_engine)
+        if engine is None:
+            return
+        self.local_engine = engine
+        try:
+            facts = await asyncio.to_thread(self._probe_local)
+        except DockerException as exc:  # gone again meanwhile: the next check tries once more
+            self.local_engine = None
+            engine.close()
+            log.warning("the Docker engine that appeared does not answer: %s", exc)
+            return
+        self.local_inventory.update(facts)
+        log.info("node local: a Docker engine answers; it runs containers from now on")
+        await self._tidy(LOCAL)
 
     async def _set_state(self, name: str, state: NodeState, error: str | None) -> None:
         await self.db.write(lambda db: node_store.update_node(db, name, state=state, error=error))
@@ -540,11 +580,13 @@ class NodePool:
             memory = inv.parse_meminfo(Path("/proc/meminfo").read_text())
         except OSError:
             memory = None
-        facts = inv.docker_facts(
-            self.local_engine.client.info(),
-            self.local_engine.client.version(),
-            inv.find_local_hook(),
-        )
+        facts: dict[str, Any] = {}
+        if self.local_engine is not None:
+            facts = inv.docker_facts(
+                self.local_engine.client.info(),
+                self.local_engine.client.version(),
+                inv.find_local_hook(),
+            )
         return {"gpus": gpus, "cpus": os.cpu_count(), "memory_bytes": memory, **facts}
 
     async def _start_bulk(self, remote: _Remote) -> None:
@@ -611,6 +653,7 @@ class NodePool:
             # What the server sees now (free disk is refreshed with every engine check).
             "inventory": {**row.inventory, **live},
             "state": self.state(row.name),
+            "runtimes": self.runtimes(row.name),
             "bulkTransfer": "openssh" if bulk else "asyncssh",
         }
 
@@ -619,12 +662,28 @@ class NodePool:
             "name": LOCAL,
             "host": None,
             "state": self.local_state,
+            "runtimes": self.runtimes(LOCAL),
             "inventory": self.local_inventory,
         }
 
 
 async def engine_answers(engine: DockerEngine) -> bool:
     return await asyncio.to_thread(engine.answers)
+
+
+def connect_local_engine() -> DockerEngine | None:
+    """The server's own Docker engine (``DOCKER_HOST`` or the default socket), or None when none
+    answers."""
+    try:
+        engine = DockerEngine()
+    except DockerException:
+        return None
+    try:
+        engine.client.ping()
+    except DockerException:
+        engine.close()
+        return None
+    return engine
 
 
 def bulk_forward_command(

@@ -5,12 +5,14 @@ A 422 naming the field now beats a run that waits for ever or fails its build la
 from __future__ import annotations
 
 import asyncio
+import shutil
 
+from trainhub.nodes.pool import DOCKER, NO_ENGINE
 from trainhub.runs import conda, dispatch
 from trainhub.runs.environment import read_dependency_files
 from trainhub.runs.launcher import Launcher
 from trainhub.settings import Settings
-from trainhub.spec import EstimatorSpec, SpecError, processes_per_node
+from trainhub.spec import EstimatorSpec, SpecError, is_mpi, processes_per_node
 from trainhub.store import Database
 from trainhub.store import nodes as node_store
 
@@ -29,6 +31,17 @@ async def check_target(db: Database, launcher: Launcher, spec: EstimatorSpec) ->
         raise SpecError(
             "use_docker",
             "use_docker=False runs on the server's own machine only: compute_target='local'",
+        )
+    if spec.use_docker and all(DOCKER not in launcher.pool.runtimes(n) for n in members):
+        raise SpecError(
+            "use_docker",
+            f"Target '{spec.compute_target}' cannot run containers: {NO_ENGINE}",
+        )
+    if not spec.use_docker and is_mpi(spec) and shutil.which("mpirun") is None:
+        raise SpecError(
+            "distributed_backend" if spec.distributed_backend else "distributed_training",
+            "MPI runs with use_docker=False start mpirun on the server's machine, and mpirun is "
+            "not on its PATH: install Open MPI (e.g. apt-get install openmpi-bin)",
         )
     if spec.node_count > 1:
         # Multi-node runs reach each node at its SSH address: the server's own machine has none.

@@ -11,23 +11,31 @@ from trainhub.spec import stored_processes_per_node
 from trainhub.store import runs as q
 
 
-def requests_for(runs: list[q.RunRow], targets: dict[str, list[str]]) -> list[Request]:
+def requests_for(
+    runs: list[q.RunRow],
+    targets: dict[str, list[str]],
+    engineless: frozenset[str] = frozenset(),
+) -> list[Request]:
     """What each queued run asks for. Runs of one target share one tuple of its nodes (the
-    scheduler recognises a node list by identity, so it hashes each list once per pass)."""
-    shared: dict[tuple[str, bool], tuple[str, ...]] = {}
+    scheduler recognises a node list by identity, so it hashes each list once per pass). A
+    container run is never placed on a node of ``engineless`` (no Docker engine there)."""
+    shared: dict[tuple[str, bool, bool], tuple[str, ...]] = {}
     found = []
     for run in runs:
         spec = run.spec  # stored as validated: plain dict reads keep a pass over 10,000 runs cheap
         per_node = stored_processes_per_node(spec)
         node_count = int(spec.get("node_count", 1))
         use_gpu = bool(spec.get("use_gpu"))
-        key = (run.target, node_count > 1)
+        use_docker = bool(spec.get("use_docker", True))
+        key = (run.target, node_count > 1, use_docker)
         nodes = shared.get(key)
         if nodes is None:
             nodes = tuple(targets.get(run.target, []))
             if node_count > 1:
                 # The containers of a multi-node run reach each other at the nodes' SSH addresses.
                 nodes = tuple(n for n in nodes if n != LOCAL)
+            if use_docker and engineless:
+                nodes = tuple(n for n in nodes if n not in engineless)
             shared[key] = nodes
         found.append(
             Request(

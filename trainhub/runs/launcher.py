@@ -20,6 +20,7 @@ from trainhub.runs.artifacts import GB, free_bytes, human_size
 from trainhub.runs.container_driver import ContainerDriver
 from trainhub.runs.driving import Attempt, Driver, RunControl, drive, load_attempt
 from trainhub.runs.process import ProcessDriver
+from trainhub.runtime.docker import DockerEngine
 from trainhub.scheduler import Allocation, plan
 from trainhub.settings import Settings
 from trainhub.store import Database, lifecycle
@@ -34,15 +35,19 @@ class Launcher:
     def __init__(self, settings: Settings, db: Database, pool: NodePool, instance: str) -> None:
         self.settings = settings
         self.pool = pool
-        self.engine = pool.local_engine
         self.instance = instance
         self.control = RunControl(settings, db)
         self.containers = ContainerDriver(settings, db, pool, instance, self.control.ingest)
-        self.processes = ProcessDriver(settings, db, self.control.ingest)
+        self.processes = ProcessDriver(settings, db, self.control.ingest, pool)
         self._tasks: dict[str, asyncio.Task[None]] = {}
         self._dispatcher: asyncio.Task[None] | None = None
         self._faults: set[asyncio.Task[None]] = set()
         pool.on_ready = lambda node: recovery.node_ready(self, node)
+
+    @property
+    def engine(self) -> DockerEngine | None:
+        """The server's own Docker engine (None: the machine has none, yet)."""
+        return self.pool.local_engine
 
     # Lifecycle of the launcher itself ------------------------------------------------------
     async def start(self) -> None:
@@ -102,7 +107,8 @@ class Launcher:
             return
         held = await db.read(node_store.allocations)
         targets = await db.read(node_store.list_targets)
-        requests = dispatch.requests_for(queued, targets)
+        engineless = frozenset() if self.pool.local_engine else frozenset({LOCAL})
+        requests = dispatch.requests_for(queued, targets, engineless)
         result = plan(
             requests,
             dispatch.capacities(self.pool, self.settings.max_concurrent_runs, held),

@@ -12,6 +12,7 @@ files only, never links).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import io
 import logging
 import os
@@ -25,6 +26,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any
 
+from trainhub.nodes.pool import LOCAL, NodePool
 from trainhub.runs import environment as envs
 from trainhub.runs.artifacts import (
     BUILD_LOG,
@@ -43,6 +45,7 @@ from trainhub.runs.preparing import (
     environment_of,
 )
 from trainhub.runtime.incontainer import runtime_archive
+from trainhub.runtime.process_launch import free_port, gpu_environment, launch_for, processes_of
 from trainhub.settings import Settings
 from trainhub.spec import EstimatorSpec
 from trainhub.store import Database, metrics
@@ -72,10 +75,11 @@ class Started:
 class ProcessDriver:
     """The driver for ``use_docker=False``: the script as a process on the server's machine."""
 
-    def __init__(self, settings: Settings, db: Database, ingest: Any) -> None:
+    def __init__(self, settings: Settings, db: Database, ingest: Any, pool: NodePool) -> None:
         self.settings = settings
         self.db = db
         self.ingest = ingest  # RunControl.ingest: metrics lines into the store
+        self.pool = pool  # the server's own GPUs, from its inventory
         self._locks: dict[str, asyncio.Lock] = {}
         self._variables: dict[str, dict[str, str]] = {}  # run id -> its conda prefix's variables
         self.children: dict[int, subprocess.Popen[bytes]] = {}
@@ -169,7 +173,10 @@ class ProcessDriver:
         python: str,
         snapshot: Path,
         variables: dict[str, str],
+        gpus: list[int],
     ) -> int:
+        """The script (or torchrun, or mpirun over it) in its own session, with the GPUs ``gpus``
+        (indices of the server's) it was given."""
         work = self.settings.work_dir(run.id)
         shutil.rmtree(work, ignore_errors=True)
         (work / "wd").mkdir(parents=True)
@@ -190,18 +197,15 @@ class ProcessDriver:
                 inherited_pythonpath=variables.get("PYTHONPATH"),
             )
         )
+        local_gpus = self.pool.inventory(LOCAL).get("gpus") or []
+        by_index = {g["index"]: g["uuid"] for g in local_gpus}
+        env.update(gpu_environment([by_index[i] for i in gpus if i in by_index], bool(local_gpus)))
+        launch = launch_for(spec, python, spec.command_arguments(), work, len(gpus), free_port())
+        env.update(launch.env)
+        env["TRAINHUB_NODE"] = LOCAL  # as in a container on the node local
         env["TRAINHUB_EXIT_FILE"] = str(work / "exit_code")
         script = 'code=0; "$@" || code=$?; echo "$code" > "$TRAINHUB_EXIT_FILE"'
-        command = [
-            "/bin/sh",
-            "-c",
-            script,
-            f"trainhub:{run.id}",
-            python,
-            "-u",
-            spec.entry_script,
-            *spec.command_arguments(),
-        ]
+        command = ["/bin/sh", "-c", script, f"trainhub:{run.id}", *launch.argv]
         with (run_dir / DRIVER_LOG).open("ab") as log:
             proc = subprocess.Popen(
                 command,
@@ -228,8 +232,9 @@ class ProcessDriver:
         python = attempt.image
         snapshot = self.settings.snapshot_path(run.snapshot)
         variables = self._variables.pop(run.id, {})
+        gpus = attempt.gpus.get(LOCAL, []) if attempt.spec.use_gpu else []
         pid = await asyncio.to_thread(
-            self.start_process, run, attempt.spec, python, snapshot, variables
+            self.start_process, run, attempt.spec, python, snapshot, variables, gpus
         )
         await self.db.write(lambda db: q.update_run(db, run.id, pid=pid, image=f"process:{python}"))
         return Started(attempt, pid)
@@ -314,15 +319,17 @@ class ProcessDriver:
             return None
 
     def stop_process(self, pid: int, run_id: str, grace: float) -> None:
-        """SIGTERM to the whole process group, SIGKILL after ``grace`` seconds."""
+        """SIGTERM to the whole process group and every other process of the run (torchrun's
+        workers have sessions of their own), SIGKILL after ``grace`` seconds."""
         for sig, wait in ((signal.SIGTERM, grace), (signal.SIGKILL, 5.0)):
-            try:
+            with contextlib.suppress(ProcessLookupError):
                 os.killpg(pid, sig)
-            except ProcessLookupError:
-                return
+            for other in processes_of(run_id):
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(other, sig)
             deadline = time.monotonic() + wait
             while time.monotonic() < deadline:
-                if not self.alive(pid, run_id):
+                if not self.alive(pid, run_id) and not processes_of(run_id):
                     return
                 time.sleep(0.1)
 

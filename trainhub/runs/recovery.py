@@ -7,7 +7,7 @@ import asyncio
 import logging
 from typing import TYPE_CHECKING
 
-from trainhub.nodes.pool import LOCAL, NodeUnavailable, engine_answers
+from trainhub.nodes.pool import LOCAL, NO_ENGINE, NodeUnavailable, engine_answers
 from trainhub.runs.artifacts import is_disk_full, says_disk_full
 from trainhub.runs.driving import Attempt
 from trainhub.runtime.docker import LABEL_INSTANCE, LABEL_KIND
@@ -34,7 +34,10 @@ async def recover(launcher: Launcher) -> None:
     script never started, end the rest; remove containers of ours that belong to no active run."""
     control = launcher.control
     active = await control.db.read(lambda db: driven(q.runs_with_status(db, ACTIVE)))
-    found = await asyncio.to_thread(launcher.engine.find_run_containers, launcher.instance)
+    engine = launcher.engine
+    found = {}
+    if engine is not None:  # no engine on the server's machine: no containers of ours there
+        found = await asyncio.to_thread(engine.find_run_containers, launcher.instance)
     for run in active:
         canceling = run.status is RunStatus.CANCEL_REQUESTED
         before_script = run.status in (RunStatus.PREPARING, RunStatus.STARTING)
@@ -51,11 +54,13 @@ async def recover(launcher: Launcher) -> None:
         else:
             container = found.get(run.id)
             ref = container.id if container is not None and container.status != "created" else None
-            if container is not None and ref is None:
-                await asyncio.to_thread(launcher.engine.remove, container.id)
+            if container is not None and ref is None and engine is not None:
+                await asyncio.to_thread(engine.remove, container.id)
             lost_message = (
                 "The run's container is gone (it was removed while the server was down); "
                 "its outputs could not be collected"
+                if engine is not None
+                else f"The run's container cannot be found: {NO_ENGINE}"
             )
             lost_reason = EndReason.CONTAINER_GONE
         if ref is not None:
@@ -73,8 +78,8 @@ async def recover(launcher: Launcher) -> None:
             await control.fail(run.id, lost_reason, lost_message)
     known = {run.id for run in active}
     for run_id, container in found.items():
-        if run_id not in known:
-            await asyncio.to_thread(launcher.engine.remove, container.id)
+        if run_id not in known and engine is not None:
+            await asyncio.to_thread(engine.remove, container.id)
 
 
 async def _recover_remote(launcher: Launcher, run: q.RunRow) -> None:

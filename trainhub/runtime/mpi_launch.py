@@ -19,6 +19,7 @@ ENVIRON_FILE = "/trainhub/environ"
 RANK_LOGS = "logs/mpi"
 WAIT_SECONDS = 180.0  # a loaded node may take long to start a container
 MPI_PREFIXES = ("OMPI_", "PMIX_", "OPAL_", "ORTE_")
+OWN_ENVIRONMENT = "TRAINHUB_MPI_OWN_ENVIRONMENT"
 
 
 def _say(text: str) -> None:
@@ -95,8 +96,8 @@ def launch(python: str, script: str, args: list[str]) -> int:
         os.execvp("mpirun", argv)
     except FileNotFoundError:
         _say(
-            "mpirun is not in this image: MPI runs need Open MPI in the image "
-            "(trainhub's base images have it)"
+            "mpirun is not on the PATH: MPI runs need Open MPI in the image (trainhub's base "
+            "images have it), or on the server's machine for runs with use_docker=False"
         )
         return 127
 
@@ -122,7 +123,10 @@ else:
 def rank(script: str, args: list[str]) -> int:
     env = dict(os.environ)
     container: list[bytes] = []
-    for source in (ENVIRON_FILE, "/proc/1/environ"):  # a worker node's, else the wrapper's
+    # Without a container (use_docker=False) the ranks inherit mpirun's environment as it is:
+    # PID 1 is the machine's init there, not the wrapper.
+    sources = () if env.get(OWN_ENVIRONMENT) == "1" else (ENVIRON_FILE, "/proc/1/environ")
+    for source in sources:  # a worker node's, else the wrapper's
         try:
             with open(source, "rb") as fh:
                 container = fh.read().split(b"\0")

@@ -10,7 +10,6 @@ from collections.abc import AsyncIterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
 
-import docker.errors
 from litestar import Litestar
 from litestar.config.csrf import CSRFConfig
 from litestar.contrib.jinja import JinjaTemplateEngine
@@ -26,11 +25,10 @@ from litestar.types import Message, Scope
 
 from trainhub import __version__
 from trainhub.accounts import LoginThrottle
-from trainhub.nodes.pool import NodePool
+from trainhub.nodes.pool import NO_ENGINE, NodePool, connect_local_engine
 from trainhub.nodes.telemetry import GpuTelemetry
 from trainhub.runs.interactive import Watchdog
 from trainhub.runs.launcher import Launcher
-from trainhub.runtime.docker import DockerEngine
 from trainhub.server.api.accounts import AccountsController
 from trainhub.server.api.datasets import DatasetsController
 from trainhub.server.api.datastores import DatastoresController
@@ -70,10 +68,6 @@ async def security_headers(message: Message, scope: Scope) -> None:
         headers.setdefault("Referrer-Policy", "same-origin")
 
 
-class EngineUnavailable(RuntimeError):
-    pass
-
-
 def check_python() -> None:
     """Artifacts are extracted with tarfile's extraction filters (PEP 706): Python >= 3.11.4."""
     if not hasattr(tarfile, "data_filter"):
@@ -107,13 +101,9 @@ def create_app(settings: Settings, db: Database | None = None) -> Litestar:
         asyncio.get_running_loop().set_default_executor(
             ThreadPoolExecutor(max_workers=32, thread_name_prefix="trainhub-io")
         )
-        try:
-            engine = await asyncio.to_thread(DockerEngine)
-            await asyncio.to_thread(engine.client.ping)
-        except docker.errors.DockerException as exc:
-            raise EngineUnavailable(
-                f"Cannot reach the Docker engine ({exc}). Start dockerd, or point DOCKER_HOST at it."
-            ) from None
+        engine = await asyncio.to_thread(connect_local_engine)
+        if engine is None:
+            log.warning("no Docker engine answers: %s", NO_ENGINE)
         pool = NodePool(settings, database, engine)
         await pool.start()
         launcher = Launcher(settings, database, pool, instance)
@@ -136,7 +126,8 @@ def create_app(settings: Settings, db: Database | None = None) -> Litestar:
             await telemetry.stop()
             await launcher.stop()
             await pool.stop()
-            engine.close()
+            if pool.local_engine is not None:  # the one of the start, or one that came later
+                pool.local_engine.close()
             database.close()
 
     return Litestar(

@@ -28,6 +28,7 @@ async def healthz(state: State) -> dict[str, Any]:
         details["nodes"] = {
             name: {
                 "state": pool.state(name),
+                "runtimes": pool.runtimes(name),  # docker, process (use_docker=False)
                 "diskFreeBytes": pool.inventory(name).get("disk_free_bytes"),
             }
             for name in [LOCAL, *pool.remotes]

@@ -61,6 +61,7 @@ class NodeView:
     memory_bytes: int | None
     gpu_support: bool
     docker_version: str | None
+    runtimes: list[str]
     last_seen_at: float | None
     gpus: list[GpuView]
     runs: list[str]
@@ -126,6 +127,7 @@ def node_view(
         memory_bytes=facts.get("memory_bytes"),
         gpu_support=bool(facts.get("gpu_support")),
         docker_version=facts.get("docker_version"),
+        runtimes=list(description.get("runtimes") or []),
         last_seen_at=description.get("lastSeenUtc"),
         gpus=gpu_views(facts.get("gpus") or [], holding.get("gpus", {}), readings),
         runs=list(holding.get("runs", [])),
