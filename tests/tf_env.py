@@ -1,0 +1,63 @@
+"""A stand-in for a TensorFlow parameter-server script, in plain Python (no TensorFlow: its wheel is
+274 MB), that checks what trainhub gives each process the way TensorFlow would use it.
+
+Every process reads its ``TF_CONFIG``, checks its shape, prints it, and listens on its own address's
+port (as ``tf.distribute.Server`` does: a port two processes of a node shared would fail here). A
+parameter server answers every connection with its task (``ps 0``) until it is stopped. A worker
+connects over TCP to every parameter server's address in its ``TF_CONFIG`` (retrying while they start),
+checks each answer, and writes what it saw to ``outputs/worker-<index>.json`` on its node.
+``--fail-worker N``: worker N fails at once with a message, and the other workers wait (so only the
+failure can end the run).
+"""
+
+from __future__ import annotations
+
+PS_SCRIPT = """
+import argparse, json, os, socket, sys, time
+
+parser = argparse.ArgumentParser()
+parser.add_argument("--fail-worker", type=int, default=-1)
+args = parser.parse_args()
+config = json.loads(os.environ["TF_CONFIG"])
+assert sorted(config) == ["cluster", "environment", "task"], config
+assert config["environment"] == "cloud", config
+cluster, task = config["cluster"], config["task"]
+assert sorted(cluster) == ["ps", "worker"], cluster
+kind, index = task["type"], task["index"]
+me = cluster[kind][index]
+print(f"{kind} {index} at {me} on {os.environ['TRAINHUB_NODE']}: TF_CONFIG {json.dumps(config)}",
+      flush=True)
+listener = socket.socket()
+listener.bind(("0.0.0.0", int(me.rsplit(":", 1)[1])))
+listener.listen()
+
+if kind == "ps":
+    while True:  # as server.join(): serves until the launcher stops it
+        connection, _ = listener.accept()
+        connection.sendall(f"ps {index}\\n".encode())
+        connection.close()
+
+if index == args.fail_worker:
+    sys.exit(f"worker {index} gives up")
+if args.fail_worker >= 0:
+    time.sleep(600)
+
+answers = {}
+for number, address in enumerate(cluster["ps"]):
+    host, port = address.rsplit(":", 1)
+    deadline = time.monotonic() + 60
+    while True:
+        try:
+            with socket.create_connection((host, int(port)), timeout=5) as connection:
+                answers[address] = connection.makefile().readline().strip()
+                break
+        except OSError:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.1)
+    assert answers[address] == f"ps {number}", answers
+print(f"worker {index} reached every parameter server: {answers}", flush=True)
+os.makedirs("outputs", exist_ok=True)
+seen = {"tf_config": config, "answers": answers, "node": os.environ["TRAINHUB_NODE"]}
+json.dump(seen, open(f"outputs/worker-{index}.json", "w"))
+"""
