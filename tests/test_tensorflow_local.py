@@ -8,11 +8,12 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import docker
 import httpx
 import pytest
 
 from tests.conftest import TOKEN, Server
-from tests.helpers import submit, wait_for_status
+from tests.helpers import submit, wait_for_log, wait_for_status, wait_until
 from tests.test_sdk import write_project
 from tests.tf_env import PS_SCRIPT
 from trainhub.runtime.tf_config import layout_for, node_environment
@@ -29,6 +30,15 @@ def _file(client: httpx.Client, run_id: str, path: str) -> str:
 
 def _log(client: httpx.Client, run_id: str) -> str:
     return client.get(f"/api/v1/runs/{run_id}/logs").text
+
+
+def _containers_of(run_id: str) -> list[str]:
+    engine = docker.from_env()
+    try:
+        found = engine.api.containers(all=True, filters={"label": f"org.trainhub.run_id={run_id}"})
+        return [str(c["Id"]) for c in found]
+    finally:
+        engine.close()
 
 
 def test_tasks_are_dealt_round_robin_workers_first_on_distinct_ports() -> None:
@@ -149,6 +159,24 @@ def test_a_failing_worker_fails_the_run_and_stops_the_others(client: httpx.Clien
     message = done["error"]["message"]
     assert "worker 1 (node local) failed first, with exit code 1" in message
     assert "worker 1 gives up" in message
+
+
+@pytest.mark.docker
+def test_cancel_stops_the_workers_and_the_parameter_server(client: httpx.Client) -> None:
+    run = submit(
+        client,
+        PS_SCRIPT,
+        distributed_training={"type": "ps", "worker_count": 2, "parameter_server_count": 1},
+        script_params={"--hold": ""},
+    )
+    run_id = run["runId"]
+    wait_for_log(client, run_id, "[worker 1] worker 1 waits", timeout=60)
+    wait_for_log(client, run_id, "[worker 0] worker 0 waits")
+    assert client.post(f"/api/v1/runs/{run_id}/cancel").status_code == 200
+    done = wait_for_status(client, run_id, timeout=60)
+    assert done["status"] == "Canceled", done
+    assert "failed first" not in _log(client, run_id)
+    wait_until(lambda: not _containers_of(run_id), "the run's container is gone")
 
 
 @pytest.mark.docker

@@ -7,7 +7,7 @@ parameter server answers every connection with its task (``ps 0``) until it is s
 connects over TCP to every parameter server's address in its ``TF_CONFIG`` (retrying while they start),
 checks each answer, and writes what it saw to ``outputs/worker-<index>.json`` on its node.
 ``--fail-worker N``: worker N fails at once with a message, and the other workers wait (so only the
-failure can end the run).
+failure can end the run); ``--hold``: every worker waits (a cancel or the time limit ends the run).
 """
 
 from __future__ import annotations
@@ -17,6 +17,7 @@ import argparse, json, os, socket, sys, time
 
 parser = argparse.ArgumentParser()
 parser.add_argument("--fail-worker", type=int, default=-1)
+parser.add_argument("--hold", action="store_true")
 args = parser.parse_args()
 config = json.loads(os.environ["TF_CONFIG"])
 assert sorted(config) == ["cluster", "environment", "task"], config
@@ -39,7 +40,8 @@ if kind == "ps":
 
 if index == args.fail_worker:
     sys.exit(f"worker {index} gives up")
-if args.fail_worker >= 0:
+if args.fail_worker >= 0 or args.hold:
+    print(f"worker {index} waits", flush=True)
     time.sleep(600)
 
 answers = {}
