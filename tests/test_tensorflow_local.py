@@ -176,6 +176,9 @@ def test_cancel_stops_the_workers_and_the_parameter_server(client: httpx.Client)
     done = wait_for_status(client, run_id, timeout=60)
     assert done["status"] == "Canceled", done
     assert "failed first" not in _log(client, run_id)
+    for index in range(2):  # the launcher passed SIGTERM on
+        own = _file(client, run_id, f"logs/tensorflow/worker.{index}/stdout")
+        assert own.endswith(f"worker {index} waits\nworker {index} stopped by SIGTERM\n"), own
     wait_until(lambda: not _containers_of(run_id), "the run's container is gone")
 
 

@@ -110,8 +110,23 @@ def test_cancel_stops_every_process_on_both_nodes(
 ) -> None:
     run_id = _two_nodes(nclient, script_params={"--hold": ""})
     wait_for_log(nclient, run_id, "[worker 0] worker 0 waits", timeout=120)
+    run = nclient.get(f"/api/v1/runs/{run_id}").json()
+    other = bed[_nodes_of(run)[1]]
+    container = _containers_of(bed, run_id, (other.name,))[other.name]
+
+    def waits() -> bool:  # worker 1, on the other node
+        found = testbed.sh(
+            "docker", "-H", f"unix://{other.docker_socket}", "exec", container,
+            "cat", "logs/tensorflow/worker.1/stdout", check=False,
+        )  # fmt: skip
+        return "worker 1 waits" in found.stdout
+
+    wait_until(waits, "worker 1 waits on the other node", timeout=60)
     assert nclient.post(f"/api/v1/runs/{run_id}/cancel").status_code == 200
     done = wait_for_status(nclient, run_id, timeout=60)
     assert done["status"] == "Canceled", done
     assert "failed first" not in _log(nclient, run_id)
+    for index in range(2):  # both nodes' launchers passed SIGTERM on
+        own = _file(nclient, run_id, f"logs/tensorflow/worker.{index}/stdout")
+        assert own.endswith(f"worker {index} waits\nworker {index} stopped by SIGTERM\n"), own
     _no_containers_left(bed, run_id)

@@ -8,12 +8,13 @@ connects over TCP to every parameter server's address in its ``TF_CONFIG`` (retr
 checks each answer, and writes what it saw to ``outputs/worker-<index>.json`` on its node.
 ``--fail-worker N``: worker N fails at once with a message, and the other workers wait (so only the
 failure can end the run); ``--hold``: every worker waits (a cancel or the time limit ends the run).
+Waiting workers say so when SIGTERM reaches them.
 """
 
 from __future__ import annotations
 
 PS_SCRIPT = """
-import argparse, json, os, socket, sys, time
+import argparse, json, os, signal, socket, sys, time
 
 parser = argparse.ArgumentParser()
 parser.add_argument("--fail-worker", type=int, default=-1)
@@ -41,6 +42,11 @@ if kind == "ps":
 if index == args.fail_worker:
     sys.exit(f"worker {index} gives up")
 if args.fail_worker >= 0 or args.hold:
+    def stopped(signum, frame):
+        print(f"worker {index} stopped by SIGTERM", flush=True)
+        sys.exit(0)
+
+    signal.signal(signal.SIGTERM, stopped)
     print(f"worker {index} waits", flush=True)
     time.sleep(600)
 
