@@ -159,6 +159,8 @@ def test_a_failing_worker_fails_the_run_and_stops_the_others(client: httpx.Clien
     message = done["error"]["message"]
     assert "worker 1 (node local) failed first, with exit code 1" in message
     assert "worker 1 gives up" in message
+    own = _file(client, run["runId"], "logs/tensorflow/worker.0/stdout")
+    assert own.endswith("worker 0 waits\nworker 0 stopped by SIGTERM\n"), own
 
 
 @pytest.mark.docker

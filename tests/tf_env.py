@@ -6,8 +6,8 @@ port (as ``tf.distribute.Server`` does: a port two processes of a node shared wo
 parameter server answers every connection with its task (``ps 0``) until it is stopped. A worker
 connects over TCP to every parameter server's address in its ``TF_CONFIG`` (retrying while they start),
 checks each answer, and writes what it saw to ``outputs/worker-<index>.json`` on its node.
-``--fail-worker N``: worker N fails at once with a message, and the other workers wait (so only the
-failure can end the run); ``--hold``: every worker waits (a cancel or the time limit ends the run).
+``--fail-worker N``: the other workers wait (so only the failure can end the run), and worker N fails
+with a message once it reached them all; ``--hold``: every worker waits (a cancel or the time limit ends the run).
 Waiting workers say so when SIGTERM reaches them.
 """
 
@@ -31,6 +31,14 @@ print(f"{kind} {index} at {me} on {os.environ['TRAINHUB_NODE']}: TF_CONFIG {json
       flush=True)
 listener = socket.socket()
 listener.bind(("0.0.0.0", int(me.rsplit(":", 1)[1])))
+waiting = kind == "worker" and index != args.fail_worker and (args.hold or args.fail_worker >= 0)
+if waiting:
+    def stopped(signum, frame):
+        print(f"worker {index} stopped by SIGTERM", flush=True)
+        sys.exit(0)
+
+    signal.signal(signal.SIGTERM, stopped)
+    print(f"worker {index} waits", flush=True)
 listener.listen()
 
 if kind == "ps":
@@ -39,30 +47,31 @@ if kind == "ps":
         connection.sendall(f"ps {index}\\n".encode())
         connection.close()
 
-if index == args.fail_worker:
-    sys.exit(f"worker {index} gives up")
-if args.fail_worker >= 0 or args.hold:
-    def stopped(signum, frame):
-        print(f"worker {index} stopped by SIGTERM", flush=True)
-        sys.exit(0)
 
-    signal.signal(signal.SIGTERM, stopped)
-    print(f"worker {index} waits", flush=True)
-    time.sleep(600)
-
-answers = {}
-for number, address in enumerate(cluster["ps"]):
+def reach(address, answer=True):
     host, port = address.rsplit(":", 1)
     deadline = time.monotonic() + 60
     while True:
         try:
             with socket.create_connection((host, int(port)), timeout=5) as connection:
-                answers[address] = connection.makefile().readline().strip()
-                break
+                return connection.makefile().readline().strip() if answer else ""
         except OSError:
             if time.monotonic() > deadline:
                 raise
             time.sleep(0.1)
+
+
+if index == args.fail_worker:  # once the other workers wait (they listen then)
+    for number, address in enumerate(cluster["worker"]):
+        if number != index:
+            reach(address, answer=False)
+    sys.exit(f"worker {index} gives up")
+if waiting:
+    time.sleep(600)
+
+answers = {}
+for number, address in enumerate(cluster["ps"]):
+    answers[address] = reach(address)
     assert answers[address] == f"ps {number}", answers
 print(f"worker {index} reached every parameter server: {answers}", flush=True)
 os.makedirs("outputs", exist_ok=True)
