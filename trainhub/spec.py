@@ -408,7 +408,6 @@ def validate(spec: EstimatorSpec) -> None:
         )
 
     check_references(spec)
-
     _check_parameter_servers(spec)
 
     # Valid, but not on this server yet.
@@ -433,25 +432,23 @@ def _check_parameter_servers(spec: EstimatorSpec) -> None:
             raise SpecError(
                 f"distributed_training.{name}", f"distributed_training.{name} must be at least 1"
             )
-    field = "distributed_training" if spec.distributed_training else "distributed_backend"
     if counts[0] < spec.node_count:
         raise SpecError(
-            f"{field}.worker_count" if spec.distributed_training else "node_count",
+            "distributed_training.worker_count" if spec.distributed_training else "node_count",
             f"worker_count={counts[0]} is less than node_count={spec.node_count}: "
             "every node of a parameter-server run runs at least one worker",
         )
     dt = spec.distributed_training
-    if spec.process_count_per_node > 1 or (dt is not None and dt.process_count_per_node):
-        name = (
-            "process_count_per_node"
-            if spec.process_count_per_node > 1
-            else ("distributed_training.process_count_per_node")
-        )
-        raise SpecError(
-            name,
-            f"{name} does not apply to parameter servers: worker_count and "
-            "parameter_server_count say how many processes run, spread over the nodes",
-        )
+    name = "process_count_per_node"
+    if dt is not None and dt.process_count_per_node is not None:
+        name = "distributed_training.process_count_per_node"
+    elif spec.process_count_per_node == 1:
+        return
+    raise SpecError(
+        name,
+        f"{name} does not apply to parameter servers: worker_count and parameter_server_count "
+        "say how many processes run, spread over the nodes",
+    )
 
 
 def _installs(spec: EstimatorSpec) -> bool:

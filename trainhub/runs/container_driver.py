@@ -2,8 +2,9 @@
 
 One container per node (a multi-node MPI run: the head runs ``mpirun`` over SSH into the others; a
 PyTorch distributed run: ``torchrun`` in each; a TensorFlow parameter-server run: the node's tasks in
-each; those two watched as one by ``runs/gang.py``), labelled with the run id and this server's instance id, so a restarted server finds them. Local and
-remote nodes are the same code: a remote engine is its Docker socket forwarded over SSH.
+each; those two watched as one by ``runs/gang.py``), labelled with the run id and this server's
+instance id, so a restarted server finds them. Local and remote nodes are the same code: a remote
+engine is its Docker socket forwarded over SSH.
 """
 
 from __future__ import annotations
@@ -68,7 +69,8 @@ class Started:
     present: list[str | None] = field(default_factory=lambda: [None])  # o(utputs), l(ogs), c(tx)
     script_done: asyncio.Future[int] | None = None
     exited: asyncio.Future[int] | None = None
-    # A PyTorch or parameter-server run's other containers (node -> container id; None: to be found again)
+    # A PyTorch or parameter-server run's other containers (node -> container id; None: to be
+    # found again)
     workers: dict[str, str] | None = None
     stopping: bool = False  # canceled or past its time limit: the stop is trainhub's doing
     exit_check: float = field(default_factory=lambda: time.monotonic() + EXIT_CHECK_SECONDS)
@@ -360,8 +362,8 @@ class ContainerDriver:
         await self.ingest(handle.attempt.run_id, lines)
 
     async def stop(self, handle: Started, ended: asyncio.Future[int | None]) -> None:
-        """SIGTERM to the script (on every node for a PyTorch or parameter-server run); SIGKILL to the
-        containers if it has not ended after the grace."""
+        """SIGTERM to the script (on every node for a PyTorch or parameter-server run); SIGKILL to
+        the containers if it has not ended after the grace."""
         handle.stopping = True
         members = [gang.Member(handle.attempt.node, 0, handle.engine, handle.container_id)]
         if _is_gang(handle.attempt.spec):

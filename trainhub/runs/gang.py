@@ -2,11 +2,12 @@
 as one run.
 
 Every node's container runs a ``torchrun`` (or the parameter-server launcher) of its own (MPI has one
-``mpirun``, on the first node, that notices everything), so the run ends when the last of them has ended, or when one of them fails: then
-the others are stopped (SIGTERM, SIGKILL after the grace period) and the first process that failed,
-on whichever node, is named at the end of the driver log with its last lines, which the run's error
-message ends with. A node whose engine cannot be reached any more ends its part without an exit code:
-the driver's node-loss path takes the run from there, as for MPI.
+``mpirun``, on the first node, that notices everything), so the run ends when the last of them has
+ended, or when one of them fails: then the others are stopped (SIGTERM, SIGKILL after the grace
+period) and the first process that failed, on whichever node, is named at the end of the driver log
+with its last lines, which the run's error message ends with. A node whose engine cannot be reached
+any more ends its part without an exit code: the driver's node-loss path takes the run from there,
+as for MPI.
 """
 
 from __future__ import annotations
