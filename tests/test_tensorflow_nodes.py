@@ -58,7 +58,9 @@ def _no_containers_left(bed: dict[str, testbed.Node], run_id: str) -> None:
 def test_workers_and_parameter_servers_over_two_nodes_reach_each_other(
     nclient: httpx.Client, bed: dict[str, testbed.Node]
 ) -> None:
-    run_id = _two_nodes(nclient)
+    # Worker 1 reaches the parameter servers after worker 0, the first node's only worker, has
+    # ended: the first node's parameter server serves on for the other node.
+    run_id = _two_nodes(nclient, script_params={"--after-chief": ""})
     done = wait_for_status(nclient, run_id, timeout=180)
     log = _log(nclient, run_id)
     assert done["status"] == "Completed", (done["error"], log)
@@ -86,6 +88,9 @@ def test_workers_and_parameter_servers_over_two_nodes_reach_each_other(
             assert own.startswith(f"{kind} {index} at {cluster[kind][index]} on {node}: ")
     assert f"[worker 0] worker 0 at {cluster['worker'][0]} on {first}" in log
     assert "[worker 1]" not in log
+    assert "worker 1: the chief has ended" in _file(
+        nclient, run_id, "logs/tensorflow/worker.1/stdout"
+    )
     _no_containers_left(bed, run_id)
 
 

@@ -8,7 +8,8 @@ connects over TCP to every parameter server's address in its ``TF_CONFIG`` (retr
 checks each answer, and writes what it saw to ``outputs/worker-<index>.json`` on its node.
 ``--fail-worker N``: the other workers wait (so only the failure can end the run), and worker N fails
 with a message once it reached them all; ``--hold``: every worker waits (a cancel or the time limit ends the run).
-Waiting workers say so when SIGTERM reaches them.
+Waiting workers say so when SIGTERM reaches them. ``--after-chief``: the other workers reach the
+parameter servers only once worker 0 has ended (its node's launcher is done then).
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ import argparse, json, os, signal, socket, sys, time
 parser = argparse.ArgumentParser()
 parser.add_argument("--fail-worker", type=int, default=-1)
 parser.add_argument("--hold", action="store_true")
+parser.add_argument("--after-chief", action="store_true")
 args = parser.parse_args()
 config = json.loads(os.environ["TF_CONFIG"])
 assert sorted(config) == ["cluster", "environment", "task"], config
@@ -48,9 +50,9 @@ if kind == "ps":
         connection.close()
 
 
-def reach(address, answer=True):
+def reach(address, answer=True, patience=60):
     host, port = address.rsplit(":", 1)
-    deadline = time.monotonic() + 60
+    deadline = time.monotonic() + patience
     while True:
         try:
             with socket.create_connection((host, int(port)), timeout=5) as connection:
@@ -69,6 +71,16 @@ if index == args.fail_worker:  # once the other workers wait (they listen then)
 if waiting:
     time.sleep(600)
 
+if args.after_chief and index > 0:  # the chief's node is done: its parameter server still serves
+    reach(cluster["worker"][0], answer=False)
+    while True:
+        try:
+            reach(cluster["worker"][0], answer=False, patience=0)
+            time.sleep(0.1)
+        except OSError:
+            break
+    time.sleep(2)  # time enough for the chief's node to stop what it would stop
+    print(f"worker {index}: the chief has ended", flush=True)
 answers = {}
 for number, address in enumerate(cluster["ps"]):
     answers[address] = reach(address)

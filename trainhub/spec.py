@@ -422,8 +422,9 @@ def validate(spec: EstimatorSpec) -> None:
 
 def _check_parameter_servers(spec: EstimatorSpec) -> None:
     """``ParameterServer(worker_count, parameter_server_count)``: at least one of each, and a worker
-    on every node (a node's container ends when its workers have: a node of servers only would
-    never end). ``distributed_backend='ps'`` is one worker and one server, Azure ML's defaults."""
+    on every node (a node's launcher watches its parameter servers while its workers run: on a node
+    of servers only, a server failing would go unseen). ``distributed_backend='ps'`` is one worker
+    and one server, Azure ML's defaults."""
     counts = parameter_servers(spec)
     if counts is None:
         return

@@ -1,16 +1,19 @@
 """Inside a TensorFlow parameter-server run's containers (standard library only; shipped as
 ``trainhub/_tf.py``).
 
-``launch``: start this node's tasks (``TRAINHUB_TF_TASKS``, e.g. ``worker:0,ps:1``), each the user's
-script with its own ``TF_CONFIG`` (the whole cluster, its own task, ``"environment": "cloud"``).
-Each process's output goes, a whole line at a time, to the container's output with its task in
-front (``[worker 0] ...``) and to ``logs/tensorflow/<type>.<index>/stdout`` and ``stderr``.
+``launch``: start this node's tasks (``TRAINHUB_TF_TASKS``, e.g. ``worker:0,ps:1``), each through
+``task`` with its own ``TF_CONFIG`` (the whole cluster, its own task, ``"environment": "cloud"``), and
+end when this node's workers have all ended well. The node's parameter servers keep serving (as
+``server.join()`` does, until stopped): other nodes' workers may still need them, and they are
+stopped with the run's containers once every node's workers are done. A process that fails (a
+non-zero exit or a signal, worker or parameter server) while the node's workers run stops the node's
+other processes and ends the launcher with its code: the server stops the other nodes and names the
+first process that failed, on whichever node. SIGTERM (cancel, time limit) stops them all.
 
-The node is done when its workers are: parameter servers serve until they are stopped
-(``server.join()`` never returns), so they are then sent SIGTERM. A process that fails (a non-zero
-exit or a signal, worker or parameter server) before that appends its task, time and last lines to
-:data:`FAILURES`, and the node's other processes are stopped: the server stops the other nodes and
-names the first process that failed, on whichever node. SIGTERM (cancel, time limit) stops them all.
+``task``: how every process starts: the user's script as a child whose output goes, a whole line at
+a time, to the container's output with its task in front (``[worker 0] ...``) and to
+``logs/tensorflow/<type>.<index>/stdout`` and ``stderr``. A script that fails, unless stopped with
+SIGTERM, appends its task, time and last lines to :data:`FAILURES`.
 """
 
 from __future__ import annotations
@@ -23,7 +26,6 @@ import subprocess
 import sys
 import threading
 import time
-from dataclasses import dataclass, field
 from typing import IO
 
 RANK_LOGS = "logs/tensorflow"
@@ -38,22 +40,55 @@ def _say(text: str) -> None:
     print(f"trainhub: {text}", file=sys.stderr, flush=True)
 
 
-@dataclass
-class Task:
-    kind: str  # worker | ps
-    index: int
-    child: subprocess.Popen[bytes]
-    tail: collections.deque[bytes] = field(
-        default_factory=lambda: collections.deque(maxlen=TAIL_LINES)
-    )
-    relays: list[threading.Thread] = field(default_factory=list)
-
-    @property
-    def name(self) -> str:
-        return f"{self.kind} {self.index}"
+def _exit_code(returncode: int) -> int:
+    return returncode if returncode >= 0 else 128 - returncode
 
 
-def _relay(source: IO[bytes], console: IO[bytes], prefix: bytes, path: str, task: Task) -> None:
+def _stop(children: list[subprocess.Popen[bytes]]) -> None:
+    """SIGTERM to the processes still running, SIGKILL to those left after STOP_SECONDS."""
+    running = [c for c in children if c.poll() is None]
+    for child in running:
+        child.terminate()
+    deadline = time.monotonic() + STOP_SECONDS
+    for child in running:
+        try:
+            child.wait(timeout=max(0.0, deadline - time.monotonic()))
+        except subprocess.TimeoutExpired:
+            child.kill()
+            child.wait()
+
+
+def launch(python: str, script: str, args: list[str]) -> int:
+    cluster = json.loads(os.environ["TRAINHUB_TF_CLUSTER"])
+    specs = [s for s in os.environ.get("TRAINHUB_TF_TASKS", "").split(",") if s]
+    stopped = threading.Event()
+    signal.signal(signal.SIGTERM, lambda _signum, _frame: stopped.set())
+    tasks: dict[str, subprocess.Popen[bytes]] = {}
+    for spec in specs:
+        kind, _, index = spec.partition(":")
+        config = {"cluster": cluster, "task": {"type": kind, "index": int(index)}}
+        env = {**os.environ, "TF_CONFIG": json.dumps({**config, "environment": "cloud"})}
+        me = os.path.abspath(__file__)
+        argv = [python, me, "task", kind, index, python, script, *args]
+        tasks[f"{kind} {index}"] = subprocess.Popen(argv, env=env)
+    workers = [child for name, child in tasks.items() if name.startswith("worker ")]
+    while not stopped.is_set():
+        for name, child in tasks.items():
+            code = child.poll()
+            if code:
+                _say(f"{name} failed with exit code {_exit_code(code)}")
+                _stop(list(tasks.values()))
+                return _exit_code(code)
+        if all(w.poll() == 0 for w in workers):
+            return 0  # the parameter servers serve on, for the other nodes' workers
+        stopped.wait(POLL_SECONDS)
+    _stop(list(tasks.values()))
+    return 128 + signal.SIGTERM
+
+
+def _relay(
+    source: IO[bytes], console: IO[bytes], prefix: bytes, path: str, tail: collections.deque[bytes]
+) -> None:
     with open(path, "wb") as own:
         for line in iter(source.readline, b""):
             with _console:
@@ -64,108 +99,61 @@ def _relay(source: IO[bytes], console: IO[bytes], prefix: bytes, path: str, task
                     pass
             own.write(line)
             own.flush()
-            task.tail.append(line)
+            tail.append(line)
 
 
-def _start(python: str, script: str, args: list[str], cluster: object, spec: str) -> Task:
-    kind, _, index = spec.partition(":")
-    config = {
-        "cluster": cluster,
-        "task": {"type": kind, "index": int(index)},
-        "environment": "cloud",
-    }
-    env = {**os.environ, "TF_CONFIG": json.dumps(config)}
-    child = subprocess.Popen(
-        [python, "-u", script, *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env
-    )
-    task = Task(kind, int(index), child)
+def task(kind: str, index: str, python: str, script: str, args: list[str]) -> int:
     folder = os.path.join(RANK_LOGS, f"{kind}.{index}")
     os.makedirs(folder, exist_ok=True)
-    prefix = f"[{task.name}] ".encode()
-    for pipe, console, name in (
-        (child.stdout, sys.stdout.buffer, "stdout"),
-        (child.stderr, sys.stderr.buffer, "stderr"),
-    ):
-        relay = threading.Thread(
+    child = subprocess.Popen(
+        [python, "-u", script, *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE
+    )
+    stopped = threading.Event()
+
+    def stop(_signum: int, _frame: object) -> None:
+        stopped.set()
+        child.terminate()
+
+    signal.signal(signal.SIGTERM, stop)
+    tail: collections.deque[bytes] = collections.deque(maxlen=TAIL_LINES)
+    prefix = f"[{kind} {index}] ".encode()
+    relays = [
+        threading.Thread(
             target=_relay,
-            args=(pipe, console, prefix, os.path.join(folder, name), task),
+            args=(pipe, console, prefix, os.path.join(folder, name), tail),
             daemon=True,
         )
+        for pipe, console, name in (
+            (child.stdout, sys.stdout.buffer, "stdout"),
+            (child.stderr, sys.stderr.buffer, "stderr"),
+        )
+    ]
+    for relay in relays:
         relay.start()
-        task.relays.append(relay)
-    return task
-
-
-def _stop(tasks: list[Task]) -> None:
-    """SIGTERM to the processes still running, SIGKILL to those left after STOP_SECONDS."""
-    running = [t for t in tasks if t.child.poll() is None]
-    for task in running:
-        task.child.terminate()
-    deadline = time.monotonic() + STOP_SECONDS
-    for task in running:
+    code = child.wait()
+    for relay in relays:
+        relay.join(timeout=5)
+    if code != 0 and not stopped.is_set():
+        record = {
+            "time": time.time(),
+            "task": f"{kind} {index}",
+            "code": _exit_code(code),
+            "tail": b"".join(tail).decode("utf-8", "replace"),
+        }
         try:
-            task.child.wait(timeout=max(0.0, deadline - time.monotonic()))
-        except subprocess.TimeoutExpired:
-            task.child.kill()
-            task.child.wait()
-
-
-def _record(task: Task, code: int) -> None:
-    record = {
-        "time": time.time(),
-        "task": task.name,
-        "code": code,
-        "tail": b"".join(task.tail).decode("utf-8", "replace"),
-    }
-    try:
-        with open(FAILURES, "a") as fh:
-            fh.write(json.dumps(record) + "\n")
-    except OSError:
-        pass
-
-
-def _exit_code(returncode: int) -> int:
-    return returncode if returncode >= 0 else 128 - returncode
-
-
-def _watch(tasks: list[Task], stopped: threading.Event) -> int:
-    """0 once this node's workers have all ended well; the first failure's code otherwise."""
-    workers = [t for t in tasks if t.kind == "worker"]
-    while not stopped.is_set():
-        for task in tasks:
-            code = task.child.poll()
-            if code is not None and code != 0:
-                for relay in task.relays:  # its last lines, for the record
-                    relay.join(timeout=5)
-                _say(f"{task.name} failed with exit code {_exit_code(code)}")
-                _record(task, _exit_code(code))
-                _stop(tasks)
-                return _exit_code(code)
-        if all(w.child.poll() == 0 for w in workers):
-            _stop(tasks)  # the parameter servers: they serve until stopped
-            return 0
-        stopped.wait(POLL_SECONDS)
-    _stop(tasks)
-    return 128 + signal.SIGTERM
-
-
-def launch(python: str, script: str, args: list[str]) -> int:
-    cluster = json.loads(os.environ["TRAINHUB_TF_CLUSTER"])
-    specs = [s for s in os.environ.get("TRAINHUB_TF_TASKS", "").split(",") if s]
-    stopped = threading.Event()
-    signal.signal(signal.SIGTERM, lambda _signum, _frame: stopped.set())
-    tasks = [_start(python, script, args, cluster, spec) for spec in specs]
-    code = _watch(tasks, stopped)
-    for task in tasks:
-        for relay in task.relays:
-            relay.join(timeout=5)
-    return code
+            with open(FAILURES, "a") as fh:
+                fh.write(json.dumps(record) + "\n")
+        except OSError:
+            pass
+    return _exit_code(code)
 
 
 def main(argv: list[str]) -> int:
     if len(argv) >= 3 and argv[0] == "launch":
         return launch(argv[1], argv[2], argv[3:])
-    _say("usage: _tf.py launch PYTHON SCRIPT [ARGS...]")
+    if len(argv) >= 5 and argv[0] == "task":
+        return task(argv[1], argv[2], argv[3], argv[4], argv[5:])
+    _say("usage: _tf.py launch PYTHON SCRIPT [ARGS...] | task TYPE INDEX PYTHON SCRIPT [ARGS...]")
     return 2
 
 
