@@ -23,7 +23,6 @@ from trainhub.sdk import (
     RunConfiguration,
     ScriptRunConfig,
     TensorflowConfiguration,
-    ValidationError,
     Workspace,
 )
 from trainhub.spec import SpecError, parse_estimator
@@ -289,18 +288,22 @@ def test_mpi_configuration_runs_two_ranks_on_the_local_node(server: Server, tmp_
     assert json.loads((tmp_path / "world.json").read_text())["total"] == 3
 
 
-def test_a_tensorflow_configuration_is_refused_by_the_server_for_now(
+def test_a_tensorflow_configuration_runs_its_workers_and_parameter_server(
     server: Server, tmp_path: Path
 ) -> None:
     from trainhub.sdk import Experiment
 
-    write_project(tmp_path / "proj", {"train.py": "print('hi')\n"})
+    script = "import json, os\nprint('task', json.loads(os.environ['TF_CONFIG'])['task'])\n"
+    write_project(tmp_path / "proj", {"train.py": script})
     ws = Workspace(server.url, token=TOKEN)
     src = ScriptRunConfig(
         source_directory=str(tmp_path / "proj"),
         script="train.py",
         distributed_job_config=TensorflowConfiguration(worker_count=2),
     )
-    with pytest.raises(ValidationError, match="not supported yet") as caught:
-        Experiment(ws, "src-tf").submit(src)
-    assert caught.value.status == 422 and caught.value.field == "distributed_training.type"
+    run = Experiment(ws, "src-tf").submit(src)
+    run.wait_for_completion(raise_on_error=True)
+    log = run.get_details_with_logs()["logFiles"]
+    text = "".join(log.values())
+    for kind, index in (("worker", 0), ("worker", 1), ("ps", 0)):
+        assert f"[{kind} {index}] task {{'type': '{kind}', 'index': {index}}}" in text

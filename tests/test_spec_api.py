@@ -119,8 +119,8 @@ REJECTED: list[tuple[dict[str, Any], str, str]] = [
     ),
     (
         {"entry_script": "train.py", "node_count": 2, "distributed_training": {"type": "ps"}},
-        "distributed_training.type",
-        "not supported yet",
+        "distributed_training.worker_count",
+        "worker_count=1 is less than node_count=2",
     ),
     (
         {

@@ -64,11 +64,9 @@ def test_older_image_name_is_accepted() -> None:
 
 def test_not_supported_yet_is_a_spec_error_naming_the_field() -> None:
     with pytest.raises(NotSupportedYet) as caught:
-        parse_estimator(
-            json.dumps({"entry_script": "a.py", "distributed_training": {"type": "ps"}})
-        )
+        parse_estimator(json.dumps({"entry_script": "a.py", "framework": "TensorFlow"}))
     assert isinstance(caught.value, SpecError)
-    assert caught.value.field == "distributed_training.type"
+    assert caught.value.field == "framework"
 
 
 def test_nested_unknown_field_is_named_with_its_path() -> None:

@@ -417,17 +417,9 @@ def validate(spec: EstimatorSpec) -> None:
         )
 
     check_references(spec)
+    _check_parameter_servers(spec)
 
     # Valid, but not on this server yet.
-    later: list[tuple[str, bool, str]] = [
-        ("distributed_backend", spec.distributed_backend == "ps", "parameter servers"),
-        ("distributed_training.type", dt is not None and dt.type == "ps", "parameter servers"),
-    ]
-    for field, used, capability in later:
-        if used:
-            raise NotSupportedYet(
-                field, f"{field} is not supported yet on this server ({capability} are coming)"
-            )
     framework_image = spec.use_docker and spec.framework != "Python"  # else: the machine's Python
     if framework_image and not (spec.image or spec.custom_dockerfile or _installs(spec)):
         raise NotSupportedYet(
@@ -436,6 +428,38 @@ def validate(spec: EstimatorSpec) -> None:
             "framework in the environment's packages (pip_packages=['torch==2.13.0']) for now: "
             "framework images are not supported yet",
         )
+
+
+def _check_parameter_servers(spec: EstimatorSpec) -> None:
+    """``ParameterServer(worker_count, parameter_server_count)``: at least one of each, and a worker
+    on every node (a node's launcher watches its parameter servers while its workers run: on a node
+    of servers only, a server failing would go unseen). ``distributed_backend='ps'`` is one worker
+    and one server, Azure ML's defaults."""
+    counts = parameter_servers(spec)
+    if counts is None:
+        return
+    for name, count in zip(("worker_count", "parameter_server_count"), counts, strict=True):
+        if count < 1:
+            raise SpecError(
+                f"distributed_training.{name}", f"distributed_training.{name} must be at least 1"
+            )
+    if counts[0] < spec.node_count:
+        raise SpecError(
+            "distributed_training.worker_count" if spec.distributed_training else "node_count",
+            f"worker_count={counts[0]} is less than node_count={spec.node_count}: "
+            "every node of a parameter-server run runs at least one worker",
+        )
+    dt = spec.distributed_training
+    name = "process_count_per_node"
+    if dt is not None and dt.process_count_per_node is not None:
+        name = "distributed_training.process_count_per_node"
+    elif spec.process_count_per_node == 1:
+        return
+    raise SpecError(
+        name,
+        f"{name} does not apply to parameter servers: worker_count and parameter_server_count "
+        "say how many processes run, spread over the nodes",
+    )
 
 
 def _installs(spec: EstimatorSpec) -> bool:
@@ -572,7 +596,10 @@ def check_experiment_name(name: str) -> None:
 
 def processes_per_node(spec: EstimatorSpec) -> int:
     """``Mpi(process_count_per_node=N)`` wins over the Estimator's own ``process_count_per_node``
-    (as in Azure ML v1)."""
+    (as in Azure ML v1); a parameter-server run has its processes spread evenly over its nodes."""
+    counts = parameter_servers(spec)
+    if counts is not None:
+        return -(-sum(counts) // spec.node_count)
     dt = spec.distributed_training
     if dt is not None and dt.process_count_per_node is not None:
         return dt.process_count_per_node
@@ -593,7 +620,22 @@ def torch_backend(spec: EstimatorSpec) -> str | None:
     return backend if backend in TORCH_BACKENDS else None
 
 
+def parameter_servers(spec: EstimatorSpec) -> tuple[int, int] | None:
+    """(workers, parameter servers) of a TensorFlow parameter-server run, else None."""
+    dt = spec.distributed_training
+    if dt is not None and dt.type == "ps":
+        return (_count(dt.worker_count), _count(dt.parameter_server_count))
+    return (1, 1) if dt is None and spec.distributed_backend == "ps" else None
+
+
+def _count(value: int | None) -> int:
+    return 1 if value is None else value
+
+
 def stored_processes_per_node(spec: dict[str, Any]) -> int:
     """``processes_per_node`` of a spec as stored (a validated dict): cheap for a pass over the queue."""
     dt = spec.get("distributed_training") or {}
+    if dt.get("type") == "ps" or spec.get("distributed_backend") == "ps":
+        total = _count(dt.get("worker_count")) + _count(dt.get("parameter_server_count"))
+        return -(-total // int(spec.get("node_count", 1)))
     return int(dt.get("process_count_per_node") or spec.get("process_count_per_node", 1))

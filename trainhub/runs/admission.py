@@ -12,7 +12,13 @@ from trainhub.runs import conda, dispatch
 from trainhub.runs.environment import read_dependency_files
 from trainhub.runs.launcher import Launcher
 from trainhub.settings import Settings
-from trainhub.spec import EstimatorSpec, SpecError, is_mpi, processes_per_node
+from trainhub.spec import (
+    EstimatorSpec,
+    SpecError,
+    is_mpi,
+    parameter_servers,
+    processes_per_node,
+)
 from trainhub.store import Database
 from trainhub.store import nodes as node_store
 
@@ -82,6 +88,8 @@ async def check_target(db: Database, launcher: Launcher, spec: EstimatorSpec) ->
             if spec.distributed_training and spec.distributed_training.process_count_per_node
             else "process_count_per_node"
         )
+        if parameter_servers(spec) is not None:  # its processes, spread over the nodes
+            field = "distributed_training.worker_count"
     fitting = sizes[spec.node_count - 1] if len(sizes) >= spec.node_count else 0
     if fitting < need:
         nodes = "the largest node" if spec.node_count == 1 else f"node {spec.node_count} by size"

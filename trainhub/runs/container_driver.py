@@ -1,8 +1,10 @@
 """The container driver: a run's script in a container on each of its nodes' Docker engines.
 
 One container per node (a multi-node MPI run: the head runs ``mpirun`` over SSH into the others; a
-PyTorch distributed run: ``torchrun`` in each, watched as one by ``runs/gang.py``), labelled with the run id and this server's instance id, so a restarted server finds them. Local and
-remote nodes are the same code: a remote engine is its Docker socket forwarded over SSH.
+PyTorch distributed run: ``torchrun`` in each; a TensorFlow parameter-server run: the node's tasks in
+each; those two watched as one by ``runs/gang.py``), labelled with the run id and this server's
+instance id, so a restarted server finds them. Local and remote nodes are the same code: a remote
+engine is its Docker socket forwarded over SSH.
 """
 
 from __future__ import annotations
@@ -23,9 +25,17 @@ from trainhub.runtime.docker import DockerEngine
 from trainhub.runtime.incontainer import EXIT_FILE, command_for
 from trainhub.runtime.mpi import MpiLayout, port_for, ssh_material, worker_command
 from trainhub.runtime.mpi import head_environment as mpi_env
+from trainhub.runtime.tf_config import LOCALHOST, layout_for
+from trainhub.runtime.tf_config import node_environment as tf_env
 from trainhub.runtime.torchrun import LOOPBACK, TorchLayout, node_environment
 from trainhub.settings import Settings
-from trainhub.spec import is_mpi, processes_per_node, torch_backend
+from trainhub.spec import (
+    EstimatorSpec,
+    is_mpi,
+    parameter_servers,
+    processes_per_node,
+    torch_backend,
+)
 from trainhub.store import Database
 from trainhub.store import runs as q
 
@@ -33,6 +43,11 @@ log = logging.getLogger("trainhub.containers")
 ENGINE_CHECK_SECONDS = 2.0
 EXIT_CHECK_SECONDS = 10.0  # how often a running script's exit file is read (a lost exit line)
 COLLISIONS_SHOWN = 20  # files named in the driver log when nodes wrote the same paths
+
+
+def _is_gang(spec: EstimatorSpec) -> bool:
+    """A container per node, each with its own launcher, watched as one (``runs/gang.py``)."""
+    return torch_backend(spec) is not None or parameter_servers(spec) is not None
 
 
 async def _answers(pool: NodePool, node: str) -> bool:
@@ -54,7 +69,8 @@ class Started:
     present: list[str | None] = field(default_factory=lambda: [None])  # o(utputs), l(ogs), c(tx)
     script_done: asyncio.Future[int] | None = None
     exited: asyncio.Future[int] | None = None
-    # A PyTorch distributed run's other containers (node -> container id; None: to be found again)
+    # A PyTorch or parameter-server run's other containers (node -> container id; None: to be
+    # found again)
     workers: dict[str, str] | None = None
     stopping: bool = False  # canceled or past its time limit: the stop is trainhub's doing
     exit_check: float = field(default_factory=lambda: time.monotonic() + EXIT_CHECK_SECONDS)
@@ -123,6 +139,8 @@ class ContainerDriver:
         try:
             if torch_backend(spec) is not None:
                 return await self._start_torch(attempt, arguments)
+            if parameter_servers(spec) is not None:
+                return await self._start_tf(attempt, arguments)
             for worker in workers:
                 assert material is not None and layout is not None
                 await self._start_container(
@@ -158,16 +176,32 @@ class ContainerDriver:
             backend=backend,
         )
         command = command_for(spec.entry_script, arguments, launcher="torch")
+        envs = [node_environment(layout, rank) for rank in range(len(nodes))]
+        return await self._start_gang(attempt, command, envs)
+
+    async def _start_tf(self, attempt: Attempt, arguments: list[str]) -> Started:
+        """A TensorFlow parameter-server run: in a container on every node, the first node's first,
+        that node's workers and parameter servers (``runtime/tf_config.py`` places them), each with
+        its ``TF_CONFIG``; over several nodes on the nodes' network, at their registered addresses."""
+        run, spec, nodes = attempt.run, attempt.spec, [attempt.node, *attempt.workers]
+        counts = parameter_servers(spec)
+        assert counts is not None
+        hosts = [self.pool.address(n) for n in nodes] if attempt.workers else [LOCALHOST]
+        layout = layout_for(run.id, run.retries, *counts, hosts)
+        command = command_for(spec.entry_script, arguments, launcher="tf")
+        envs = [tf_env(layout, rank) for rank in range(len(nodes))]
+        return await self._start_gang(attempt, command, envs)
+
+    async def _start_gang(
+        self, attempt: Attempt, command: list[str], envs: list[dict[str, str]]
+    ) -> Started:
+        """``command`` in a container on every node of the run, node rank order, each with its
+        node's variables; over several nodes on the nodes' network."""
         ids = []
-        for rank, node in enumerate(nodes):
+        for node, env in zip([attempt.node, *attempt.workers], envs, strict=True):
             ids.append(
                 await self._start_container(
-                    attempt,
-                    node,
-                    command,
-                    None,
-                    node_environment(layout, rank),
-                    host_network=bool(attempt.workers),
+                    attempt, node, command, None, env, host_network=bool(attempt.workers)
                 )
             )
         workers = dict(zip(attempt.workers, ids[1:], strict=True))
@@ -237,11 +271,13 @@ class ContainerDriver:
     def watch(self, handle: Started) -> asyncio.Future[int | None]:
         """The exit code as the in-container wrapper reports it (the script is done, the container
         stays up until its results are copied), or the container's own once it has stopped; for a
-        PyTorch distributed run, every node's (``gang.watch``)."""
+        PyTorch or parameter-server run, every node's (``gang.watch``)."""
         if handle.ended is None:
             head = self._watch_head(handle)
-            torch = torch_backend(handle.attempt.spec) is not None
-            handle.ended = asyncio.ensure_future(self._watch_gang(handle, head)) if torch else head
+            together = _is_gang(handle.attempt.spec)
+            handle.ended = (
+                asyncio.ensure_future(self._watch_gang(handle, head)) if together else head
+            )
         return handle.ended
 
     async def _members(self, handle: Started) -> list[gang.Member]:
@@ -326,11 +362,11 @@ class ContainerDriver:
         await self.ingest(handle.attempt.run_id, lines)
 
     async def stop(self, handle: Started, ended: asyncio.Future[int | None]) -> None:
-        """SIGTERM to the script (on every node for a PyTorch distributed run); SIGKILL to the
-        containers if it has not ended after the grace."""
+        """SIGTERM to the script (on every node for a PyTorch or parameter-server run); SIGKILL to
+        the containers if it has not ended after the grace."""
         handle.stopping = True
         members = [gang.Member(handle.attempt.node, 0, handle.engine, handle.container_id)]
-        if torch_backend(handle.attempt.spec) is not None:
+        if _is_gang(handle.attempt.spec):
             members = await self._members(handle)
         await gang.stop(members, {ended}, self.settings.cancel_grace_seconds)
 

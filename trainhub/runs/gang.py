@@ -1,11 +1,13 @@
-"""The containers of a PyTorch distributed run, one per node, watched as one run.
+"""The containers of a PyTorch distributed or TensorFlow parameter-server run, one per node, watched
+as one run.
 
-Every node's container runs a ``torchrun`` of its own (MPI has one ``mpirun``, on the first node, that
-notices everything), so the run ends when the last of them has ended, or when one of them fails: then
-the others are stopped (SIGTERM, SIGKILL after the grace period) and the first process that failed,
-on whichever node, is named at the end of the driver log with its last lines, which the run's error
-message ends with. A node whose engine cannot be reached any more ends its part without an exit code:
-the driver's node-loss path takes the run from there, as for MPI.
+Every node's container runs a ``torchrun`` (or the parameter-server launcher) of its own (MPI has one
+``mpirun``, on the first node, that notices everything), so the run ends when the last of them has
+ended, or when one of them fails: then the others are stopped (SIGTERM, SIGKILL after the grace
+period) and the first process that failed, on whichever node, is named at the end of the driver log
+with its last lines, which the run's error message ends with. A node whose engine cannot be reached
+any more ends its part without an exit code: the driver's node-loss path takes the run from there,
+as for MPI.
 """
 
 from __future__ import annotations
@@ -208,9 +210,13 @@ async def _name_first_failure(
     first = first_failure(texts)
     if first is not None:
         code = int(first["code"])
+        who = (  # a parameter-server run's records name the task ("worker 1")
+            f"{first['task']} (node {first['node']})"
+            if "task" in first
+            else f"process {first['rank']} (node {first['node']}, local rank {first['local_rank']})"
+        )
         notes = [
-            f"trainhub: process {first['rank']} (node {first['node']}, local rank "
-            f"{first['local_rank']}) failed first, with exit code {code}; its last lines:",
+            f"trainhub: {who} failed first, with exit code {code}; its last lines:",
             *(f"  {line}" for line in str(first["tail"]).splitlines()[-SHOWN_LINES:]),
         ]
     elif failed.rank > 0:  # the first node's own output is the driver log already

@@ -15,6 +15,7 @@ LIB_DIR = "/trainhub/lib"
 CONTEXT_DIR = "/trainhub/ctx"
 MPI_LAUNCHER = f"{LIB_DIR}/trainhub/_mpi.py"
 TORCH_LAUNCHER = f"{LIB_DIR}/trainhub/_torch.py"
+TF_LAUNCHER = f"{LIB_DIR}/trainhub/_tf.py"
 
 _TRAINHUB_INIT = '''"""trainhub's in-run runtime (standard library only), put here by the launcher."""
 
@@ -74,6 +75,7 @@ def runtime_archive(azureml_compat: bool) -> bytes:
         "trainhub/lib/trainhub/context.py": (here.parent / "context.py").read_bytes(),
         MPI_LAUNCHER.lstrip("/"): (here / "mpi_launch.py").read_bytes(),
         TORCH_LAUNCHER.lstrip("/"): (here / "torch_launch.py").read_bytes(),
+        TF_LAUNCHER.lstrip("/"): (here / "tf_launch.py").read_bytes(),
     }
     if azureml_compat:
         files.update(
@@ -134,10 +136,12 @@ EXIT_SENTINEL = b"\x1etrainhub-exit:"
 EXIT_FILE = "/dev/shm/trainhub-exit"
 _LAUNCH = '"$py" -u "$@" &\n'
 # MPI runs: mpirun over the script (trainhub/runtime/mpi_launch.py), in the same wrapper; PyTorch
-# distributed runs: torchrun for the container's node (trainhub/runtime/torch_launch.py).
+# distributed runs: torchrun for the container's node (trainhub/runtime/torch_launch.py);
+# TensorFlow parameter-server runs: the node's tasks (trainhub/runtime/tf_launch.py).
 _LAUNCHERS = {
     "mpi": f'"$py" {MPI_LAUNCHER} launch "$py" "$@" &\n',
     "torch": f'"$py" {TORCH_LAUNCHER} launch "$py" "$@" &\n',
+    "tf": f'"$py" {TF_LAUNCHER} launch "$py" "$@" &\n',
 }
 CONTAINER_WRAPPER = (
     "py=$(command -v python3 || command -v python)\n" + _LAUNCH + "child=$!\n"
@@ -159,7 +163,7 @@ def command_for(
     entry_script: str, arguments: list[str], *, launcher: str | None = None
 ) -> list[str]:
     """The container's command: the wrapper around the script, or around ``launcher`` ("mpi",
-    "torch") over the script."""
+    "torch", "tf") over the script."""
     # The image's own Python, whatever it is called there, unbuffered so lines arrive as printed.
     wrapper = CONTAINER_WRAPPER
     if launcher is not None:

@@ -28,7 +28,7 @@ import time
 from typing import IO
 
 RANK_LOGS = "logs/torchrun"
-FAILURES = "/dev/shm/trainhub-torch-failures.jsonl"
+FAILURES = "/dev/shm/trainhub-failures.jsonl"  # the same file as tf_launch's: gang.py reads it
 TAIL_LINES = 10
 NO_TORCH = (
     "this run is launched with torchrun (PyTorch distributed): its environment needs torch, "

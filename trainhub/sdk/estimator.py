@@ -215,6 +215,34 @@ class PyTorch(Estimator):
 
 
 class TensorFlow(Estimator):
-    """Azure ML v1's ``TensorFlow`` estimator (``distributed_training=ParameterServer()`` / ``Mpi()``)."""
+    """Azure ML v1's ``TensorFlow`` estimator (``distributed_training=ParameterServer()`` / ``Mpi()``).
+    Its older spelling, ``worker_count=``, ``parameter_server_count=`` and
+    ``distributed_backend='ps'``, is sent as ``ParameterServer(...)``."""
 
     framework = "TensorFlow"
+
+    def __init__(
+        self,
+        source_directory: str,
+        *,
+        worker_count: int | None = None,
+        parameter_server_count: int | None = None,
+        **kwargs: Any,
+    ) -> None:
+        older = worker_count is not None or parameter_server_count is not None
+        if older or kwargs.get("distributed_backend") == "ps":
+            if kwargs.get("distributed_training") is not None:
+                raise TypeError(
+                    "TensorFlow() takes distributed_training=ParameterServer(...) or "
+                    "worker_count/parameter_server_count, not both"
+                )
+            if kwargs.get("distributed_backend") not in (None, "ps"):
+                raise TypeError(
+                    "worker_count and parameter_server_count need distributed_backend='ps'"
+                )
+            kwargs["distributed_backend"] = None
+            kwargs["distributed_training"] = ParameterServer(
+                1 if worker_count is None else worker_count,
+                1 if parameter_server_count is None else parameter_server_count,
+            )
+        super().__init__(source_directory, **kwargs)
