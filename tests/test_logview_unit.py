@@ -149,6 +149,32 @@ def test_rank_logs_are_found_in_rank_order(tmp_path: Path) -> None:
     ]
 
 
+
+def test_torchrun_and_tensorflow_process_logs_are_found_and_labelled(tmp_path: Path) -> None:
+    from trainhub.server.pages.run_logs import log_sources
+
+    for top, name in [("torchrun", "rank.1"), ("torchrun", "rank.0"), ("tensorflow", "ps.0")]:
+        folder = tmp_path / "logs" / top / name
+        folder.mkdir(parents=True)
+        (folder / "stdout").write_text(f"{name}\n")
+        (folder / "stderr").write_text("")
+    (tmp_path / "logs" / "tensorflow" / "worker.1").mkdir()
+    (tmp_path / "logs" / "tensorflow" / "worker.1" / "stderr").write_text("Traceback\n")
+    assert logview.rank_logs(tmp_path) == [
+        "logs/torchrun/rank.0/stdout",
+        "logs/torchrun/rank.1/stdout",
+        "logs/tensorflow/worker.1/stderr",
+        "logs/tensorflow/ps.0/stdout",
+    ]
+    labels = [source.label for source in log_sources(tmp_path)][1:]  # after the driver log
+    assert labels == [
+        "Rank 0 (stdout)",
+        "Rank 1 (stdout)",
+        "Worker 1 (stderr)",
+        "Parameter server 0 (stdout)",
+    ]
+
+
 # Metric series -----------------------------------------------------------------------------
 @pytest.fixture
 def db() -> sqlite_utils.Database:

@@ -220,9 +220,10 @@ def _scan(data: bytes, base: int, needle: bytes, matches: list[Match], limit: in
 
 
 def rank_logs(run_dir: Path, limit: int = 512) -> list[str]:
-    """The per-process logs of an MPI run, relative to ``run_dir``: Open MPI's
-    ``logs/mpi/<job>/rank.<n>/stdout|stderr`` and ``logs/ranks/*.txt``, in rank order (at most
-    ``limit`` of them; an empty stderr is left out)."""
+    """The per-process logs of a distributed run, relative to ``run_dir``: Open MPI's
+    ``logs/mpi/<job>/rank.<n>/stdout|stderr``, torchrun's ``logs/torchrun/rank.<n>/...``,
+    TensorFlow's ``logs/tensorflow/<worker|ps>.<i>/...`` and ``logs/ranks/*.txt``, in rank order (at
+    most ``limit`` of them; an empty stderr is left out)."""
     found: list[tuple[tuple[int, str], str]] = []
     mpi = run_dir / "logs" / "mpi"
     if mpi.is_dir():
@@ -242,6 +243,23 @@ def rank_logs(run_dir: Path, limit: int = 512) -> list[str]:
                         found.append(((_number(number), stream + job.name), relative))
                 if len(found) >= limit:
                     break
+    # torchrun's (logs/torchrun/rank.<n>/) and TensorFlow's (logs/tensorflow/worker|ps.<i>/):
+    # a folder per process, after the MPI ranks; workers before parameter servers.
+    for order, top in enumerate(("torchrun", "tensorflow"), start=1):
+        folder = run_dir / "logs" / top
+        if not folder.is_dir():
+            continue
+        for entry in os.scandir(folder):
+            kind, dot, number = entry.name.partition(".")
+            if not dot or not entry.is_dir(follow_symlinks=False):
+                continue
+            for stream in ("stdout", "stderr"):
+                file = Path(entry.path) / stream
+                if file.is_file() and not file.is_symlink():
+                    if stream == "stderr" and file.stat().st_size == 0:
+                        continue
+                    key = (order << 20) + (kind == "ps") * (1 << 19) + min(_number(number), 1 << 18)
+                    found.append(((key, stream), file.relative_to(run_dir).as_posix()))
     ranks = run_dir / "logs" / "ranks"
     if ranks.is_dir():
         for entry in os.scandir(ranks):

@@ -49,6 +49,10 @@ def log_sources(run_dir: Path) -> list[LogSource]:
         parts = relative.split("/")
         if parts[1] == "mpi":  # logs/mpi/<job>/rank.<n>/<stream>
             label = f"Rank {parts[3].removeprefix('rank.')} ({parts[4]})"
+        elif parts[1] in ("torchrun", "tensorflow"):  # logs/<launcher>/<kind>.<n>/<stream>
+            kind, _, number = parts[2].partition(".")
+            name = {"rank": "Rank", "worker": "Worker", "ps": "Parameter server"}.get(kind, kind)
+            label = f"{name} {number} ({parts[3]})"
         else:
             label = f"Rank log {parts[-1].removesuffix('.txt')}"
         sources.append(LogSource(relative, label, relative))
