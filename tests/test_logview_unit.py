@@ -149,7 +149,6 @@ def test_rank_logs_are_found_in_rank_order(tmp_path: Path) -> None:
     ]
 
 
-
 def test_torchrun_and_tensorflow_process_logs_are_found_and_labelled(tmp_path: Path) -> None:
     from trainhub.server.pages.run_logs import log_sources
 
