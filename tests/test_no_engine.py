@@ -242,6 +242,27 @@ def test_a_gloo_pytorch_estimator_runs_as_two_torchrun_processes(
 
 
 @pytest.mark.slow
+def test_a_failing_torchrun_process_is_named_with_its_last_lines(eclient: httpx.Client) -> None:
+    script = (
+        "import os, sys, time\nif os.environ['RANK'] == '1':\n"
+        "    print('rank 1 gives up', flush=True)\n    sys.exit(3)\ntime.sleep(60)\n"
+    )
+    run = submit(
+        eclient,
+        script,
+        use_docker=False,
+        distributed_training={"type": "gloo", "process_count_per_node": 2},
+        pip_packages=[TORCH],
+        framework="PyTorch",
+    )
+    done = wait_for_status(eclient, run["runId"], timeout=600)
+    assert done["status"] == "Failed"
+    message = done["error"]["message"]
+    assert "process 1 (node local, local rank 1) failed first, with exit code 3" in message, message
+    assert "rank 1 gives up" in message
+
+
+@pytest.mark.slow
 def test_cancel_stops_every_torchrun_process_even_one_ignoring_sigterm(
     engineless: Server, eclient: httpx.Client, tmp_path: Path
 ) -> None:

@@ -209,16 +209,7 @@ async def _name_first_failure(
     texts = {m.node: await asyncio.to_thread(_read_failures, m) for m in members}
     first = first_failure(texts)
     if first is not None:
-        code = int(first["code"])
-        who = (  # a parameter-server run's records name the task ("worker 1")
-            f"{first['task']} (node {first['node']})"
-            if "task" in first
-            else f"process {first['rank']} (node {first['node']}, local rank {first['local_rank']})"
-        )
-        notes = [
-            f"trainhub: {who} failed first, with exit code {code}; its last lines:",
-            *(f"  {line}" for line in str(first["tail"]).splitlines()[-SHOWN_LINES:]),
-        ]
+        code, notes = failure_notes(first)
     elif failed.rank > 0:  # the first node's own output is the driver log already
         notes = [
             f"trainhub: the run ended on node {failed.node} (node rank {failed.rank}) with exit "
@@ -229,6 +220,20 @@ async def _name_first_failure(
         return code
     await asyncio.to_thread(note, driver_log, notes)
     return code
+
+
+def failure_notes(first: dict[str, Any]) -> tuple[int, list[str]]:
+    """The exit code a failure record gives the run, and the lines naming its process."""
+    code = int(first["code"])
+    who = (  # a parameter-server run's records name the task ("worker 1")
+        f"{first['task']} (node {first['node']})"
+        if "task" in first
+        else f"process {first['rank']} (node {first['node']}, local rank {first['local_rank']})"
+    )
+    return code, [
+        f"trainhub: {who} failed first, with exit code {code}; its last lines:",
+        *(f"  {line}" for line in str(first["tail"]).splitlines()[-SHOWN_LINES:]),
+    ]
 
 
 def first_failure(texts: dict[str, str]) -> dict[str, Any] | None:

@@ -28,6 +28,7 @@ from typing import IO, Any
 
 from trainhub.nodes.pool import LOCAL, NodePool
 from trainhub.runs import environment as envs
+from trainhub.runs import gang
 from trainhub.runs.artifacts import (
     BUILD_LOG,
     DRIVER_LOG,
@@ -45,7 +46,13 @@ from trainhub.runs.preparing import (
     environment_of,
 )
 from trainhub.runtime.incontainer import runtime_archive
-from trainhub.runtime.process_launch import free_port, gpu_environment, launch_for, processes_of
+from trainhub.runtime.process_launch import (
+    TORCH_FAILURES,
+    free_port,
+    gpu_environment,
+    launch_for,
+    processes_of,
+)
 from trainhub.settings import Settings
 from trainhub.spec import EstimatorSpec
 from trainhub.store import Database, metrics
@@ -255,7 +262,22 @@ class ProcessDriver:
         while await asyncio.to_thread(self.alive, handle.pid, run_id):
             await asyncio.sleep(0.25)
         await asyncio.to_thread(self.forget, handle.pid)
-        return await asyncio.to_thread(self.exit_code, run_id)
+        code = await asyncio.to_thread(self.exit_code, run_id)
+        if code:
+            await asyncio.to_thread(self._name_first_failure, run_id)
+        return code
+
+    def _name_first_failure(self, run_id: str) -> None:
+        """A torchrun run's failing process, named in the driver log with its last lines as in a
+        container (its node's torchrun stopped the others)."""
+        records = self.settings.work_dir(run_id) / TORCH_FAILURES
+        try:
+            text = records.read_text(errors="replace")
+        except OSError:
+            return  # not a torchrun run, or no process failed (torchrun itself did)
+        first = gang.first_failure({LOCAL: text})
+        if first is not None:
+            gang.note(self.settings.run_dir(run_id) / DRIVER_LOG, gang.failure_notes(first)[1])
 
     async def sync(self, handle: Started) -> None:
         run_id = handle.attempt.run_id

@@ -22,6 +22,8 @@ from trainhub.runtime.mpi_launch import OWN_ENVIRONMENT
 from trainhub.runtime.torchrun import LOOPBACK, TorchLayout, node_environment
 from trainhub.spec import EstimatorSpec, is_mpi, processes_per_node, torch_backend
 
+TORCH_FAILURES = "torch-failures.jsonl"  # below the run's work folder: the failure records
+
 
 @dataclass(frozen=True)
 class ProcessLaunch:
@@ -66,7 +68,7 @@ def launch_for(
             backend=backend,
         )
         env = node_environment(layout, 0)
-        env["TRAINHUB_TORCH_FAILURES"] = str(work / "torch-failures.jsonl")
+        env["TRAINHUB_TORCH_FAILURES"] = str(work / TORCH_FAILURES)
         return ProcessLaunch(
             [python, _runtime(work, TORCH_LAUNCHER), "launch", python, *script], env
         )
