@@ -5,6 +5,9 @@ the primary metric per step with small sleeps."""
 from __future__ import annotations
 
 import json
+import os
+import re
+import subprocess
 import textwrap
 import time
 from collections.abc import Iterator
@@ -388,3 +391,61 @@ def test_max_duration_ends_the_sweep(sweep_server: Server, long_sweep: str) -> N
     assert child["status"] == "Canceled"
     assert child["stopped"] == {"policy": "max_duration_minutes", "max_duration_minutes": 1}
     assert "max_duration_minutes (1)" in child["error"]["message"]
+
+
+def test_readme_curl_example_works(sweep_server: Server, tmp_path: Path) -> None:
+    readme = (Path(__file__).resolve().parent.parent / "README.md").read_text()
+    section = readme.split("### Hyperparameter sweeps", 1)[1]
+    block = re.search(r"```bash\n(.*?)```", section, re.S)
+    assert block, "the sweeps section has no bash block"
+    (tmp_path / "train.py").write_text("import sys\nprint('training with', sys.argv[1:])\n")
+    subprocess.run(["tar", "czf", "demo.tar.gz", "train.py"], cwd=tmp_path, check=True)
+    result = subprocess.run(
+        ["bash", "-euo", "pipefail", "-c", block.group(1)],
+        cwd=tmp_path,
+        env={**os.environ, "TRAINHUB_URL": sweep_server.url, "TOKEN": TOKEN},
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert result.returncode == 0, result.stderr + result.stdout
+    assert result.stdout.splitlines()[-1] == (
+        "Completed ({'--lr': 0.1}, 'Completed') ({'--lr': 0.01}, 'Completed')"
+    )
+
+
+def test_bayesian_learns_from_a_resumed_sweep(sweep_server: Server) -> None:
+    """A sweep resumed from one of 10 children (optuna's TPE samples at random before that many)
+    draws what the seeded sampler gives with those children and their best scores as history."""
+    from trainhub.hyperdrive.samplers import Trial, sample
+    from trainhub.hyperdrive.spec import SweepSpec
+
+    client = sweep_server.client()
+    sweep = {
+        "run_config": _run_config(steps=1, pause=0.0),
+        "hyperparameter_sampling": {
+            "type": "bayesian",
+            "parameter_space": {"--quality": ["uniform", [0.0, 4.0]]},
+            "properties": {"seed": 5},
+        },
+        "primary_metric_name": "score",
+        "primary_metric_goal": "MAXIMIZE",
+        "max_total_runs": 10,
+        "max_concurrent_runs": 4,
+    }
+    first = submit_sweep(client, sweep)
+    assert first.status_code == 201, first.text
+    done = wait_for_end(client, first.json()["runId"])
+    assert done["status"] == "Completed", done["error"]
+    trials = [
+        Trial(c["index"], c["hyperparameters"], c["bestMetric"]) for c in done["sweep"]["children"]
+    ]
+    assert len(trials) == 10 and all(t.value is not None for t in trials)
+
+    resumed = submit_sweep(client, {**sweep, "max_total_runs": 1, "resume_from": [done["runId"]]})
+    assert resumed.status_code == 201, resumed.text
+    again = wait_for_end(client, resumed.json()["runId"])
+    (child,) = again["sweep"]["children"]
+    spec = msgspec.convert(again["sweep"]["spec"], SweepSpec)
+    assert child["hyperparameters"] == sample(spec, 0, trials)
+    assert child["hyperparameters"] != sample(spec, 0, [])  # the history made the difference

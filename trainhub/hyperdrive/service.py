@@ -8,6 +8,7 @@ controller starts its children. Cancel is the run's (``POST /api/v1/runs/{id}/ca
 from __future__ import annotations
 
 import functools
+import json
 import secrets
 from pathlib import Path
 from typing import Any
@@ -118,14 +119,14 @@ async def details(db: Database, sweep_id: str, public_url: str | None = None) ->
     parent = await service.get(db, sweep_id)
     spec = msgspec.convert(sweep.spec, SweepSpec)
 
-    def read(conn: Any) -> tuple[list[store.ChildRow], dict[str, q.RunRow], dict[str, float]]:
+    def read(conn: Any) -> tuple[list[store.ChildRow], dict[str, str | None], dict[str, float]]:
         kids = store.children(conn, sweep_id)
-        runs = {r.id: r for r in q.list_runs(conn, parent=sweep_id, limit=len(kids) + 1)}
+        runs = q.list_runs(conn, parent=sweep_id, limit=len(kids) + 1)
         ids = [child.run_id for child in kids]
         best = store.best_values(conn, ids, spec.primary_metric_name, spec.maximize)
-        return kids, runs, best
+        return kids, {run.id: run.error for run in runs}, best
 
-    kids, runs, best = await db.read(read)
+    kids, errors, best = await db.read(read)
     counts = {status.value: 0 for status in RunStatus}
     for child in kids:
         counts[child.status.value] += 1
@@ -153,9 +154,7 @@ async def details(db: Database, sweep_id: str, public_url: str | None = None) ->
                 "hyperparameters": child.hyperparameters,
                 "bestMetric": best.get(child.run_id),
                 "stopped": child.stop,
-                "error": service.details(runs[child.run_id])["error"]
-                if child.run_id in runs
-                else None,
+                "error": json.loads(error) if (error := errors.get(child.run_id)) else None,
             }
             for child in kids
         ],
