@@ -19,7 +19,7 @@ import msgspec
 import pytest
 
 from tests.conftest import TOKEN, Server, start_server
-from tests.helpers import make_snapshot, wait_until
+from tests.helpers import add_user, login, make_snapshot, wait_until
 
 pytestmark = [pytest.mark.docker, pytest.mark.slow]
 
@@ -203,6 +203,13 @@ def test_grid_2x3_through_the_azure_ml_sdk(
     assert sorted(run.get_metrics()) == sorted(best)
     assert [c.id for c in run.get_children()] == [c["runId"] for c in children]
     assert run.wait_for_completion()["status"] == "Completed"
+    # The dashboard shows the parent as a run with its children (the sweep page is to come).
+    add_user(client, "sweeper", role="admin")
+    browser = login(sweep_server.url, "sweeper")
+    page = browser.get(f"/runs/{run.id}")
+    assert page.status_code == 200
+    assert all(c["runId"] in page.text for c in children)
+    assert browser.get("/runs").status_code == 200
 
 
 def test_bandit_stops_the_bad_child_only(sweep_server: Server) -> None:
@@ -367,10 +374,11 @@ def test_limits_change_while_it_runs_and_cancel_ends_every_child(sweep_server: S
     too_few = client.patch(f"/api/v1/sweeps/{sweep_id}", json={"max_total_runs": 1})
     assert too_few.status_code == 422 and too_few.json()["field"] == "max_total_runs"
 
-    from azureml.core import Workspace
+    from azureml.core import Run, Workspace
     from azureml.train.hyperdrive import HyperDriveRun
 
-    run = HyperDriveRun.get(Workspace(sweep_server.url, token=TOKEN), sweep_id)
+    run = Run.get(Workspace(sweep_server.url, token=TOKEN), sweep_id)
+    assert isinstance(run, HyperDriveRun)  # the run's own type, as Azure ML answers it
     run.cancel()
     done = wait_for_end(client, sweep_id, timeout=60)
     assert done["status"] == "Canceled"

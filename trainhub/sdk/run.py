@@ -199,6 +199,12 @@ class Run(interactive.InteractiveRun):
     @classmethod
     def get(cls, workspace: Workspace, run_id: str) -> Run:
         details = workspace.client.json("GET", f"/api/v1/runs/{run_id}")
+        if details.get("kind") == "sweep" and cls is Run:  # Azure ML answers the run's own type
+            from trainhub.sdk.hyperdrive_run import HyperDriveRun
+
+            return HyperDriveRun(
+                Experiment(workspace, details["experiment"]), run_id, _details=details
+            )
         return cls(Experiment(workspace, details["experiment"]), run_id, _details=details)
 
     @property

@@ -225,8 +225,9 @@ def set_limits(
 
 def stop_child(db: sqlite_utils.Database, run_id: str, stop: dict[str, Any], message: str) -> bool:
     """End a child for the sweep (a policy, the sweep's duration): a queued one ``Canceled`` at
-    once, an active one ``CancelRequested`` (the launcher stops it and ends it ``Canceled``); its
-    error says why, with the numbers. Returns whether the driver must be told to stop it."""
+    once, a running one ``CancelRequested`` (the launcher stops it and ends it ``Canceled``), one
+    whose script has ended (``Finalizing``) left to finish; its error says why, with the numbers.
+    Returns whether the driver must be told to stop it."""
     error = json.dumps(
         {"code": "UserError", "reason": stop["policy"], "message": message, "details": stop}
     )
@@ -245,7 +246,7 @@ def stop_child(db: sqlite_utils.Database, run_id: str, stop: dict[str, Any], mes
         db,
         run_id,
         RunStatus.CANCEL_REQUESTED,
-        expect=lifecycle.ACTIVE - {RunStatus.CANCEL_REQUESTED},
+        expect=[RunStatus.PREPARING, RunStatus.STARTING, RunStatus.RUNNING],  # not once it ended
         detail=message,
         cancel_requested_at=time.time(),
         error=error,
