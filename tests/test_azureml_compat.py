@@ -247,10 +247,9 @@ def test_names_trainhub_lacks_raise_an_import_error_naming_them() -> None:
         ModuleNotFoundError, match=r"^azureml\.train\.automl is not available in trainhub yet"
     ):
         from azureml.train.automl import AutoMLConfig  # noqa: F401
-    with pytest.raises(
-        ImportError, match=r"^azureml\.train\.hyperdrive\.run\.HyperDriveRun is not available"
-    ):
-        from azureml.train.hyperdrive.run import HyperDriveRun  # type: ignore[attr-defined] # noqa: F401
+    from azureml.train.hyperdrive.run import HyperDriveRun  # a sweep's run: there now
+
+    assert HyperDriveRun.__module__ == "trainhub.sdk.hyperdrive_run"
     from azureml.core import runconfig  # a submodule is still a submodule
 
     assert runconfig.__name__ == "azureml.core.runconfig"

@@ -109,7 +109,7 @@ def test_get_runs_filters_on_the_server_newest_first(runs: Runs, server: Server)
 def test_unknown_filter_values_are_refused_naming_the_field(runs: Runs, server: Server) -> None:
     api = server.client()
     for params, field in (
-        ({"kind": "hyperdrive"}, "kind"),
+        ({"kind": "azureml.pipelinerun"}, "kind"),
         ({"property": "=v1"}, "property"),
         ({"tag": "=x"}, "tag"),
     ):

@@ -3,7 +3,9 @@
 The SDK side (``HyperDriveConfig``, the samplings, the policies, the parameter expressions) only
 describes a sweep and sends it as plain JSON; the server side checks it (:mod:`.spec`), draws each
 child's values (:mod:`.samplers`) and decides which children to stop (:mod:`.policies`), all as
-pure functions that a controller calls.
+pure functions that the server's controller (:mod:`.controller`, its state in
+:mod:`trainhub.store.sweeps`) calls; :mod:`.service` is what the API does with a sweep. The SDK's
+``HyperDriveRun`` is :mod:`trainhub.sdk.hyperdrive_run`.
 """
 
 from trainhub.hyperdrive.parameter_expressions import (

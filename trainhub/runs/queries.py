@@ -47,6 +47,8 @@ KINDS = {
     "script": RunKind.SCRIPT,
     "interactive": RunKind.INTERACTIVE,
     "azureml.scriptrun": RunKind.SCRIPT,
+    "sweep": RunKind.SWEEP,
+    "hyperdrive": RunKind.SWEEP,  # Azure ML's run type of a HyperDrive run
 }
 
 
@@ -57,8 +59,8 @@ def parse_kind(raw: str | None) -> RunKind | None:
     if found is None:
         raise SpecError(
             "kind",
-            f"Unknown run kind {shown(raw)}: one of script, interactive "
-            "(or Azure ML's azureml.scriptrun); trainhub has no other kinds of run",
+            f"Unknown run kind {shown(raw)}: one of script, interactive, sweep "
+            "(or Azure ML's azureml.scriptrun, hyperdrive); trainhub has no other kinds of run",
         )
     return found
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import secrets
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -50,6 +51,7 @@ from trainhub.store import (
     lifecycle,
     metrics,
     snapshots,
+    sweeps,
     users,
 )
 from trainhub.store import runs as q
@@ -109,6 +111,67 @@ async def submit(
     The snapshot is either ``upload`` (a file in the uploads folder, moved to its content address or
     removed) or ``snapshot_id``, one the server already holds.
     """
+    admitted = await admit(
+        settings,
+        db,
+        launcher,
+        experiment=experiment,
+        estimator=estimator,
+        upload=upload,
+        snapshot_id=snapshot_id,
+        tags=tags,
+        priority=priority,
+        max_retries=max_retries,
+        user=user,
+    )
+    spec = admitted.spec
+    run = await db.write(
+        lambda conn: q.insert_run(
+            conn,
+            experiment=experiment,
+            spec=msgspec.to_builtins(spec),
+            snapshot=admitted.snapshot,
+            target=spec.compute_target,
+            tags=admitted.tags,
+            snapshot_uploaded=upload is not None,
+            priority=admitted.priority,
+            max_retries=admitted.max_retries,
+            user=user,
+        )
+    )
+    await datasets.record_inputs(db, run.id, list(spec.references().values()))
+    launcher.wake()
+    return run
+
+
+@dataclass(frozen=True)
+class Admitted:
+    """A submission that passed every check: the spec resolved (registered environment,
+    datasets), its snapshot stored."""
+
+    spec: EstimatorSpec
+    snapshot: str
+    tags: dict[str, str]
+    priority: int
+    max_retries: int
+
+
+async def admit(
+    settings: Settings,
+    db: Database,
+    launcher: Launcher,
+    *,
+    experiment: str,
+    estimator: bytes | str,
+    upload: Path | None = None,
+    snapshot_id: str | None = None,
+    tags: bytes | str | None = None,
+    priority: str | None = None,
+    max_retries: str | None = None,
+    user: str | None = None,
+) -> Admitted:
+    """:func:`submit`'s checks and the snapshot's storing, without queueing anything (a sweep
+    admits its run config once, then queues its children)."""
     try:
         check_room(settings)
         check_experiment_name(experiment)
@@ -151,23 +214,7 @@ async def submit(
     await admission.check_target(db, launcher, spec)
     spec = await _resolve_datasets(settings, db, spec)
     await _check_references(settings, db, spec, user)
-    run = await db.write(
-        lambda conn: q.insert_run(
-            conn,
-            experiment=experiment,
-            spec=msgspec.to_builtins(spec),
-            snapshot=sha256,
-            target=spec.compute_target,
-            tags=run_tags,
-            snapshot_uploaded=upload is not None,
-            priority=run_priority,
-            max_retries=run_retries,
-            user=user,
-        )
-    )
-    await datasets.record_inputs(db, run.id, list(spec.references().values()))
-    launcher.wake()
-    return run
+    return Admitted(spec, sha256, run_tags, run_priority, run_retries)
 
 
 def parse_int(field: str, raw: str | None, low: int, high: int) -> int:
@@ -291,6 +338,10 @@ async def cancel(db: Database, launcher: Launcher, run_id: str, user: User) -> q
         raise RunConflict(
             f"Run {run_id} has already ended ({run.status.value}); there is nothing to cancel"
         )
+    if run.kind == RunKind.SWEEP:  # its children are canceled; it ends once they have
+        for child in await db.write(lambda conn: sweeps.request_cancel(conn, run_id)):
+            launcher.request_cancel(child)
+        return await get(db, run_id)
     if run.kind == RunKind.INTERACTIVE:  # nothing runs: Canceled at once, its children with it
         await db.write(lambda conn: lifecycle.cancel(conn, run_id))
         return await get(db, run_id)

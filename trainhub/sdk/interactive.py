@@ -36,6 +36,7 @@ RUN_TYPES = {
     "trainhub.scriptrun": "script",
     "script": "script",
     "interactive": "interactive",
+    "hyperdrive": "sweep",
 }
 UPLOAD_CHUNK = 1024 * 1024
 

@@ -23,6 +23,7 @@ from trainhub.sdk.script_run_config import ScriptRunConfig
 from trainhub.sdk.workspace import Workspace
 
 if TYPE_CHECKING:  # the model module builds on this one
+    from trainhub.hyperdrive.runconfig import HyperDriveConfig
     from trainhub.sdk.environment import Environment
     from trainhub.sdk.model import Model
 
@@ -50,7 +51,7 @@ class Experiment:
 
     def submit(
         self,
-        config: Estimator | ScriptRunConfig,
+        config: Estimator | ScriptRunConfig | HyperDriveConfig,
         tags: dict[str, str] | None = None,
         *,
         max_snapshot_files: int = snapshots.DEFAULT_MAX_FILES,
@@ -59,26 +60,36 @@ class Experiment:
         max_retries: int = 0,
         **kwargs: Any,
     ) -> Run:
-        """Pack ``config.source_directory`` (uploading it only if the server lacks it) and queue a run."""
+        """Pack ``config.source_directory`` (uploading it only if the server lacks it) and queue a
+        run; a ``HyperDriveConfig`` starts a sweep and answers its ``HyperDriveRun``."""
         if kwargs:
             raise TypeError(f"submit() got unexpected arguments: {', '.join(sorted(kwargs))}")
-        if not isinstance(config, (Estimator, ScriptRunConfig)):
+        from trainhub.hyperdrive.runconfig import HyperDriveConfig  # it builds on the SDK
+
+        if isinstance(config, HyperDriveConfig):
+            from trainhub.sdk.hyperdrive_run import HyperDriveRun
+
+            data = {"sweep": json.dumps(config.to_spec())}
+            path = f"/api/v1/experiments/{self.name}/sweeps"
+        elif isinstance(config, (Estimator, ScriptRunConfig)):
+            data = {"estimator": json.dumps(config.to_spec())}
+            path = f"/api/v1/experiments/{self.name}/runs"
+        else:
             raise TypeError(
-                "submit() takes a ScriptRunConfig or an Estimator (or PyTorch / TensorFlow)"
+                "submit() takes a ScriptRunConfig, an Estimator (or PyTorch / TensorFlow) "
+                "or a HyperDriveConfig"
             )
         client = self.workspace.client
         packed = snapshots.pack(
             config.source_directory, max_files=max_snapshot_files, max_bytes=max_snapshot_bytes
         )
         try:
-            data = {"estimator": json.dumps(config.to_spec())}
             if tags:
                 data["tags"] = json.dumps(tags)
             if priority:
                 data["priority"] = str(priority)
             if max_retries:
                 data["max_retries"] = str(max_retries)
-            path = f"/api/v1/experiments/{self.name}/runs"
             if self._server_has(packed.sha256):
                 log.info("snapshot %s is already on the server: not uploaded", packed.sha256[:12])
                 details = client.json(
@@ -91,6 +102,8 @@ class Experiment:
                 )
         finally:
             packed.remove()
+        if isinstance(config, HyperDriveConfig):
+            return HyperDriveRun(self, details["runId"], config, _details=details)
         return Run(self, details["runId"], _details=details)
 
     def start_logging(
@@ -186,6 +199,12 @@ class Run(interactive.InteractiveRun):
     @classmethod
     def get(cls, workspace: Workspace, run_id: str) -> Run:
         details = workspace.client.json("GET", f"/api/v1/runs/{run_id}")
+        if details.get("kind") == "sweep" and cls is Run:  # Azure ML answers the run's own type
+            from trainhub.sdk.hyperdrive_run import HyperDriveRun
+
+            return HyperDriveRun(
+                Experiment(workspace, details["experiment"]), run_id, _details=details
+            )
         return cls(Experiment(workspace, details["experiment"]), run_id, _details=details)
 
     @property

@@ -25,6 +25,7 @@ from litestar.types import Message, Scope
 
 from trainhub import __version__
 from trainhub.accounts import LoginThrottle
+from trainhub.hyperdrive.controller import SweepController
 from trainhub.nodes.pool import NO_ENGINE, NodePool, connect_local_engine
 from trainhub.nodes.telemetry import GpuTelemetry
 from trainhub.runs.interactive import Watchdog
@@ -39,6 +40,7 @@ from trainhub.server.api.interactive import InteractiveController
 from trainhub.server.api.models import ModelsController
 from trainhub.server.api.nodes import NodesController
 from trainhub.server.api.runs import RunsController
+from trainhub.server.api.sweeps import SweepsController
 from trainhub.server.api.telemetry import TelemetryController
 from trainhub.server.auth import PUBLIC_PATHS, Authenticate, is_api
 from trainhub.server.errors import EXCEPTION_HANDLERS
@@ -110,6 +112,9 @@ def create_app(settings: Settings, db: Database | None = None) -> Litestar:
         app.state.pool = pool
         app.state.launcher = launcher
         await launcher.start()
+        sweeps = SweepController(database, launcher)  # hyperparameter sweeps' children
+        app.state.sweeps = sweeps
+        await sweeps.start()
         telemetry = GpuTelemetry(settings, database, pool)
         app.state.telemetry = telemetry  # the nodes page reads GPU values through it
         await telemetry.start()
@@ -124,6 +129,7 @@ def create_app(settings: Settings, db: Database | None = None) -> Litestar:
             await abandoned.stop()
             await boards.stop()
             await telemetry.stop()
+            await sweeps.stop()
             await launcher.stop()
             await pool.stop()
             if pool.local_engine is not None:  # the one of the start, or one that came later
@@ -135,6 +141,7 @@ def create_app(settings: Settings, db: Database | None = None) -> Litestar:
             healthz,
             AccountsController,
             RunsController,
+            SweepsController,
             InteractiveController,
             EnvironmentsController,
             ImagesController,

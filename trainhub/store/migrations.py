@@ -472,3 +472,40 @@ def run_queries(db: sqlite_utils.Database) -> None:
         "delete from run_properties where seq = old.seq; end"
     )
     db.execute("create index idx_runs_kind_seq on runs (kind, seq)")
+
+
+@MIGRATIONS(name="0016_sweeps")
+def sweeps(db: sqlite_utils.Database) -> None:
+    """Hyperparameter sweeps (HyperDrive): one row per sweep, keyed by its parent run's id, with
+    the whole checked spec, the limits that can change while it runs and where it stands; one row
+    per child with the values it was given, written in the same transaction as the child's run
+    (so a restart neither loses nor repeats a child)."""
+    db.table("sweeps").create(
+        {
+            "id": str,  # the parent run's id, HD_<hex>
+            "spec": str,  # SweepSpec.to_builtins(): the run config resolved, the seed drawn
+            "state": str,  # 'running' | 'ending' | 'canceling' | 'done'
+            "max_total_runs": int,
+            "max_concurrent_runs": int,  # the concurrency in force (SweepSpec.concurrency)
+            "next_index": int,  # the index the next child gets
+            "end_reason": str,  # why no more children were started
+            "created_at": float,
+        },
+        pk="id",
+        not_null={"id", "spec", "state", "max_total_runs", "max_concurrent_runs", "next_index"},
+        defaults={"next_index": 0},
+    )
+    db.execute("create index idx_sweeps_state on sweeps (state)")
+    db.table("sweep_children").create(
+        {
+            "sweep_id": str,
+            "idx": int,
+            "run_id": str,
+            "hyperparameters": str,  # JSON object: name (as in the parameter space) -> value
+            "stop": str,  # JSON: the policy's Stop (or the sweep's own end) that canceled it
+            "created_at": float,
+        },
+        pk=("sweep_id", "idx"),
+        not_null={"sweep_id", "idx", "run_id", "hyperparameters", "created_at"},
+    )
+    db.execute("create unique index idx_sweep_children_run on sweep_children (run_id)")

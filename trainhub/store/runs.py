@@ -68,6 +68,7 @@ class RunRow:
 class RunKind(StrEnum):
     SCRIPT = "script"  # a submitted script: the launcher runs it in a container or a process
     INTERACTIVE = "interactive"  # no script: a client (or a parent run's script) logs to it
+    SWEEP = "sweep"  # a hyperparameter sweep's parent (HD_<id>): its children are script runs
 
 
 def new_run_id(experiment: str, now: float) -> str:
@@ -86,14 +87,19 @@ def insert_run(
     priority: int = 0,
     max_retries: int = 0,
     user: str | None = None,
+    run_id: str | None = None,
+    parent_id: str | None = None,
+    properties: dict[str, str] | None = None,
 ) -> RunRow:
+    """A new queued script run; ``run_id``, ``parent_id`` and ``properties`` are given for a
+    sweep's children (``HD_<id>_<index>``)."""
     now = time.time()
     if not db.table("experiments").count_where("name = ?", [experiment]):
         db.table("experiments").insert({"name": experiment, "created_at": now})
     number = db.execute(
         "select coalesce(max(number), 0) + 1 from runs where experiment = ?", [experiment]
     ).fetchone()[0]
-    run_id = new_run_id(experiment, now)
+    run_id = run_id or new_run_id(experiment, now)
     db.table("runs").insert(
         {
             "id": run_id,
@@ -109,6 +115,8 @@ def insert_run(
             "priority": priority,
             "max_retries": max_retries,
             "user": user,
+            "parent_id": parent_id,
+            "properties": json.dumps(properties or {}),
         }
     )
     db.table("run_events").insert(

@@ -25,6 +25,7 @@ from trainhub.hyperdrive import (
     randint,
     uniform,
 )
+from trainhub.sdk.hyperdrive_run import HyperDriveRun
 
 __all__ = [
     "BanditPolicy",
@@ -32,6 +33,7 @@ __all__ = [
     "EarlyTerminationPolicy",
     "GridParameterSampling",
     "HyperDriveConfig",
+    "HyperDriveRun",
     "HyperParameterSampling",
     "MedianStoppingPolicy",
     "NoTerminationPolicy",
