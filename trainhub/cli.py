@@ -10,7 +10,15 @@ from typing import Any
 
 import click
 
-from trainhub import __version__, cli_datasets, cli_datastore, cli_models, cli_nodes, cli_users
+from trainhub import (
+    __version__,
+    cli_datasets,
+    cli_datastore,
+    cli_models,
+    cli_nodes,
+    cli_sweeps,
+    cli_users,
+)
 from trainhub.cli_common import client_call, client_command, emit_json, fail, workspace
 from trainhub.settings import Settings
 
@@ -489,3 +497,4 @@ cli_users.register(main)
 cli_datastore.register(main)
 cli_datasets.register(main)
 cli_models.register(main)
+cli_sweeps.register(main)
