@@ -13,13 +13,13 @@ It is checked here with the server's own rules, so a mistake is named before the
 from __future__ import annotations
 
 import json
-import math
 from pathlib import Path
 from typing import Any
 
 import click
 
 from trainhub.cli_common import client_call, emit_json, fail
+from trainhub.hyperdrive.ranking import ranked, why_stopped
 
 
 def register(group: click.Group) -> None:
@@ -136,29 +136,6 @@ def sweep_submit(
         f"trainhub sweep show {details['runId']}"
     )
     click.echo(f"Web View: {details['portalUrl']}")
-
-
-def ranked(sweep_data: dict[str, Any]) -> list[dict[str, Any]]:
-    """The children best first by the primary metric's goal; those without a value last (by
-    index)."""
-    maximize = sweep_data["primaryMetricGoal"] == "MAXIMIZE"
-    children = sweep_data["children"]
-    scored = [
-        c
-        for c in children
-        if isinstance(c["bestMetric"], (int, float)) and math.isfinite(c["bestMetric"])
-    ]
-    scored.sort(key=lambda c: (-c["bestMetric"] if maximize else c["bestMetric"], c["index"]))
-    rest = sorted((c for c in children if c not in scored), key=lambda c: c["index"])
-    return scored + rest
-
-
-def why_stopped(child: dict[str, Any]) -> str:
-    """The sentence a stopped child ended with (the policy and its numbers), else ''."""
-    if not child.get("stopped"):
-        return ""
-    error = child.get("error") or {}
-    return str(error.get("message") or child["stopped"].get("policy", "stopped"))
 
 
 def _get(sweep_id: str) -> dict[str, Any]:

@@ -19,6 +19,7 @@ from trainhub.server.pages.run_charts import RunChartPages
 from trainhub.server.pages.run_logs import RunLogPages
 from trainhub.server.pages.runs import RunPages
 from trainhub.server.pages.submit import SubmitPages
+from trainhub.server.pages.sweeps import SweepPages
 from trainhub.server.pages.tensorboard import TensorboardApi, TensorboardPages
 
 PAGE_CONTROLLERS: list[Any] = [
@@ -34,4 +35,5 @@ PAGE_CONTROLLERS: list[Any] = [
     DatasetPages,
     ModelPages,
     SubmitPages,
+    SweepPages,
 ]
