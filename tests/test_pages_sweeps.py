@@ -138,6 +138,8 @@ def test_ended_sweep_ranks_children_pins_the_best_and_says_why(sweep_server: Ser
     board = page.find("sweep-tensorboard").attrs["href"]
     assert board.startswith("/experiments/page-sweeps/tensorboard?runs=")
     assert set(board.split("=", 1)[1].split(",")) == {c["runId"] for c in children.values()}
+    to_board = browser.get(board, follow_redirects=False)  # the children are the experiment's
+    assert to_board.status_code == 303 and to_board.headers["location"].startswith("/tensorboard/")
     parent = parse(browser.get(f"/runs/{sweep_id}"))
     assert parent.find("sweep-page").attrs["href"] == f"/sweeps/{sweep_id}"
 
