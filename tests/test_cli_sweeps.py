@@ -4,6 +4,7 @@ runs (``use_docker=False``: the point is the CLI, not the container)."""
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import textwrap
 from collections.abc import Callable, Iterator
@@ -184,3 +185,15 @@ def test_bad_config_names_the_field_before_any_upload(cli: Cli, project: Path) -
     assert result.returncode == 1 and "'entry_script' belongs under run_config" in result.stderr
     gone = cli("sweep", "show", "HD_nope")
     assert gone.returncode == 1 and "HD_nope" in gone.stderr
+
+
+def test_the_readme_sweep_yaml_is_a_valid_sweep() -> None:
+    from trainhub.cli_sweeps import sweep_from_yaml
+
+    readme = (Path(__file__).resolve().parent.parent / "README.md").read_text()
+    section = readme.split("### Hyperparameter sweeps", 1)[1]
+    block = re.search(r"```yaml\n(.*?)```", section, re.S)
+    assert block, "the sweeps section has no YAML example"
+    spec = sweep_from_yaml(block.group(1))
+    assert spec["run_config"]["entry_script"] == "train.py"
+    assert spec["hyperparameter_sampling"]["parameter_space"]["--layers"] == ["choice", [[1, 2, 3]]]

@@ -59,6 +59,7 @@ class SweepController:
         self._seen: dict[str, int] = {}  # primary metric values counted at the last evaluation
 
     async def start(self) -> None:
+        self.launcher.on_run_end = self.wake  # a child that ends frees its place at once
         self._task = asyncio.create_task(self._loop(), name="trainhub-sweeps")
 
     async def stop(self) -> None:

@@ -11,7 +11,7 @@ import asyncio
 import functools
 import logging
 import time
-from collections.abc import Coroutine
+from collections.abc import Callable, Coroutine
 from typing import Any
 
 from trainhub.nodes.pool import LOCAL, NodePool
@@ -42,6 +42,8 @@ class Launcher:
         self._tasks: dict[str, asyncio.Task[None]] = {}
         self._dispatcher: asyncio.Task[None] | None = None
         self._faults: set[asyncio.Task[None]] = set()
+        # Called when a run's task ends: the sweep controller starts the next child at once.
+        self.on_run_end: Callable[[], None] | None = None
         pool.on_ready = lambda node: recovery.node_ready(self, node)
 
     @property
@@ -154,6 +156,8 @@ class Launcher:
                 del self._tasks[run_id]
                 self.control.forget(run_id)
             self.control.wake()
+            if self.on_run_end is not None:
+                self.on_run_end()
 
         task.add_done_callback(done)
 
