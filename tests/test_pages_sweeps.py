@@ -125,6 +125,7 @@ def test_ended_sweep_ranks_children_pins_the_best_and_says_why(sweep_server: Ser
     assert table[0].one("why").text == ""
     assert table[2].one("why").text.startswith("Stopped by the bandit policy: best value")
     assert page.by_id("limits-form") is None  # ended
+    assert page.find("time-limit").text == "10080 minutes after submission"  # Azure ML's default
 
     parallel = page.find("parallel-coordinates")
     assert [e.text for e in parallel.all("axis-name")] == ["--quality", "score"]

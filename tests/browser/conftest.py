@@ -46,7 +46,7 @@ CHROMIUM_ARGS = [
 PASSWORD = "a-good-password"
 MEMBER = "browser-member"
 ADMIN = "browser-admin"
-README_SHOTS = {"runs", "run-page", "nodes", "datastores", "models", "datasets"}
+README_SHOTS = {"runs", "run-page", "nodes", "datastores", "models", "datasets", "sweep"}
 DOCS_SCREENSHOTS = Path(__file__).resolve().parents[2] / "docs" / "screenshots"
 # What Playwright waits for, at most, before a locator assertion fails (a run in a container
 # takes a few seconds to start on this machine's engine).

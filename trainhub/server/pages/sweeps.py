@@ -19,6 +19,7 @@ from litestar.response import Redirect, Template
 from trainhub.accounts import User, can_change_run
 from trainhub.hyperdrive import service as sweeps
 from trainhub.hyperdrive.ranking import ranked, why_stopped
+from trainhub.hyperdrive.spec import DEFAULT_MAX_DURATION_MINUTES
 from trainhub.server.pages import sweep_charts
 from trainhub.server.pages.runs import HELPERS, STOP_POLLING
 from trainhub.spec import SpecError
@@ -73,6 +74,7 @@ async def _context(state: State, sweep_id: str, user: User) -> dict[str, Any]:
         else None,
         "board_cut": len(children) > MAX_VIEW_RUNS,
         "max_view_runs": MAX_VIEW_RUNS,
+        "default_minutes": DEFAULT_MAX_DURATION_MINUTES,
         "chart_cut": len(children) > CHART_CHILDREN,
     }
 
