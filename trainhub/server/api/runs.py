@@ -6,6 +6,7 @@ import asyncio
 import mimetypes
 import shutil
 from collections.abc import AsyncIterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -19,6 +20,7 @@ from litestar.response import File, Stream
 from trainhub.accounts import User
 from trainhub.runs import interactive, queries, service
 from trainhub.runs.artifacts import CHUNK, DRIVER_LOG, list_artifacts
+from trainhub.settings import Settings
 from trainhub.spec import SpecError
 from trainhub.store import metrics, snapshots
 from trainhub.store import nodes as node_store
@@ -66,45 +68,18 @@ class RunsController(Controller):
         ``GET /api/v1/snapshots/{sha256}``); optional parts ``tags`` (a JSON object) and
         ``priority`` (an integer, higher runs first; default 0) and ``max_retries`` (how often a
         run lost with its node is queued again; default 0)."""
-        upload: Path | None = None
-        try:
-            estimator = await _text_part(data, "estimator")
-            tags = await _text_part(data, "tags")
-            snapshot_id = await _text_part(data, "snapshot_id")
-            priority = await _text_part(data, "priority")
-            max_retries = await _text_part(data, "max_retries")
-            snapshot = data.get("snapshot")
-            if estimator is None:
-                raise SpecError(
-                    "estimator", "The multipart part 'estimator' (the spec as JSON) is missing"
-                )
-            if isinstance(snapshot, UploadFile):
-                upload = service.new_upload_path(state.settings)
-                try:
-                    await asyncio.to_thread(_spool, snapshot, upload)
-                except BaseException:  # a full disk, say: no partial upload is left behind
-                    upload.unlink(missing_ok=True)
-                    raise
-            elif snapshot_id is None:
-                raise SpecError(
-                    "snapshot",
-                    "The multipart part 'snapshot' (the source folder as .tar.gz) is missing",
-                )
-        finally:
-            for part in data.values():
-                if isinstance(part, UploadFile):
-                    await part.close()
+        part = await read_submission(data, state.settings, "estimator", "the spec")
         run = await service.submit(
             state.settings,
             state.db,
             state.launcher,
             experiment=experiment,
-            estimator=estimator,
-            upload=upload,
-            snapshot_id=None if upload else _as_str(snapshot_id),
-            tags=tags,
-            priority=_as_str(priority),
-            max_retries=_as_str(max_retries),
+            estimator=part.spec,
+            upload=part.upload,
+            snapshot_id=part.snapshot_id,
+            tags=part.tags,
+            priority=part.priority,
+            max_retries=part.max_retries,
             user=request.user.name,
         )
         return service.details(run, public_url=state.settings.public_url)
@@ -317,6 +292,62 @@ class RunsController(Controller):
             state.settings, state.db, run_id, path, request.stream(), request.user
         )
         return {"runId": run_id, "path": stored, "size": size}
+
+
+@dataclass(frozen=True)
+class Submission:
+    """The parts of a run's or a sweep's multipart submission, the snapshot spooled to a file."""
+
+    spec: bytes | str
+    upload: Path | None
+    snapshot_id: str | None
+    tags: bytes | str | None
+    priority: str | None
+    max_retries: str | None
+
+
+async def read_submission(
+    data: dict[str, Any], settings: Settings, spec_part: str, what: str
+) -> Submission:
+    """Read a submission's parts (``spec_part`` holds ``what`` as JSON) and spool part ``snapshot``
+    (the source folder as ``.tar.gz``) to a new upload file, or take part ``snapshot_id``; every
+    part is closed, and nothing is left behind when a part is wrong or the disk is full."""
+    upload: Path | None = None
+    try:
+        spec = await _text_part(data, spec_part)
+        tags = await _text_part(data, "tags")
+        snapshot_id = await _text_part(data, "snapshot_id")
+        priority = await _text_part(data, "priority")
+        max_retries = await _text_part(data, "max_retries")
+        snapshot = data.get("snapshot")
+        if spec is None:
+            raise SpecError(
+                spec_part, f"The multipart part '{spec_part}' ({what} as JSON) is missing"
+            )
+        if isinstance(snapshot, UploadFile):
+            upload = service.new_upload_path(settings)
+            try:
+                await asyncio.to_thread(_spool, snapshot, upload)
+            except BaseException:  # a full disk, say: no partial upload is left behind
+                upload.unlink(missing_ok=True)
+                raise
+        elif snapshot_id is None:
+            raise SpecError(
+                "snapshot",
+                "The multipart part 'snapshot' (the source folder as .tar.gz) is missing",
+            )
+    finally:
+        for part in data.values():
+            if isinstance(part, UploadFile):
+                await part.close()
+    return Submission(
+        spec=spec,
+        upload=upload,
+        snapshot_id=None if upload else _as_str(snapshot_id),
+        tags=tags,
+        priority=_as_str(priority),
+        max_retries=_as_str(max_retries),
+    )
 
 
 async def _text_part(data: dict[str, Any], name: str) -> bytes | str | None:

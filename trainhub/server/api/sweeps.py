@@ -3,20 +3,16 @@ handlers over :mod:`trainhub.hyperdrive.service`; a sweep is canceled as a run i
 
 from __future__ import annotations
 
-import asyncio
-from pathlib import Path
 from typing import Annotated, Any
 
 from litestar import Controller, Request, get, patch, post
-from litestar.datastructures import State, UploadFile
+from litestar.datastructures import State
 from litestar.enums import RequestEncodingType
 from litestar.params import Body
 
 from trainhub.accounts import User
 from trainhub.hyperdrive import service as sweeps
-from trainhub.runs import service
-from trainhub.server.api.runs import _as_str, _spool, _text_part
-from trainhub.spec import SpecError
+from trainhub.server.api.runs import read_submission
 
 
 class SweepsController(Controller):
@@ -35,45 +31,18 @@ class SweepsController(Controller):
         JSON: its ``run_config`` is the children's estimator) instead of ``estimator``; parts
         ``snapshot`` or ``snapshot_id``, ``tags``, ``priority`` and ``max_retries`` as there (the
         children get them). Answers the sweep as ``GET /api/v1/sweeps/{id}`` does."""
-        upload: Path | None = None
-        try:
-            spec = await _text_part(data, "sweep")
-            tags = await _text_part(data, "tags")
-            snapshot_id = await _text_part(data, "snapshot_id")
-            priority = await _text_part(data, "priority")
-            max_retries = await _text_part(data, "max_retries")
-            snapshot = data.get("snapshot")
-            if spec is None:
-                raise SpecError(
-                    "sweep", "The multipart part 'sweep' (the sweep as JSON) is missing"
-                )
-            if isinstance(snapshot, UploadFile):
-                upload = service.new_upload_path(state.settings)
-                try:
-                    await asyncio.to_thread(_spool, snapshot, upload)
-                except BaseException:
-                    upload.unlink(missing_ok=True)
-                    raise
-            elif snapshot_id is None:
-                raise SpecError(
-                    "snapshot",
-                    "The multipart part 'snapshot' (the source folder as .tar.gz) is missing",
-                )
-        finally:
-            for part in data.values():
-                if isinstance(part, UploadFile):
-                    await part.close()
+        part = await read_submission(data, state.settings, "sweep", "the sweep")
         run = await sweeps.submit(
             state.settings,
             state.db,
             state.launcher,
             experiment=experiment,
-            sweep=spec,
-            upload=upload,
-            snapshot_id=None if upload else _as_str(snapshot_id),
-            tags=tags,
-            priority=_as_str(priority),
-            max_retries=_as_str(max_retries),
+            sweep=part.spec,
+            upload=part.upload,
+            snapshot_id=part.snapshot_id,
+            tags=part.tags,
+            priority=part.priority,
+            max_retries=part.max_retries,
             user=request.user.name,
         )
         state.sweeps.wake()
