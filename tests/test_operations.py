@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import json
 import os
+import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -150,7 +152,8 @@ def test_an_allowed_address_reads_metrics_without_a_token(
 
 
 def test_the_server_logs_json_lines_without_secrets(watched: Server) -> None:
-    httpx.get(f"{watched.url}/healthz?probe=1", timeout=10)
+    # A token pasted into a URL reaches the access line: it is masked there.
+    httpx.get(f"{watched.url}/healthz?token={METRICS_TOKEN}", timeout=10)
     wait_until(lambda: '"/healthz"' in watched.log_path.read_text(), "the access line")
     text = watched.log_path.read_text()
     lines = [json.loads(line) for line in text.splitlines() if line.startswith("{")]
@@ -161,6 +164,48 @@ def test_the_server_logs_json_lines_without_secrets(watched: Server) -> None:
     assert access, lines[-5:]
     assert access[-1]["method"] == "GET" and access[-1]["status"] == 200
     assert access[-1]["logger"] == "uvicorn.access" and access[-1]["level"] == "info"
+    assert "GET /healthz?token=******** HTTP/1.1" in access[-1]["msg"]
     assert any(line["msg"].startswith("Uvicorn running on") for line in lines)
     for secret in (TOKEN, METRICS_TOKEN):
         assert secret not in text
+
+
+def test_trainhub_settings_shows_values_sources_and_masks_secrets(tmp_path: Path) -> None:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("TRAINHUB_")}
+    env.update(
+        {
+            "TRAINHUB_ADMIN_TOKEN": "th_never_shown_admin",
+            "TRAINHUB_PIP_INDEX_URL": "https://lab:mirror-password@pypi.lab/simple",
+            "TRAINHUB_SYNC_INTERVAL_SECONDS": "7",
+        }
+    )
+    cli = [sys.executable, "-m", "trainhub", "settings", "--port", "9100"]
+    shown = subprocess.run(
+        [*cli, "--json"], env=env, capture_output=True, text=True, timeout=60, check=True
+    )
+    rows = {row["variable"]: row for row in json.loads(shown.stdout)}
+    assert (rows["TRAINHUB_PORT"]["value"], rows["TRAINHUB_PORT"]["source"]) == (9100, "flag")
+    sync = rows["TRAINHUB_SYNC_INTERVAL_SECONDS"]
+    assert (sync["value"], sync["source"]) == (7.0, "variable")
+    assert (rows["TRAINHUB_HOST"]["value"], rows["TRAINHUB_HOST"]["source"]) == (
+        "127.0.0.1",
+        "default",
+    )
+    assert rows["TRAINHUB_ADMIN_TOKEN"]["value"] == "********"
+    assert rows["TRAINHUB_PIP_INDEX_URL"]["value"] == "https://lab:****@pypi.lab/simple"
+    assert rows["TRAINHUB_METRICS_TOKEN"]["value"] is None  # not set: nothing to mask
+    assert all(row["help"] for row in rows.values())
+    table = subprocess.run(cli, env=env, capture_output=True, text=True, timeout=60, check=True)
+    for shown_text in (shown.stdout, table.stdout):
+        assert "th_never_shown_admin" not in shown_text
+        assert "mirror-password" not in shown_text
+    assert "TRAINHUB_SYNC_INTERVAL_SECONDS" in table.stdout and "variable" in table.stdout
+    bad = subprocess.run(
+        [*cli, "--json"],
+        env={**env, "TRAINHUB_METRICS_ALLOW": "10.0.0.0/33"},
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert bad.returncode == 1
+    assert "TRAINHUB_METRICS_ALLOW must be addresses or networks" in bad.stderr
