@@ -174,14 +174,6 @@ class Settings:
         return cls(**values)
 
     @classmethod
-    def describe(cls) -> list[tuple[str, str, str]]:
-        """(variable, default, help) for every setting: the README's settings table comes from here."""
-        return [
-            (f"TRAINHUB_{f.name.upper()}", str(f.default), f.metadata["help"])
-            for f in dataclasses.fields(cls)
-        ]
-
-    @classmethod
     def explain(cls, **overrides: Any) -> list[dict[str, Any]]:
         """Every setting as ``trainhub settings`` shows it: its variable, its value (secrets
         masked), where the value came from (flag, variable or default) and its help line."""
