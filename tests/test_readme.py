@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import json
+import os
 import re
 import subprocess
+import sys
 from pathlib import Path
 
 from tests.conftest import TOKEN, Server
-from trainhub.settings import Settings
 
 README = Path(__file__).resolve().parent.parent / "README.md"
 
@@ -43,7 +45,23 @@ def test_curl_walkthrough_works_verbatim(server: Server, tmp_path: Path) -> None
     assert (tmp_path / "model.txt").read_text() == "weights\n"
 
 
-def test_every_setting_is_in_the_readme() -> None:
-    text = README.read_text()
-    for variable, _default, _help in Settings.describe():
-        assert f"`{variable}`" in text, variable
+def _settings_table() -> list[str]:
+    """The variables of the README's settings table (the "## Settings" section), in order."""
+    section = README.read_text().split("\n## Settings\n", 1)[1].split("\n## ", 1)[0]
+    return re.findall(r"^\| `(TRAINHUB_\w+)` \|", section, flags=re.MULTILINE)
+
+
+def test_trainhub_settings_matches_the_readme_table() -> None:
+    shown = subprocess.run(
+        [sys.executable, "-m", "trainhub", "settings", "--json"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+        env={k: v for k, v in os.environ.items() if not k.startswith("TRAINHUB_")},
+    )
+    variables = [row["variable"] for row in json.loads(shown.stdout)]
+    table = _settings_table()
+    assert sorted(set(variables) - set(table)) == [], "settings missing from the README's table"
+    assert sorted(set(table) - set(variables)) == [], "the README's table names settings gone"
+    assert len(table) == len(set(table)), "a setting is in the README's table twice"

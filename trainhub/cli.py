@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import logging
 import sys
 from pathlib import Path
 from typing import Any
@@ -16,10 +15,12 @@ from trainhub import (
     cli_datastore,
     cli_models,
     cli_nodes,
+    cli_settings,
     cli_sweeps,
     cli_users,
 )
 from trainhub.cli_common import client_call, client_command, emit_json, fail, workspace
+from trainhub.logs import configure as configure_logs
 from trainhub.settings import Settings
 
 
@@ -30,19 +31,8 @@ def main() -> None:
 
 
 @main.command()
-@click.option(
-    "--host", default=None, help="Address to listen on [TRAINHUB_HOST, default 127.0.0.1]."
-)
-@click.option(
-    "--port", type=int, default=None, help="Port to listen on [TRAINHUB_PORT, default 8000]."
-)
-@click.option(
-    "--data",
-    type=click.Path(file_okay=False, path_type=Path),
-    default=None,
-    help="Data folder [TRAINHUB_DATA, default ./trainhub-data].",
-)
-def serve(host: str | None, port: int | None, data: Path | None) -> None:
+@cli_settings.server_flags
+def serve(host: str | None, port: int | None, data: Path | None, log_format: str | None) -> None:
     """Start the server: API, launcher and run history in one process."""
     import uvicorn
 
@@ -55,10 +45,8 @@ def serve(host: str | None, port: int | None, data: Path | None) -> None:
     except RuntimeError as exc:
         click.echo(f"error: {exc}", err=True)
         sys.exit(1)
-    settings = Settings.load(host=host, port=port, data=data)
-    logging.basicConfig(
-        level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
-    )
+    settings = Settings.load(host=host, port=port, data=data, log_format=log_format)
+    configure_logs(settings.log_format, settings.secrets())
     db = Database(settings.db_path, settings.db_busy_seconds)
     given = settings.admin_token
     if given and db.read_sync(lambda conn: find_token(conn, given)) is None:
@@ -74,7 +62,7 @@ def serve(host: str | None, port: int | None, data: Path | None) -> None:
         click.echo(f"    {token}", err=True)
     click.echo(f"trainhub {__version__}: data in {settings.data.resolve()}", err=True)
     app = create_app(settings, db)
-    uvicorn.run(app, host=settings.host, port=settings.port, log_level="info")
+    uvicorn.run(app, host=settings.host, port=settings.port, log_config=None)
 
 
 @main.group()
@@ -498,3 +486,4 @@ cli_datastore.register(main)
 cli_datasets.register(main)
 cli_models.register(main)
 cli_sweeps.register(main)
+cli_settings.register(main)

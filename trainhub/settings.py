@@ -9,6 +9,7 @@ from __future__ import annotations
 import dataclasses
 import ipaddress
 import os
+import re
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -17,8 +18,11 @@ from typing import Any
 MB = 1024 * 1024
 
 
-def _setting(default: Any, help: str) -> Any:
-    return field(default=default, metadata={"help": help})
+LOG_FORMATS = ("logfmt", "json")
+
+
+def _setting(default: Any, help: str, *, secret: bool = False) -> Any:
+    return field(default=default, metadata={"help": help, "secret": secret})
 
 
 @dataclass(frozen=True)
@@ -31,6 +35,7 @@ class Settings:
     admin_token: str | None = _setting(
         None,
         "admin API token to create on first start (otherwise one is generated and printed once)",
+        secret=True,
     )
     default_image: str = _setting("trainhub/base:cpu", "image for runs that name none")
     default_gpu_image: str = _setting(
@@ -127,6 +132,18 @@ class Settings:
     debian_mirror: str = _setting(
         "http://deb.debian.org/debian", "Debian mirror used by `trainhub images build-base`"
     )
+    log_format: str = _setting(
+        "logfmt", "the server's log lines on stdout: logfmt (key=value) or json (one object a line)"
+    )
+    metrics_token: str | None = _setting(
+        None,
+        "bearer token that may read /metrics (besides admins' tokens), for a Prometheus scraper",
+        secret=True,
+    )
+    metrics_allow: str | None = _setting(
+        None,
+        "client addresses or networks (CIDR) that may read /metrics without a token, comma-separated",
+    )
 
     @classmethod
     def load(cls, **overrides: Any) -> Settings:
@@ -147,14 +164,54 @@ class Settings:
                     "TRAINHUB_MPI_NETWORK must be a network such as 10.0.0.0/24, "
                     f"got {values['mpi_network']!r}"
                 ) from None
+        if values.get("log_format", "logfmt") not in LOG_FORMATS:
+            raise ValueError(
+                f"TRAINHUB_LOG_FORMAT must be one of {', '.join(LOG_FORMATS)}, "
+                f"got {values['log_format']!r}"
+            )
+        if values.get("metrics_allow"):
+            metrics_allow_networks(values["metrics_allow"])
         return cls(**values)
 
     @classmethod
-    def describe(cls) -> list[tuple[str, str, str]]:
-        """(variable, default, help) for every setting: the README's settings table comes from here."""
+    def explain(cls, **overrides: Any) -> list[dict[str, Any]]:
+        """Every setting as ``trainhub settings`` shows it: its variable, its value (secrets
+        masked), where the value came from (flag, variable or default) and its help line."""
+        settings = cls.load(**overrides)
+        rows = []
+        for f in dataclasses.fields(cls):
+            variable = f"TRAINHUB_{f.name.upper()}"
+            if overrides.get(f.name) is not None:
+                source = "flag"
+            elif os.environ.get(variable):
+                source = "variable"
+            else:
+                source = "default"
+            value = getattr(settings, f.name)
+            if f.metadata["secret"] and value:
+                shown: Any = "********"
+            elif isinstance(value, str | Path):
+                shown = mask_url_password(str(value))
+            else:
+                shown = value
+            rows.append(
+                {
+                    "name": f.name,
+                    "variable": variable,
+                    "value": shown,
+                    "source": source,
+                    "secret": f.metadata["secret"],
+                    "help": f.metadata["help"],
+                }
+            )
+        return rows
+
+    def secrets(self) -> list[str]:
+        """The secret values set (for the log filter that keeps them out of every line)."""
         return [
-            (f"TRAINHUB_{f.name.upper()}", str(f.default), f.metadata["help"])
-            for f in dataclasses.fields(cls)
+            str(getattr(self, f.name))
+            for f in dataclasses.fields(self)
+            if f.metadata["secret"] and getattr(self, f.name)
         ]
 
     # Paths derived from the data folder.
@@ -233,6 +290,30 @@ class Settings:
     @property
     def max_snapshot_expanded_bytes(self) -> int:
         return self.max_snapshot_expanded_mb * MB
+
+
+_URL_PASSWORD = re.compile(r"(://[^:/@\s]+:)[^@/\s]+@")
+
+
+def mask_url_password(text: str) -> str:
+    """``https://user:secret@mirror/simple`` -> ``https://user:****@mirror/simple`` (every URL in
+    ``text``): index URLs may carry a password."""
+    return _URL_PASSWORD.sub(r"\1****@", text)
+
+
+def metrics_allow_networks(text: str) -> list[ipaddress.IPv4Network | ipaddress.IPv6Network]:
+    """TRAINHUB_METRICS_ALLOW as networks (a bare address is a network of one)."""
+    try:
+        return [
+            ipaddress.ip_network(item.strip(), strict=False)
+            for item in text.split(",")
+            if item.strip()
+        ]
+    except ValueError as exc:
+        raise ValueError(
+            f"TRAINHUB_METRICS_ALLOW must be addresses or networks such as 10.0.0.5,10.1.0.0/16: "
+            f"{exc}"
+        ) from None
 
 
 def _coerce(type_name: Any, raw: str, name: str) -> Any:

@@ -23,6 +23,7 @@ import msgspec
 
 from trainhub.context import CHILD_FILES
 from trainhub.models import in_run
+from trainhub.prometheus import LOG_SYNC, OUTPUT_COPY
 from trainhub.runs.artifacts import (
     DRIVER_LOG,
     adopt_child_files,
@@ -345,7 +346,8 @@ async def drive(
     if stopped_for is None and exit_code != 0:
         lost = await driver.lost_node(handle)
     try:
-        await driver.collect(handle, lost)
+        with OUTPUT_COPY.time():
+            await driver.collect(handle, lost)
     except Exception as exc:
         if not is_disk_full(exc):
             raise
@@ -431,6 +433,7 @@ async def _until_end(
 
 async def _sync(driver: Driver[Any], handle: Any, run_id: str) -> None:
     try:
-        await driver.sync(handle)
+        with LOG_SYNC.time():
+            await driver.sync(handle)
     except Exception as exc:  # noqa: BLE001 - a failed sync is retried next time
         log.warning("syncing %s failed: %s", run_id, exc)

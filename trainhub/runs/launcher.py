@@ -15,6 +15,7 @@ from collections.abc import Callable, Coroutine
 from typing import Any
 
 from trainhub.nodes.pool import LOCAL, NodePool
+from trainhub.prometheus import SCHEDULING_PASS
 from trainhub.runs import dispatch, recovery
 from trainhub.runs.artifacts import GB, free_bytes, human_size
 from trainhub.runs.container_driver import ContainerDriver
@@ -77,7 +78,8 @@ class Launcher:
         while True:
             woken.clear()
             try:
-                await self._claim()
+                with SCHEDULING_PASS.time():
+                    await self._claim()
             except Exception:
                 log.exception("claiming queued runs failed")
             if time.monotonic() >= next_watch:

@@ -19,6 +19,7 @@ from litestar.middleware.session.client_side import CookieBackendConfig
 from litestar.openapi import OpenAPIConfig
 from litestar.openapi.spec import Components, SecurityScheme
 from litestar.plugins.htmx import HTMXPlugin, HTMXRequest
+from litestar.plugins.prometheus import PrometheusConfig
 from litestar.static_files import create_static_files_router
 from litestar.template.config import TemplateConfig
 from litestar.types import Message, Scope
@@ -28,6 +29,7 @@ from trainhub.accounts import LoginThrottle
 from trainhub.hyperdrive.controller import SweepController
 from trainhub.nodes.pool import NO_ENGINE, NodePool, connect_local_engine
 from trainhub.nodes.telemetry import GpuTelemetry
+from trainhub.prometheus import MetricsAccess
 from trainhub.runs.interactive import Watchdog
 from trainhub.runs.launcher import Launcher
 from trainhub.server.api.accounts import AccountsController
@@ -37,6 +39,7 @@ from trainhub.server.api.environments import EnvironmentsController
 from trainhub.server.api.health import healthz
 from trainhub.server.api.images import ImagesController
 from trainhub.server.api.interactive import InteractiveController
+from trainhub.server.api.metrics import metrics
 from trainhub.server.api.models import ModelsController
 from trainhub.server.api.nodes import NodesController
 from trainhub.server.api.runs import RunsController
@@ -57,6 +60,12 @@ log = logging.getLogger("trainhub.server")
 CSP = (
     "default-src 'self'; img-src 'self' data: blob:; style-src 'self' 'unsafe-inline'; "
     "script-src 'self'; frame-ancestors 'self'; base-uri 'self'; form-action 'self'"
+)
+
+
+# HTTP request counts and times for /metrics, by route (its path template, not every run's id).
+HTTP_METRICS = PrometheusConfig(
+    app_name="trainhub", prefix="trainhub_http", group_path=True, exclude=["^/metrics$"]
 )
 
 
@@ -95,7 +104,7 @@ def create_app(settings: Settings, db: Database | None = None) -> Litestar:
         max_age=int(settings.session_hours * 3600),
         httponly=True,
         samesite="lax",
-        exclude=["^/api/", "^/static/", "^/healthz$"],
+        exclude=["^/api/", "^/static/", "^/healthz$", "^/metrics$"],
     )
 
     @asynccontextmanager
@@ -139,6 +148,7 @@ def create_app(settings: Settings, db: Database | None = None) -> Litestar:
     return Litestar(
         route_handlers=[
             healthz,
+            metrics,
             AccountsController,
             RunsController,
             SweepsController,
@@ -161,9 +171,14 @@ def create_app(settings: Settings, db: Database | None = None) -> Litestar:
                 "settings": settings,
                 "db": database,
                 "login_throttle": LoginThrottle(settings.login_attempts_per_minute),
+                "metrics_access": MetricsAccess(settings),
             }
         ),
-        middleware=[session.middleware, DefineMiddleware(Authenticate, exclude=PUBLIC_PATHS)],
+        middleware=[
+            HTTP_METRICS.middleware,
+            session.middleware,
+            DefineMiddleware(Authenticate, exclude=PUBLIC_PATHS),
+        ],
         csrf_config=CSRFConfig(
             secret=secret.hex(),
             cookie_name="trainhub_csrf",
@@ -189,5 +204,6 @@ def create_app(settings: Settings, db: Database | None = None) -> Litestar:
             ),
             security=[{"BearerToken": []}],
         ),
+        logging_config=None,  # trainhub.logs configures logging (structured lines on stdout)
         debug=False,
     )

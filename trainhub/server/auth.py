@@ -20,7 +20,8 @@ from trainhub.accounts import User
 from trainhub.store import Database
 from trainhub.store import users as user_store
 
-PUBLIC_PATHS = ["^/healthz$", "^/login$", "^/static/", "^/favicon.ico$"]
+# /metrics checks its own callers (trainhub.server.api.metrics).
+PUBLIC_PATHS = ["^/healthz$", "^/login$", "^/static/", "^/favicon.ico$", "^/metrics$"]
 
 # How often a session's "last seen" time is written back into its cookie.
 SESSION_TOUCH_SECONDS = 60.0
@@ -32,8 +33,10 @@ def is_api(path: str) -> bool:
 
 def answers_json(path: str, headers: Any) -> bool:
     """Whether an error here is JSON (the API, or a program asking for the schema)."""
-    return is_api(path) or (
-        path.startswith("/schema") and "text/html" not in headers.get("accept", "")
+    return (
+        is_api(path)
+        or path == "/metrics"
+        or (path.startswith("/schema") and "text/html" not in headers.get("accept", ""))
     )
 
 
