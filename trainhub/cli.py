@@ -12,6 +12,7 @@ import click
 
 from trainhub import (
     __version__,
+    cli_backup,
     cli_datasets,
     cli_datastore,
     cli_models,
@@ -498,3 +499,4 @@ cli_datastore.register(main)
 cli_datasets.register(main)
 cli_models.register(main)
 cli_sweeps.register(main)
+cli_backup.register(main)

@@ -1,0 +1,443 @@
+"""``trainhub backup`` and ``trainhub restore``: a data folder kept in a content-addressed store.
+
+Run history grows for ever and changes little between two backups, so every file is stored once under
+``PATH/objects/`` by its SHA-256 and each backup is only a manifest (path -> hash, mode, size, mtime)
+in ``PATH/manifests/``. A file whose size and mtime match the previous manifest keeps its hash unread:
+a backup with no changes reads directory entries and nothing else.
+
+The database is copied with SQLite's online backup API *before* the files are walked, while the
+server goes on writing: every file a row of that copy names (a snapshot, a run's outputs) is on disk
+by then. Symbolic links are never followed (nor stored), nothing is written outside ``PATH``, and a
+restore checks every path and every hash before a byte lands in the (empty) data folder.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+import shutil
+import sqlite3
+import threading
+import time
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import asdict, dataclass, field
+from pathlib import Path, PurePosixPath
+from typing import Any, Protocol
+
+from trainhub import __version__
+from trainhub.store.db import copy_database
+
+FORMAT = 1
+DB_NAME = "trainhub.db"
+#: Top-level entries of the data folder that a backup leaves out: the database (copied through
+#: SQLite instead), pre-migration copies, half-received uploads, the working folders of running
+#: process runs, and environments that are built again when a run needs them.
+EXCLUDED = frozenset(
+    {
+        DB_NAME,
+        f"{DB_NAME}-wal",
+        f"{DB_NAME}-shm",
+        f"{DB_NAME}-journal",
+        "backups",
+        "uploads",
+        "work",
+        "envs",
+        "conda",
+    }
+)
+SMALL = 1 << 20  # files up to this size are read whole: hashed before anything is written
+CHUNK = 1 << 20
+_SHA = re.compile(r"[0-9a-f]{64}")
+_NAME = re.compile(r"[0-9A-Za-z][0-9A-Za-z._-]*")
+
+
+class BackupError(Exception):
+    """A backup or restore that cannot go on; the message says what to do."""
+
+
+class Meter(Protocol):
+    """Where progress goes (a rich progress bar in the CLI)."""
+
+    def start(self, total_bytes: int) -> None: ...
+
+    def advance(self, nbytes: int) -> None: ...
+
+
+class _Quiet:
+    def start(self, total_bytes: int) -> None:
+        pass
+
+    def advance(self, nbytes: int) -> None:
+        pass
+
+
+@dataclass
+class FileEntry:
+    path: str
+    sha256: str
+    mode: int
+    size: int
+    mtime_ns: int
+
+
+@dataclass
+class Summary:
+    """What ``--json`` prints."""
+
+    backup: str
+    path: str
+    files: int = 0
+    bytes: int = 0
+    new_objects: int = 0
+    new_bytes: int = 0
+    hashed_files: int = 0
+    skipped: list[str] = field(default_factory=list)
+    seconds: float = 0.0
+
+
+# The store ---------------------------------------------------------------------------------------
+class Store:
+    """``PATH``: ``objects/<aa>/<sha256>``, ``manifests/<name>.json``, and ``tmp/`` for files on
+    their way into either (renamed into place once complete, so a killed backup leaves no half
+    object and no manifest naming a missing one)."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        self.objects = root / "objects"
+        self.manifests = root / "manifests"
+        self.tmp = root / "tmp"
+
+    def create(self) -> None:
+        self.root.mkdir(mode=0o700, parents=True, exist_ok=True)
+        for folder in (self.objects, self.manifests, self.tmp):
+            folder.mkdir(mode=0o700, exist_ok=True)
+
+    def object(self, sha: str) -> Path:
+        return self.objects / sha[:2] / sha
+
+    def names(self) -> list[str]:
+        if not self.manifests.is_dir():
+            return []
+        return sorted(p.stem for p in self.manifests.glob("*.json"))
+
+    def manifest(self, name: str) -> dict[str, Any]:
+        if not _NAME.fullmatch(name):
+            raise BackupError(f"--backup: {name!r} is not a backup name")
+        path = self.manifests / f"{name}.json"
+        if not path.is_file():
+            known = ", ".join(self.names()) or "none"
+            raise BackupError(f"no backup named {name} in {self.root} (there are: {known})")
+        try:
+            manifest: dict[str, Any] = json.loads(path.read_text())
+        except ValueError as exc:
+            raise BackupError(f"{path} is not a backup manifest: {exc}") from None
+        return manifest
+
+    def add(self, src: Path, meter: Meter) -> tuple[str, int, bool]:
+        """Store ``src`` (never through a symlink): (sha256, bytes read, whether it was new)."""
+        fd = os.open(src, os.O_RDONLY | os.O_NOFOLLOW)
+        with os.fdopen(fd, "rb") as f:
+            first = f.read(SMALL + 1)
+            if len(first) <= SMALL:  # read whole: an object already stored is not written again
+                sha = hashlib.sha256(first).hexdigest()
+                meter.advance(len(first))
+                if self.object(sha).exists():
+                    return sha, len(first), False
+                return sha, len(first), self._place(sha, self._spool([first]))
+            digest = hashlib.sha256(first)
+            size = len(first)
+            meter.advance(size)
+
+            def chunks() -> Iterator[bytes]:
+                nonlocal size
+                yield first
+                while chunk := f.read(CHUNK):
+                    digest.update(chunk)
+                    size += len(chunk)
+                    meter.advance(len(chunk))
+                    yield chunk
+
+            part = self._spool(chunks())
+            sha = digest.hexdigest()
+            return sha, size, self._place(sha, part)
+
+    def add_file(self, path: Path) -> tuple[str, int, bool]:
+        """Move a file made under ``tmp/`` (the database copy) into the store."""
+        digest = hashlib.sha256()
+        with path.open("rb") as f:
+            while chunk := f.read(CHUNK):
+                digest.update(chunk)
+        sha = digest.hexdigest()
+        size = path.stat().st_size
+        return sha, size, self._place(sha, path)
+
+    def _spool(self, chunks: Iterator[bytes] | list[bytes]) -> Path:
+        part = self.tmp / f"{os.getpid()}-{threading.get_ident()}-{time.monotonic_ns()}"
+        with part.open("xb") as out:
+            for chunk in chunks:
+                out.write(chunk)
+        return part
+
+    def _place(self, sha: str, part: Path) -> bool:
+        final = self.object(sha)
+        final.parent.mkdir(mode=0o700, exist_ok=True)
+        try:
+            os.link(part, final)
+            new = True
+        except FileExistsError:  # the same content came in through another path meanwhile
+            new = False
+        part.unlink()
+        return new
+
+    def write_manifest(self, manifest: dict[str, Any]) -> str:
+        stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
+        name, n = stamp, 1
+        while (self.manifests / f"{name}.json").exists():
+            n += 1
+            name = f"{stamp}-{n}"
+        manifest["name"] = name
+        part = self.tmp / f"{name}.json"
+        part.write_text(json.dumps(manifest, separators=(",", ":")))
+        os.replace(part, self.manifests / f"{name}.json")
+        return name
+
+
+# Backup ------------------------------------------------------------------------------------------
+def _walk(data: Path, skipped: list[str]) -> Iterator[tuple[str, os.stat_result, bool]]:
+    """(relative path, lstat, is a folder) for everything to back up, folders before their files;
+    symlinks and other non-regular files are noted in ``skipped`` and not followed."""
+    stack = [""]
+    while stack:
+        rel = stack.pop()
+        with os.scandir(data / rel if rel else data) as entries:
+            for entry in entries:
+                path = f"{rel}/{entry.name}" if rel else entry.name
+                if not rel and entry.name in EXCLUDED:
+                    continue
+                st = entry.stat(follow_symlinks=False)
+                if entry.is_dir(follow_symlinks=False):
+                    yield path, st, True
+                    stack.append(path)
+                elif entry.is_file(follow_symlinks=False):
+                    yield path, st, False
+                else:
+                    skipped.append(path)
+
+
+def _previous_hashes(store: Store) -> dict[str, tuple[int, int, str]]:
+    """path -> (size, mtime_ns, sha256) from the latest manifest: the stat-based shortcut."""
+    names = store.names()
+    if not names:
+        return {}
+    try:
+        files = store.manifest(names[-1]).get("files", [])
+        return {f["path"]: (f["size"], f["mtime_ns"], f["sha256"]) for f in files}
+    except (BackupError, KeyError, TypeError):
+        return {}  # an unreadable manifest only costs the shortcut
+
+
+def _check_paths(data: Path, dest: Path) -> None:
+    if not (data / DB_NAME).is_file():
+        raise BackupError(f"--data: {data} holds no {DB_NAME} (is it trainhub's data folder?)")
+    inside = data.resolve()
+    target = dest.resolve()
+    if target == inside or inside in target.parents:
+        raise BackupError(f"PATH: {dest} is inside the data folder {data}; back up elsewhere")
+
+
+def backup(data: Path, dest: Path, meter: Meter | None = None, workers: int = 8) -> Summary:
+    """Back up ``data`` (a running server's or not) into the store at ``dest``."""
+    meter = meter or _Quiet()
+    _check_paths(data, dest)
+    store = Store(dest)
+    store.create()
+    started = time.monotonic()
+    previous = _previous_hashes(store)
+
+    copy = store.tmp / f"db-{os.getpid()}-{time.monotonic_ns()}"
+    source = sqlite3.connect(f"file:{data / DB_NAME}?mode=ro", uri=True)
+    try:
+        copy_database(source, copy)
+    finally:
+        source.close()
+    db_sha, db_size, db_new = store.add_file(copy)
+
+    summary = Summary(backup="", path=str(dest))
+    dirs: list[dict[str, Any]] = []
+    entries: list[FileEntry] = []
+    todo: list[tuple[int, str]] = []
+    for path, st, is_dir in _walk(data, summary.skipped):
+        mode = st.st_mode & 0o777
+        if is_dir:
+            dirs.append({"path": path, "mode": mode})
+            continue
+        known = previous.get(path)
+        sha = known[2] if known and known[:2] == (st.st_size, st.st_mtime_ns) else ""
+        if not sha:
+            todo.append((len(entries), path))
+        entries.append(FileEntry(path, sha, mode, st.st_size, st.st_mtime_ns))
+
+    meter.start(sum(entries[i].size for i, _ in todo))
+    gone: set[int] = set()
+
+    def store_one(item: tuple[int, str]) -> tuple[int, str, int, bool]:
+        index, path = item
+        try:
+            sha, size, new = store.add(data / path, meter)
+        except (FileNotFoundError, OSError):  # removed meanwhile, or now a symlink (ELOOP)
+            return index, "", 0, False
+        return index, sha, size, new
+
+    with ThreadPoolExecutor(max_workers=workers) as pool:
+        for index, sha, size, new in pool.map(store_one, todo):
+            if not sha:
+                gone.add(index)
+                continue
+            entries[index].sha256 = sha
+            entries[index].size = size
+            summary.new_objects += new
+            summary.new_bytes += size if new else 0
+    kept = [e for i, e in enumerate(entries) if i not in gone]
+    summary.files = len(kept)
+    summary.bytes = sum(e.size for e in kept)
+    summary.hashed_files = len(todo)
+    summary.new_objects += db_new
+    summary.new_bytes += db_size if db_new else 0
+    manifest = {
+        "format": FORMAT,
+        "created_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "trainhub": __version__,
+        "database": {"sha256": db_sha, "size": db_size},
+        "dirs": dirs,
+        "files": [asdict(e) for e in kept],
+    }
+    summary.backup = store.write_manifest(manifest)
+    summary.seconds = round(time.monotonic() - started, 3)
+    return summary
+
+
+# Restore -----------------------------------------------------------------------------------------
+@dataclass
+class RestoreSummary:
+    backup: str
+    data: str
+    files: int = 0
+    bytes: int = 0
+    seconds: float = 0.0
+
+
+def safe_path(raw: Any) -> str:
+    """A manifest path that stays inside the data folder: relative, no ``..``, ``.`` or empty
+    parts, and none of the names the database and the server's own folders own."""
+    if not isinstance(raw, str) or not raw or "\0" in raw:
+        raise BackupError(f"manifest path {raw!r} is not a path")
+    parts = PurePosixPath(raw).parts
+    if raw.startswith("/") or any(p in ("", ".", "..") for p in raw.split("/")):
+        raise BackupError(f"manifest path {raw!r} leaves the data folder: refused")
+    if parts[0] in EXCLUDED:
+        raise BackupError(f"manifest path {raw!r} names {parts[0]}, which a backup never holds")
+    return raw
+
+
+def _checked(manifest: dict[str, Any]) -> tuple[list[tuple[str, int]], list[FileEntry], str]:
+    """Every directory, file and hash of ``manifest``, refused whole if one is wrong."""
+    if manifest.get("format") != FORMAT:
+        raise BackupError(f"backup format {manifest.get('format')!r} is not {FORMAT}")
+    try:
+        db_sha = manifest["database"]["sha256"]
+        dirs = [(safe_path(d["path"]), int(d["mode"]) & 0o777) for d in manifest["dirs"]]
+        files = [
+            FileEntry(
+                safe_path(f["path"]),
+                str(f["sha256"]),
+                int(f["mode"]) & 0o777,
+                int(f["size"]),
+                int(f["mtime_ns"]),
+            )
+            for f in manifest["files"]
+        ]
+    except (KeyError, TypeError, ValueError) as exc:
+        raise BackupError(f"the manifest is damaged: {exc!r}") from None
+    for sha in [db_sha, *(f.sha256 for f in files)]:
+        if not isinstance(sha, str) or not _SHA.fullmatch(sha):
+            raise BackupError(f"the manifest names {sha!r}, which is not a SHA-256")
+    return dirs, files, db_sha
+
+
+def _copy_out(store: Store, sha: str, dest: Path, meter: Meter) -> int:
+    """Copy object ``sha`` to ``dest`` (created, never through a link), checking its hash."""
+    digest = hashlib.sha256()
+    size = 0
+    src = store.object(sha)
+    try:
+        fin = src.open("rb")
+    except FileNotFoundError:
+        raise BackupError(f"object {sha} (for {dest.name}) is missing from {store.root}") from None
+    fd = os.open(dest, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
+    with fin, os.fdopen(fd, "wb") as out:
+        while chunk := fin.read(CHUNK):
+            digest.update(chunk)
+            out.write(chunk)
+            size += len(chunk)
+            meter.advance(len(chunk))
+    if digest.hexdigest() != sha:
+        raise BackupError(
+            f"object {sha} is damaged (its content hashes to {digest.hexdigest()}): "
+            f"{dest} not restored"
+        )
+    return size
+
+
+def restore(
+    src: Path, data: Path, name: str | None = None, meter: Meter | None = None, workers: int = 8
+) -> RestoreSummary:
+    """Restore backup ``name`` (the latest by default) from ``src`` into the empty folder ``data``."""
+    meter = meter or _Quiet()
+    store = Store(src)
+    names = store.names()
+    if not names:
+        raise BackupError(f"PATH: {src} holds no backup")
+    name = name or names[-1]
+    dirs, files, db_sha = _checked(store.manifest(name))
+    if data.exists() and (not data.is_dir() or any(data.iterdir())):
+        raise BackupError(
+            f"--data: {data} is not empty; restore only into an empty or new data folder"
+        )
+    started = time.monotonic()
+    data.mkdir(mode=0o700, parents=True, exist_ok=True)
+    summary = RestoreSummary(backup=name, data=str(data))
+    meter.start(sum(f.size for f in files))
+    try:
+        for path, _mode in dirs:
+            (data / path).mkdir(mode=0o700, parents=True, exist_ok=True)
+
+        def restore_one(entry: FileEntry) -> int:
+            dest = data / entry.path
+            dest.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+            size = _copy_out(store, entry.sha256, dest, meter)
+            os.chmod(dest, entry.mode)
+            os.utime(dest, ns=(entry.mtime_ns, entry.mtime_ns))
+            return size
+
+        with ThreadPoolExecutor(max_workers=workers) as pool:
+            summary.bytes = sum(pool.map(restore_one, files))
+        summary.files = len(files)
+        for path, mode in dirs:
+            os.chmod(data / path, mode)
+        _copy_out(store, db_sha, data / DB_NAME, meter)
+    except BaseException:
+        _empty(data)  # it was empty: leave it so, ready for another try
+        raise
+    summary.seconds = round(time.monotonic() - started, 3)
+    return summary
+
+
+def _empty(folder: Path) -> None:
+    for child in folder.iterdir():
+        if child.is_dir() and not child.is_symlink():
+            shutil.rmtree(child, ignore_errors=True)
+        else:
+            child.unlink(missing_ok=True)
