@@ -166,7 +166,9 @@ def test_a_manifest_path_that_leaves_the_data_folder_is_refused(
     store = tmp_path / "store"
     name = backup_json(store, bk_server.data)["backup"]
     manifest = json.loads((store / "manifests" / f"{name}.json").read_text())
-    manifest["files"].append({**manifest["files"][0], "path": bad})
+    db = manifest["database"]
+    entry = {"path": bad, "sha256": db["sha256"], "mode": 0o644, "size": db["size"], "mtime_ns": 0}
+    manifest["files"].append(entry)
     (store / "manifests" / "evil.json").write_text(json.dumps(manifest))
     target = tmp_path / "inner" / "data"
     out = trainhub("restore", str(store), "--backup", "evil", "--data", str(target))
