@@ -1,8 +1,10 @@
 """``trainhub backup`` and ``trainhub restore``: a data folder kept in a content-addressed store.
 
-Run history grows for ever and changes little between two backups, so every file is stored once under
-``PATH/objects/`` by its SHA-256 and each backup is only a manifest (path -> hash, mode, size, mtime)
-in ``PATH/manifests/``. A file whose size and mtime match the previous manifest keeps its hash unread:
+Run history grows for ever and changes little between two backups, so every file is stored once by
+its SHA-256 and each backup is only a manifest (path -> hash, mode, size, mtime) in
+``PATH/manifests/``. Files over 1 MiB are objects of their own (``PATH/objects/``); smaller ones (logs,
+most outputs: tens of thousands of them) go into pack files of up to 64 of them (``PATH/packs/``,
+restic's idea), because creating a file costs more than writing a small one on most file systems. A file whose size and mtime match the previous manifest keeps its hash unread:
 a backup with no changes reads directory entries and nothing else.
 
 The database is copied with SQLite's online backup API *before* the files are walked, while the
@@ -21,6 +23,7 @@ import shutil
 import sqlite3
 import threading
 import time
+import uuid
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -99,22 +102,40 @@ class Summary:
 
 # The store ---------------------------------------------------------------------------------------
 class Store:
-    """``PATH``: ``objects/<aa>/<sha256>``, ``manifests/<name>.json``, and ``tmp/`` for files on
-    their way into either (renamed into place once complete, so a killed backup leaves no half
-    object and no manifest naming a missing one)."""
+    """``PATH``: ``objects/<aa>/<sha256>``, ``packs/<id>.pack`` with ``packs/<id>.idx`` (JSON
+    ``[[sha256, offset, size], ...]``, written after its pack: an index means a complete pack),
+    ``manifests/<name>.json``, and ``tmp/`` for files on their way into those (renamed into place
+    once complete, so a killed backup leaves no half object and no manifest naming a missing one)."""
 
     def __init__(self, root: Path) -> None:
         self.root = root
         self.objects = root / "objects"
+        self.packs = root / "packs"
         self.manifests = root / "manifests"
         self.tmp = root / "tmp"
+        self.packed: dict[str, tuple[str, int, int]] = {}  # sha256 -> (pack id, offset, size)
+        self._claimed: set[str] = set()
+        self._lock = threading.Lock()
+
+    def load_packs(self) -> None:
+        if not self.packs.is_dir():
+            return
+        for idx in self.packs.glob("*.idx"):
+            try:
+                for sha, offset, size in json.loads(idx.read_text()):
+                    self.packed[sha] = (idx.stem, int(offset), int(size))
+            except (ValueError, TypeError) as exc:
+                raise BackupError(f"{idx} is damaged: {exc}") from None
 
     def create(self) -> None:
         self.root.mkdir(mode=0o700, parents=True, exist_ok=True)
-        for folder in (self.objects, self.manifests, self.tmp):
+        for folder in (self.objects, self.packs, self.manifests, self.tmp):
             folder.mkdir(mode=0o700, exist_ok=True)
-        for n in range(256):  # every fan-out folder now: no mkdir per object later
-            (self.objects / f"{n:02x}").mkdir(mode=0o700, exist_ok=True)
+        self.load_packs()
+        stale = time.time() - 86400
+        for left in self.tmp.iterdir():  # what a killed backup left (a day old: not a live one's)
+            if left.lstat().st_mtime < stale:
+                left.unlink()
 
     def object(self, sha: str) -> Path:
         return self.objects / sha[:2] / sha
@@ -137,17 +158,26 @@ class Store:
             raise BackupError(f"{path} is not a backup manifest: {exc}") from None
         return manifest
 
-    def add(self, src: Path, meter: Meter) -> tuple[str, int, bool]:
+    def claim(self, sha: str) -> bool:
+        """Whether ``sha`` is new here (and now this caller's to store): one thread stores it."""
+        with self._lock:
+            if sha in self._claimed or sha in self.packed:
+                return False
+            self._claimed.add(sha)
+        return not self.object(sha).exists()
+
+    def add(self, src: Path, meter: Meter, pack: Pack) -> tuple[str, int, bool]:
         """Store ``src`` (never through a symlink): (sha256, bytes read, whether it was new)."""
         fd = os.open(src, os.O_RDONLY | os.O_NOFOLLOW)
         with os.fdopen(fd, "rb") as f:
             first = f.read(SMALL + 1)
-            if len(first) <= SMALL:  # read whole: an object already stored is not written again
+            if len(first) <= SMALL:  # read whole: one already stored is not written again
                 sha = hashlib.sha256(first).hexdigest()
                 meter.advance(len(first))
-                if self.object(sha).exists():
+                if not self.claim(sha):
                     return sha, len(first), False
-                return sha, len(first), self._place(sha, self._spool([first]))
+                pack.put(sha, first)
+                return sha, len(first), True
             digest = hashlib.sha256(first)
             size = len(first)
             meter.advance(size)
@@ -187,20 +217,65 @@ class Store:
         through another path meanwhile replaces it with the same bytes."""
         final = self.object(sha)
         new = not final.exists()
+        final.parent.mkdir(mode=0o700, exist_ok=True)
         os.replace(part, final)
         return new
+
+    def blob(self, sha: str) -> Iterator[bytes]:
+        """The stored bytes of ``sha``, from its pack or its object file (unchecked)."""
+        where = self.packed.get(sha)
+        try:
+            if where is not None:
+                pack, offset, size = where
+                with (self.packs / f"{pack}.pack").open("rb") as f:
+                    f.seek(offset)
+                    yield f.read(size)
+                return
+            with self.object(sha).open("rb") as f:
+                while chunk := f.read(CHUNK):
+                    yield chunk
+        except FileNotFoundError:
+            raise BackupError(f"object {sha} is missing from {self.root}") from None
 
     def write_manifest(self, manifest: dict[str, Any]) -> str:
         stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
         name, n = stamp, 1
         while (self.manifests / f"{name}.json").exists():
             n += 1
-            name = f"{stamp}-{n}"
+            name = f"{stamp}-{n:03d}"  # sorts after ``stamp`` and in order: the latest is last
         manifest["name"] = name
         part = self.tmp / f"{name}.json"
         part.write_text(json.dumps(manifest, separators=(",", ":")))
         os.replace(part, self.manifests / f"{name}.json")
         return name
+
+
+class Pack:
+    """Small files of one batch, written one after the other into one pack file."""
+
+    def __init__(self, store: Store) -> None:
+        self.store = store
+        self.id = uuid.uuid4().hex
+        self.part = store.tmp / f"{self.id}.pack"
+        self.out: Any = None
+        self.blobs: list[tuple[str, int, int]] = []
+        self.offset = 0
+
+    def put(self, sha: str, data: bytes) -> None:
+        if self.out is None:
+            self.out = self.part.open("xb")
+        self.out.write(data)
+        self.blobs.append((sha, self.offset, len(data)))
+        self.offset += len(data)
+
+    def close(self) -> None:
+        if self.out is None:
+            return
+        self.out.close()
+        os.replace(self.part, self.store.packs / f"{self.id}.pack")
+        index = self.store.tmp / f"{self.id}.idx"
+        index.write_text(json.dumps(self.blobs, separators=(",", ":")))
+        os.replace(index, self.store.packs / f"{self.id}.idx")
 
 
 # Backup ------------------------------------------------------------------------------------------
@@ -287,11 +362,13 @@ def backup(data: Path, dest: Path, meter: Meter | None = None, workers: int = 8)
 
     def store_batch(batch: list[tuple[int, str]]) -> list[tuple[int, str, int, bool]]:
         done = []
+        pack = Pack(store)
         for index, path in batch:
             try:
-                done.append((index, *store.add(data / path, meter)))
+                done.append((index, *store.add(data / path, meter, pack)))
             except OSError:  # removed meanwhile, or now a symlink (ELOOP)
                 done.append((index, "", 0, False))
+        pack.close()
         return done
 
     with ThreadPoolExecutor(max_workers=workers) as pool:
@@ -398,17 +475,12 @@ def _checked(manifest: dict[str, Any]) -> tuple[list[tuple[str, int]], list[File
 
 
 def _copy_out(store: Store, sha: str, dest: Path, meter: Meter) -> int:
-    """Copy object ``sha`` to ``dest`` (created, never through a link), checking its hash."""
+    """Copy blob ``sha`` to ``dest`` (created, never through a link), checking its hash."""
     digest = hashlib.sha256()
     size = 0
-    src = store.object(sha)
-    try:
-        fin = src.open("rb")
-    except FileNotFoundError:
-        raise BackupError(f"object {sha} (for {dest.name}) is missing from {store.root}") from None
     fd = os.open(dest, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
-    with fin, os.fdopen(fd, "wb") as out:
-        while chunk := fin.read(CHUNK):
+    with os.fdopen(fd, "wb") as out:
+        for chunk in store.blob(sha):
             digest.update(chunk)
             out.write(chunk)
             size += len(chunk)
@@ -430,6 +502,7 @@ def restore(
     names = store.names()
     if not names:
         raise BackupError(f"PATH: {src} holds no backup")
+    store.load_packs()
     name = name or names[-1]
     dirs, files, db_sha = _checked(store.manifest(name))
     if data.exists() and (not data.is_dir() or any(data.iterdir())):
@@ -458,8 +531,11 @@ def restore(
         for path, mode in dirs:
             os.chmod(data / path, mode)
         _copy_out(store, db_sha, data / DB_NAME, meter)
-    except BaseException:
+    except OSError as exc:
         _empty(data)  # it was empty: leave it so, ready for another try
+        raise BackupError(f"restore failed, {data} left empty: {exc}") from exc
+    except BaseException:
+        _empty(data)
         raise
     summary.seconds = round(time.monotonic() - started, 3)
     return summary
