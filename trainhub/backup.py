@@ -282,10 +282,11 @@ class Pack:
 def _walk(data: Path, skipped: list[str]) -> Iterator[tuple[str, os.stat_result, bool]]:
     """(relative path, lstat, is a folder) for everything to back up, folders before their files;
     symlinks and other non-regular files are noted in ``skipped`` and not followed."""
+    root = str(data)
     stack = [""]
     while stack:
         rel = stack.pop()
-        with os.scandir(data / rel if rel else data) as entries:
+        with os.scandir(f"{root}/{rel}" if rel else root) as entries:
             for entry in entries:
                 path = f"{rel}/{entry.name}" if rel else entry.name
                 if not rel and entry.name in EXCLUDED:
