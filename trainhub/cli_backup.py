@@ -67,7 +67,7 @@ def backup(path: Path, data: Path | None, as_json: bool) -> None:
     try:
         with _progress(as_json) as progress:
             summary = run_backup(folder, path, _Bar(progress, "backup"))
-    except BackupError as exc:
+    except (BackupError, OSError) as exc:
         fail(exc)
     if as_json:
         emit_json(asdict(summary))
@@ -98,7 +98,7 @@ def restore(path: Path, name: str | None, data: Path, as_json: bool) -> None:
     try:
         with _progress(as_json) as progress:
             summary = run_restore(path, data, name, _Bar(progress, "restore"))
-    except BackupError as exc:
+    except (BackupError, OSError) as exc:
         fail(exc)
     if as_json:
         emit_json(asdict(summary))
