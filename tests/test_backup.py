@@ -233,3 +233,20 @@ def test_pending_migrations_copy_the_database_first(
 
 def test_a_new_data_folder_gets_no_pre_migration_copy(bk_server: Server) -> None:
     assert not (bk_server.data / "backups").exists()
+
+
+def test_a_touched_but_unchanged_file_is_read_again_and_stores_nothing(
+    bk_server: Server, tmp_path: Path
+) -> None:
+    client = bk_server.client()
+    run = submit(client, DONE, use_docker=False)
+    wait_for_status(client, run["runId"])
+    store = tmp_path / "store"
+    backup_json(store, bk_server.data)
+    held = objects(store)
+    touched = [p for p in (bk_server.data / "runs" / run["runId"]).rglob("*") if p.is_file()]
+    for path in touched:
+        os.utime(path)  # a new mtime, the same bytes: the stat shortcut misses, the hash matches
+    again = backup_json(store, bk_server.data)
+    assert again["hashed_files"] == len(touched) > 1
+    assert again["new_objects"] == 0 and objects(store) == held
