@@ -116,14 +116,19 @@ class Store:
         self.packed: dict[str, tuple[str, int, int]] = {}  # sha256 -> (pack id, offset, size)
         self._claimed: set[str] = set()
         self._lock = threading.Lock()
+        self._loaded = False
 
     def load_packs(self) -> None:
-        if not self.packs.is_dir():
+        """Read the packs' indexes (once, and only when a blob is looked for: a backup with no
+        change never needs them)."""
+        if self._loaded or not self.packs.is_dir():
             return
+        self._loaded = True
         for idx in self.packs.glob("*.idx"):
+            pack = idx.stem
             try:
                 for sha, offset, size in json.loads(idx.read_text()):
-                    self.packed[sha] = (idx.stem, int(offset), int(size))
+                    self.packed[sha] = (pack, int(offset), int(size))
             except (ValueError, TypeError) as exc:
                 raise BackupError(f"{idx} is damaged: {exc}") from None
 
@@ -131,7 +136,6 @@ class Store:
         self.root.mkdir(mode=0o700, parents=True, exist_ok=True)
         for folder in (self.objects, self.packs, self.manifests, self.tmp):
             folder.mkdir(mode=0o700, exist_ok=True)
-        self.load_packs()
         stale = time.time() - 86400
         for left in self.tmp.iterdir():  # what a killed backup left (a day old: not a live one's)
             if left.lstat().st_mtime < stale:
@@ -161,6 +165,7 @@ class Store:
     def claim(self, sha: str) -> bool:
         """Whether ``sha`` is new here (and now this caller's to store): one thread stores it."""
         with self._lock:
+            self.load_packs()
             if sha in self._claimed or sha in self.packed:
                 return False
             self._claimed.add(sha)
