@@ -11,6 +11,7 @@ import click
 
 from trainhub import (
     __version__,
+    cli_backup,
     cli_datasets,
     cli_datastore,
     cli_models,
@@ -487,3 +488,4 @@ cli_datasets.register(main)
 cli_models.register(main)
 cli_sweeps.register(main)
 cli_settings.register(main)
+cli_backup.register(main)

@@ -7,9 +7,12 @@ The pattern is datasette's: a queue feeds the writer, each write is a function o
 from __future__ import annotations
 
 import asyncio
+import logging
+import os
 import queue
 import sqlite3
 import threading
+import time
 from collections.abc import Callable
 from concurrent.futures import Future
 from pathlib import Path
@@ -21,6 +24,10 @@ from trainhub.store.migrations import MIGRATIONS
 
 T = TypeVar("T")
 _STOP = object()
+log = logging.getLogger("trainhub.store")
+
+#: How many pre-migration copies of the database ``DATA/backups/`` keeps (the oldest go first).
+PRE_MIGRATION_KEEP = 5
 
 
 def _connect(path: Path, busy_seconds: float) -> sqlite_utils.Database:
@@ -32,6 +39,37 @@ def _connect(path: Path, busy_seconds: float) -> sqlite_utils.Database:
     return sqlite_utils.Database(conn)
 
 
+def copy_database(source: sqlite3.Connection, dest: Path) -> None:
+    """A consistent copy of ``source`` at ``dest`` through SQLite's online backup API: one read
+    transaction over every page, so writers (in WAL mode) go on and the copy is never torn."""
+    part = dest.with_name(dest.name + ".part")
+    part.unlink(missing_ok=True)
+    target = sqlite3.connect(str(part))
+    try:
+        source.backup(target)
+    finally:
+        target.close()
+    os.replace(part, dest)
+
+
+def copy_before_migrating(db: sqlite_utils.Database, path: Path) -> Path | None:
+    """Copy a database that has pending migrations to ``DATA/backups/`` before they run, so an
+    upgrade that goes wrong can be undone by putting the copy back. A new database (nothing applied
+    yet) has nothing to lose; only the last :data:`PRE_MIGRATION_KEEP` copies are kept."""
+    applied = MIGRATIONS.applied(db)
+    if not applied or not MIGRATIONS.pending(db):
+        return None
+    folder = path.parent / "backups"
+    folder.mkdir(mode=0o700, exist_ok=True)
+    stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
+    dest = folder / f"pre-migration-{stamp}-{applied[-1].name}.db"
+    copy_database(db.conn, dest)
+    log.info("pending migrations: the database was copied to %s first", dest)
+    for old in sorted(folder.glob("pre-migration-*.db"))[:-PRE_MIGRATION_KEEP]:
+        old.unlink()
+    return dest
+
+
 class Database:
     def __init__(self, path: Path, busy_seconds: float = 30.0) -> None:
         self.path = path
@@ -40,6 +78,7 @@ class Database:
         self._writer = _connect(path, busy_seconds)
         self._writer.enable_wal()
         self._writer.execute("PRAGMA synchronous = NORMAL")
+        copy_before_migrating(self._writer, path)
         MIGRATIONS.apply(self._writer)
         self._queue: queue.Queue[Any] = queue.Queue()
         self._local = threading.local()

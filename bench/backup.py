@@ -1,0 +1,139 @@
+"""``trainhub backup`` of a data folder with many runs beside ``tar -cf`` of the same folder in the same
+run, then a second backup with nothing changed (medians over --reps; the order alternates per rep).
+
+Usage: .venv/bin/python bench/backup.py [--runs 10000] [--gb 5] [--reps 3] [--dir /var/tmp]
+The data folder is synthetic (made in seconds): a real schema with one row per run and a few metrics,
+each run a driver log and an outputs file (sizes vary; 5 GB in all by default), and 200 snapshots.
+Needs free disk for three copies of --gb (folder, tar, backup store).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import random
+import shutil
+import sqlite3
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from pathlib import Path
+
+from trainhub.store import Database
+
+BLOCK = 64 * 1024 * 1024
+
+
+def make_data(data: Path, runs: int, total_bytes: int) -> None:
+    """A data folder as a server leaves it; every outputs file unique (its run id leads it)."""
+    Database(data / "trainhub.db").close()
+    rng = random.Random(15)
+    block = rng.randbytes(BLOCK)
+    ids = [f"bench_{i}_{uuid.UUID(int=rng.getrandbits(128)).hex[:8]}" for i in range(runs)]
+    now = time.time()
+    conn = sqlite3.connect(data / "trainhub.db")
+    with conn:
+        conn.execute("insert into experiments (name, created_at) values ('bench', ?)", (now,))
+        conn.executemany(
+            "insert into runs (id, experiment, number, status, spec, created_at) "
+            "values (?, 'bench', ?, 'Completed', '{}', ?)",
+            [(run_id, n + 1, now) for n, run_id in enumerate(ids)],
+        )
+        conn.executemany(
+            "insert into metrics (run_id, name, kind, step, value) values (?, ?, 'scalar', ?, ?)",
+            [(run_id, "loss", s, json.dumps(1 / (s + 1))) for run_id in ids for s in range(5)],
+        )
+    conn.close()
+    weights = [rng.uniform(0.2, 1.8) for _ in ids]
+    scale = total_bytes / sum(weights)
+    for run_id, weight in zip(ids, weights, strict=True):
+        run = data / "runs" / run_id
+        (run / "logs").mkdir(parents=True)
+        (run / "outputs").mkdir()
+        (run / "logs" / "driver_log.txt").write_text(f"{run_id}\n" + "epoch 1 loss 0.5\n" * 100)
+        size = int(weight * scale)
+        start = rng.randrange(BLOCK - min(size, BLOCK) + 1)
+        with (run / "outputs" / "model.bin").open("wb") as out:
+            out.write(run_id.encode())
+            left = size
+            while left > 0:
+                piece = block[start : start + min(left, BLOCK - start)]
+                out.write(piece)
+                left -= len(piece)
+                start = 0
+    (data / "snapshots").mkdir()
+    for i in range(200):
+        (data / "snapshots" / f"{i:064x}.tar.gz").write_bytes(block[i * 4096 : i * 4096 + 40_000])
+
+
+def timed(cmd: list[str]) -> tuple[float, str]:
+    start = time.perf_counter()
+    done = subprocess.run(cmd, check=True, capture_output=True, text=True)
+    return time.perf_counter() - start, done.stdout
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--runs", type=int, default=10_000)
+    parser.add_argument("--gb", type=float, default=5.0)
+    parser.add_argument("--reps", type=int, default=3)
+    parser.add_argument("--dir", default=None, help="where the folders go (default: a temp dir)")
+    args = parser.parse_args()
+    work = Path(tempfile.mkdtemp(prefix="trainhub-bench-backup-", dir=args.dir))
+    data = work / "data"
+    try:
+        started = time.perf_counter()
+        make_data(data, args.runs, int(args.gb * 1e9))
+        print(
+            f"data folder: {args.runs} runs, {args.gb} GB, made in "
+            f"{time.perf_counter() - started:.1f} s",
+            file=sys.stderr,
+        )
+        trainhub = [sys.executable, "-m", "trainhub"]
+        tar_s, first_s, second_s, start_s = [], [], [], []
+        store, archive = work / "store", work / "data.tar"
+        for rep in range(args.reps):
+
+            def tar() -> None:
+                tar_s.append(timed(["tar", "-cf", str(archive), "-C", str(data), "."])[0])
+
+            def backup() -> None:
+                seconds, out = timed(
+                    [*trainhub, "backup", str(store), "--data", str(data), "--json"]
+                )
+                first_s.append(seconds)
+                assert json.loads(out)["new_objects"] > args.runs
+
+            for step in (tar, backup) if rep % 2 == 0 else (backup, tar):
+                step()
+            seconds, out = timed([*trainhub, "backup", str(store), "--data", str(data), "--json"])
+            assert json.loads(out)["new_objects"] == 0, out
+            second_s.append(seconds)
+            start_s.append(timed([*trainhub, "--version"])[0])
+            archive.unlink()
+            shutil.rmtree(store)
+        tar_m, first_m, second_m = (statistics.median(x) for x in (tar_s, first_s, second_s))
+        print(f"tar -cf (baseline)              {tar_m:7.2f} s")
+        print(
+            f"trainhub backup (first)         {first_m:7.2f} s   ratio {first_m / tar_m:.2f}x "
+            "(goal <= 1.0x)"
+        )
+        print(
+            f"trainhub backup (no change)     {second_m:7.2f} s   {second_m / first_m:.1%} of the "
+            "first (goal < 5%)"
+        )
+        print(
+            f"  of which `trainhub --version` {statistics.median(start_s):7.2f} s "
+            "(interpreter and imports)"
+        )
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    os.environ.pop("TRAINHUB_DATA", None)
+    main()
