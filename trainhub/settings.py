@@ -278,6 +278,8 @@ class Settings:
         beside = Path(__file__).resolve().parent.parent  # a source checkout (or editable install)
         if (beside / "templates").is_dir():
             return beside
+        if (beside / "share" / "trainhub" / "templates").is_dir():
+            return beside / "share" / "trainhub"  # pip install --target (trainhub.pyz)
         return Path(sys.prefix) / "share" / "trainhub"  # pip install . (pyproject's data-files)
 
     def fault(self, name: str) -> bool:
