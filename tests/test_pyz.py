@@ -20,6 +20,7 @@ import pytest
 
 from tests.conftest import LIVE_SERVERS, TOKEN, Server, free_port
 from tests.helpers import add_user, login, submit, wait_for_status
+from tests.test_tensorboard import wait_for_points
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -139,7 +140,9 @@ def test_a_run_completes_through_the_file_and_the_dashboard_is_served(
     admin = pyz_server.client()
     script = (
         "import os, sys\n"
+        "from trainhub import Run\n"  # the SDK inside the container: from the extracted file
         "print('training with', sys.argv[1:])\n"
+        "Run.get_context().log('accuracy', 0.75)\n"
         "os.makedirs('outputs', exist_ok=True)\n"
         "open('outputs/model.txt', 'w').write('weights\\n')\n"
     )
@@ -161,6 +164,10 @@ def test_a_run_completes_through_the_file_and_the_dashboard_is_served(
         htmx = browser.get("/static/htmx.min.js")
         assert htmx.status_code == 200
         assert htmx.content == (ROOT / "static" / "htmx.min.js").read_bytes()
+        # TensorBoard runs as a child python (sys.executable): it must find the file's packages.
+        base = f"/runs/{run['runId']}/tensorboard/"
+        points = wait_for_points(browser, base, "trainhub-metrics", "accuracy", at_least=1)
+        assert [p[2] for p in points] == [0.75]
     finally:
         browser.close()
 
