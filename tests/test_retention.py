@@ -9,7 +9,10 @@ from __future__ import annotations
 
 import io
 import json
+import os
 import sqlite3
+import subprocess
+import sys
 import tarfile
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -31,8 +34,8 @@ from tests.helpers import (
     wait_for_status,
 )
 from tests.html import parse
-
-pytestmark = [pytest.mark.docker, pytest.mark.slow]
+from trainhub.settings import Settings
+from trainhub.store import Database, snapshots
 
 TWO_DAYS = 2 * 86400
 # Writes an output of a known size, a log line and a metric; its name makes each snapshot its own.
@@ -185,6 +188,8 @@ def world(tmp_path_factory: pytest.TempPathFactory, docker_ready: None) -> Itera
     srv.cleanup()
 
 
+@pytest.mark.docker
+@pytest.mark.slow
 def test_retention_removes_the_outputs_of_an_old_run_and_keeps_its_logs_and_metrics(
     world: World,
 ) -> None:
@@ -208,6 +213,8 @@ def test_retention_removes_the_outputs_of_an_old_run_and_keeps_its_logs_and_metr
     assert run["status"] == "Completed"
 
 
+@pytest.mark.docker
+@pytest.mark.slow
 def test_the_run_page_says_the_outputs_were_removed(world: World) -> None:
     admin = world.server.client()
     add_user(admin, "ret-admin", role="admin")
@@ -221,6 +228,8 @@ def test_the_run_page_says_the_outputs_were_removed(world: World) -> None:
     assert "removed by retention" in download.text
 
 
+@pytest.mark.docker
+@pytest.mark.slow
 @pytest.mark.parametrize("role", ["kept", "young"])
 def test_a_kept_or_young_run_keeps_everything(world: World, role: str) -> None:
     response = world.admin.get(f"/api/v1/runs/{world.runs[role]}/files/outputs/model.bin")
@@ -229,6 +238,8 @@ def test_a_kept_or_young_run_keeps_everything(world: World, role: str) -> None:
     assert world.snapshot_file(world.snapshots[role]).is_file()
 
 
+@pytest.mark.docker
+@pytest.mark.slow
 def test_a_running_run_and_an_open_interactive_run_are_untouched(world: World) -> None:
     running = world.admin.get(f"/api/v1/runs/{world.runs['running']}").json()
     assert running["status"] == "Running"
@@ -241,6 +252,8 @@ def test_a_running_run_and_an_open_interactive_run_are_untouched(world: World) -
     assert set(before) <= set(tree(world.run_dir("running")))
 
 
+@pytest.mark.docker
+@pytest.mark.slow
 def test_gc_dry_run_changes_nothing_and_says_what_gc_then_frees(world: World) -> None:
     assert world.before_dry == world.after_dry
     assert world.dry["dryRun"] is True
@@ -248,6 +261,8 @@ def test_gc_dry_run_changes_nothing_and_says_what_gc_then_frees(world: World) ->
     assert world.dry["strayFiles"]["count"] == world.report["strayFiles"]["count"]
 
 
+@pytest.mark.docker
+@pytest.mark.slow
 def test_gc_removes_an_unreferenced_snapshot_and_keeps_the_referenced_ones(world: World) -> None:
     removed = set(world.report["snapshots"]["names"])
     # The refused submission's snapshot (no run) and the old run's (retention let go of it).
@@ -261,6 +276,8 @@ def test_gc_removes_an_unreferenced_snapshot_and_keeps_the_referenced_ones(world
     assert world.report["snapshots"]["bytes"] == sum(sizes[f"{s}.tar.gz"] for s in removed)
 
 
+@pytest.mark.docker
+@pytest.mark.slow
 def test_the_admin_page_shows_disk_use_per_experiment_and_user_matching_the_files(
     world: World,
 ) -> None:
@@ -287,3 +304,35 @@ def test_the_admin_page_shows_disk_use_per_experiment_and_user_matching_the_file
     assert experiments["ret-b"] == (folder_bytes(world.run_dir("member")), held(["member"]))
     users = shown("disk-user")
     assert users["ret-member"] == experiments["ret-b"]
+
+
+def test_gc_on_a_data_folder_no_server_uses(tmp_path: Path) -> None:
+    """``--data``: retention and snapshots straight on the folder (a stopped server's)."""
+    settings = Settings.load(data=tmp_path / "data")
+    db = Database(settings.db_path)
+    settings.snapshots_dir.mkdir(parents=True)
+    for sha256, age in (("a" * 64, 7200), ("b" * 64, 0)):
+        settings.snapshot_path(sha256).write_bytes(b"x" * 300)
+        db.write_sync(lambda conn, s=sha256: snapshots.record(conn, s, 300, ["train.py"], 300))
+        db.write_sync(
+            lambda conn, s=sha256, a=age: conn.execute(
+                "update snapshots set created_at = created_at - ? where sha256 = ?", [a, s]
+            )
+        )
+    db.close()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("TRAINHUB_")}
+    gc = [sys.executable, "-m", "trainhub", "gc", "--data", str(settings.data)]
+
+    dry = subprocess.run([*gc, "--dry-run"], env=env, capture_output=True, text=True, check=True)
+    assert "would free 300 bytes" in dry.stdout
+    assert settings.snapshot_path("a" * 64).is_file()
+    done = subprocess.run([*gc, "--json"], env=env, capture_output=True, text=True, check=True)
+    report = json.loads(done.stdout)
+    assert report["snapshots"] == {"count": 1, "bytes": 300, "names": ["a" * 64]}
+    assert report["images"] is None
+    assert not settings.snapshot_path("a" * 64).exists()
+    assert settings.snapshot_path("b" * 64).is_file()  # younger than the grace
+    missing = subprocess.run(
+        [*gc[:-1], str(tmp_path / "nowhere")], env=env, capture_output=True, text=True
+    )
+    assert missing.returncode != 0 and "not a trainhub data folder" in missing.stderr

@@ -23,14 +23,15 @@ import functools
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from trainhub.nodes import images
-from trainhub.nodes.pool import NodePool
 from trainhub.runs import retention
 from trainhub.settings import Settings
 from trainhub.store import Database
 from trainhub.store import disk as disk_store
+
+if TYPE_CHECKING:
+    from trainhub.nodes.pool import NodePool
 
 #: Snapshots and uploads younger than this are never collected (see the module's docstring).
 GRACE = 3600.0
@@ -157,6 +158,8 @@ async def collect(
         images=None,
     )
     if pool is not None:
+        from trainhub.nodes import images  # the engines' client: not needed by ``--data``
+
         pruned = await images.prune(pool, image_days, now=now, dry_run=dry_run)
         report.images = Freed(len(pruned.removed), pruned.bytes, pruned.removed)
         report.unreachable_nodes = pruned.unreachable
