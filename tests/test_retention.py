@@ -304,6 +304,12 @@ def test_the_admin_page_shows_disk_use_per_experiment_and_user_matching_the_file
     assert experiments["ret-b"] == (folder_bytes(world.run_dir("member")), held(["member"]))
     users = shown("disk-user")
     assert users["ret-member"] == experiments["ret-b"]
+    api = world.admin.get("/api/v1/disk").json()
+    by_name = {r["name"]: (r["runBytes"], r["snapshotBytes"]) for r in api["experiments"]}
+    assert by_name["ret-a"] == experiments["ret-a"]
+    member = world.server.client(add_user(world.admin, "ret-nosy"))
+    assert member.get("/api/v1/disk").status_code == 403
+    assert member.post("/api/v1/gc", params={"dryRun": "true"}).status_code == 403
 
 
 def test_gc_on_a_data_folder_no_server_uses(tmp_path: Path) -> None:
