@@ -22,7 +22,7 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.conftest import TOKEN, Server, start_server
+from tests.conftest import TOKEN, Server, ServerFactory, start_server
 from tests.helpers import (
     add_user,
     cli_for,
@@ -32,6 +32,7 @@ from tests.helpers import (
     submit_raw,
     wait_for_log,
     wait_for_status,
+    wait_until,
 )
 from tests.html import parse
 from trainhub.settings import Settings
@@ -310,6 +311,24 @@ def test_the_admin_page_shows_disk_use_per_experiment_and_user_matching_the_file
     member = world.server.client(add_user(world.admin, "ret-nosy"))
     assert member.get("/api/v1/disk").status_code == 403
     assert member.post("/api/v1/gc", params={"dryRun": "true"}).status_code == 403
+
+
+@pytest.mark.docker
+def test_the_server_applies_retention_when_it_starts(make_server: ServerFactory) -> None:
+    """The lifespan's pass, not ``trainhub gc``: an old run's outputs go at the next start."""
+    srv = make_server(retention_days="1")
+    admin = srv.client()
+    run_id = submit(admin, SCRIPT.format(name="restart"), experiment="ret-start")["runId"]
+    assert wait_for_status(admin, run_id)["status"] == "Completed"
+    srv.stop()
+    _sql(srv, "update runs set ended_at = ended_at - ? where id = ?", [TWO_DAYS, run_id])
+    srv.start()
+    admin = srv.client()
+    wait_until(
+        lambda: admin.get(f"/api/v1/runs/{run_id}/files/outputs/model.bin").status_code == 410,
+        "the start's retention pass removed the old run's outputs",
+    )
+    assert not (srv.data / "runs" / run_id / "outputs").exists()
 
 
 def test_gc_on_a_data_folder_no_server_uses(tmp_path: Path) -> None:
