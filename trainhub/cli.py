@@ -14,6 +14,7 @@ from trainhub import (
     cli_backup,
     cli_datasets,
     cli_datastore,
+    cli_gc,
     cli_models,
     cli_nodes,
     cli_settings,
@@ -489,3 +490,4 @@ cli_models.register(main)
 cli_sweeps.register(main)
 cli_settings.register(main)
 cli_backup.register(main)
+cli_gc.register(main)

@@ -132,6 +132,11 @@ class Settings:
     debian_mirror: str = _setting(
         "http://deb.debian.org/debian", "Debian mirror used by `trainhub images build-base`"
     )
+    retention_days: float = _setting(
+        0.0,
+        "remove the outputs of runs that ended more than this many days ago, unless tagged keep "
+        "(logs and metrics stay; 0 keeps everything)",
+    )
     log_format: str = _setting(
         "logfmt", "the server's log lines on stdout: logfmt (key=value) or json (one object a line)"
     )
@@ -168,6 +173,11 @@ class Settings:
             raise ValueError(
                 f"TRAINHUB_LOG_FORMAT must be one of {', '.join(LOG_FORMATS)}, "
                 f"got {values['log_format']!r}"
+            )
+        if values.get("retention_days", 0) < 0:
+            raise ValueError(
+                f"TRAINHUB_RETENTION_DAYS must be 0 (keep everything) or more, "
+                f"got {values['retention_days']!r}"
             )
         if values.get("metrics_allow"):
             metrics_allow_networks(values["metrics_allow"])

@@ -75,26 +75,35 @@ class Pruned:
     removed: list[str]
     kept: list[str]
     unreachable: list[str]
+    bytes: int = 0  # the removed images' sizes as the engines report them, summed over nodes
 
 
-async def prune(pool: NodePool, days: float, *, now: float | None = None) -> Pruned:
+async def prune(
+    pool: NodePool, days: float, *, now: float | None = None, dry_run: bool = False
+) -> Pruned:
     """Remove the environment images no run used for ``days`` days from every node that has them.
 
     Kept: an image used within the period, one a run that is not finished uses, and one a container
     on a node still uses (the engine refuses). While a node is unreachable its copy cannot be
-    removed: the image's record stays, so a later prune removes it there too.
+    removed: the image's record stays, so a later prune removes it there too. ``dry_run`` removes
+    nothing and says what would go (an image a container holds would be kept after all).
     """
     cutoff = (time.time() if now is None else now) - days * SECONDS_PER_DAY
     active = await pool.db.read(lambda db: q.runs_with_status(db, ACTIVE))
     in_use = {r.image for r in active if r.image}
     nodes = await _reachable(pool)
-    removed, kept = [], []
+    removed, kept, freed = [], [], 0
     for row in await pool.db.read(env_store.images):
         image = row["image"]
         if row["last_used_at"] >= cutoff or image in in_use:
             kept.append(image)
             continue
         holders = [name for name, images in nodes.images.items() if image in images]
+        size = sum(nodes.images[name][image].get("size") or 0 for name in holders)
+        if dry_run:
+            removed.append(image)
+            freed += size
+            continue
         results = await asyncio.gather(*(_remove(nodes.engines[name], image) for name in holders))
         if not all(results):
             kept.append(image)
@@ -102,7 +111,8 @@ async def prune(pool: NodePool, days: float, *, now: float | None = None) -> Pru
         if not nodes.unreachable:
             await pool.db.write(functools.partial(env_store.forget_image, image=image))
         removed.append(image)
-    return Pruned(removed, kept, nodes.unreachable)
+        freed += size
+    return Pruned(removed, kept, nodes.unreachable, freed)
 
 
 async def _remove(engine: DockerEngine, image: str) -> bool:

@@ -24,6 +24,7 @@ import msgspec
 from trainhub.context import CHILD_FILES
 from trainhub.models import in_run
 from trainhub.prometheus import LOG_SYNC, OUTPUT_COPY
+from trainhub.runs import retention
 from trainhub.runs.artifacts import (
     DRIVER_LOG,
     adopt_child_files,
@@ -241,6 +242,7 @@ class RunControl:
         """The end status: Canceled, Failed (timeout, exit code, the node's disk full) or
         Completed."""
         await self.db.write(lambda db: q.update_run(db, run.id, exit_code=exit_code))
+        await retention.measure(self.settings, self.db, run.id)  # its outputs are back: disk use
         if stopped_for is EndReason.CANCELED or self.cancel_event(run.id).is_set():
             await self.canceled(run.id)
         elif stopped_for is EndReason.TIMEOUT:

@@ -14,7 +14,7 @@ import msgspec
 
 from trainhub.accounts import Forbidden, User, require_run_owner
 from trainhub.datasets import registry as datasets
-from trainhub.runs import admission, datarefs
+from trainhub.runs import admission, datarefs, retention
 from trainhub.runs.artifacts import (
     DRIVER_LOG,
     GB,
@@ -54,6 +54,7 @@ from trainhub.store import (
     sweeps,
     users,
 )
+from trainhub.store import disk as disk_store
 from trainhub.store import runs as q
 from trainhub.store.datastores import DatastoreKind
 from trainhub.store.lifecycle import RunStatus
@@ -125,8 +126,13 @@ async def submit(
         user=user,
     )
     spec = admitted.spec
-    run = await db.write(
-        lambda conn: q.insert_run(
+
+    def insert(conn: Any) -> q.RunRow:
+        if not disk_store.snapshot_known(conn, admitted.snapshot):  # `trainhub gc` took it since
+            raise SpecError(
+                "snapshot_id", f"This server has no snapshot '{admitted.snapshot}': upload it"
+            )
+        return q.insert_run(
             conn,
             experiment=experiment,
             spec=msgspec.to_builtins(spec),
@@ -138,7 +144,8 @@ async def submit(
             max_retries=admitted.max_retries,
             user=user,
         )
-    )
+
+    run = await db.write(insert)
     await datasets.record_inputs(db, run.id, list(spec.references().values()))
     launcher.wake()
     return run
@@ -378,9 +385,12 @@ async def set_tags(db: Database, run_id: str, tags: Any, user: User) -> dict[str
 
 
 async def artifact(settings: Settings, db: Database, run_id: str, path: str) -> Path:
-    """The file ``path`` of a run's history (never outside it)."""
-    await get(db, run_id)
+    """The file ``path`` of a run's history (never outside it); :class:`OutputsRemoved` (410)
+    for an output that retention removed."""
+    run = await get(db, run_id)
     relative = path.lstrip("/")
+    if run.outputs_removed_at is not None and not retention.is_kept_path(relative):
+        raise retention.OutputsRemoved(run_id, run.outputs_removed_at)
     found = resolve_artifact(settings.run_dir(run_id), relative)
     if found is None:
         raise ArtifactNotFound(f"Run {run_id} has no file '{relative}'")

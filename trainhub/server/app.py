@@ -32,9 +32,11 @@ from trainhub.nodes.telemetry import GpuTelemetry
 from trainhub.prometheus import MetricsAccess
 from trainhub.runs.interactive import Watchdog
 from trainhub.runs.launcher import Launcher
+from trainhub.runs.retention import DiskKeeper
 from trainhub.server.api.accounts import AccountsController
 from trainhub.server.api.datasets import DatasetsController
 from trainhub.server.api.datastores import DatastoresController
+from trainhub.server.api.disk import DiskController
 from trainhub.server.api.environments import EnvironmentsController
 from trainhub.server.api.health import healthz
 from trainhub.server.api.images import ImagesController
@@ -132,9 +134,12 @@ def create_app(settings: Settings, db: Database | None = None) -> Litestar:
         await boards.start()
         abandoned = Watchdog(settings, database)  # interactive runs whose client vanished
         await abandoned.start()
+        disk = DiskKeeper(settings, database)  # runs' sizes, and retention (hourly)
+        await disk.start()
         try:
             yield
         finally:
+            await disk.stop()
             await abandoned.stop()
             await boards.stop()
             await telemetry.stop()
@@ -160,6 +165,7 @@ def create_app(settings: Settings, db: Database | None = None) -> Litestar:
             DatastoresController,
             ModelsController,
             DatasetsController,
+            DiskController,
             *PAGE_CONTROLLERS,
             create_static_files_router(
                 path="/static", directories=[web / "static"], include_in_schema=False

@@ -16,6 +16,7 @@ from litestar.response import Redirect, Template
 
 from trainhub.accounts import AccountError, Forbidden
 from trainhub.runs.artifacts import SnapshotError, free_bytes, human_size, is_disk_full
+from trainhub.runs.retention import OutputsRemoved
 from trainhub.runs.service import RunConflict, RunNotFound, StorageFull
 from trainhub.server.auth import answers_json
 from trainhub.spec import SpecError
@@ -30,6 +31,7 @@ TITLES = {
     404: "Not found",
     405: "Not allowed",
     409: "Conflict",
+    410: "Gone",
     413: "Too large",
     422: "Check the form",
     429: "Too many tries",
@@ -127,6 +129,10 @@ def _not_found(request: Request[Any, Any, Any], exc: RunNotFound) -> Response[An
     return answer(request, 404, str(exc))
 
 
+def _gone(request: Request[Any, Any, Any], exc: OutputsRemoved) -> Response[Any]:
+    return answer(request, 410, str(exc))
+
+
 def _forbidden(request: Request[Any, Any, Any], exc: Forbidden) -> Response[Any]:
     return answer(request, 403, str(exc))
 
@@ -167,6 +173,7 @@ EXCEPTION_HANDLERS: dict[Any, Any] = {
     SpecError: _spec,
     SnapshotError: _snapshot,
     RunNotFound: _not_found,
+    OutputsRemoved: _gone,
     RunConflict: _conflict,
     UserExists: _conflict,
     Forbidden: _forbidden,

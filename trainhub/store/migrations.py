@@ -509,3 +509,27 @@ def sweeps(db: sqlite_utils.Database) -> None:
         not_null={"sweep_id", "idx", "run_id", "hyperparameters", "created_at"},
     )
     db.execute("create unique index idx_sweep_children_run on sweep_children (run_id)")
+
+
+@MIGRATIONS(name="0017_gc_disk_use")
+def gc_disk_use(db: sqlite_utils.Database) -> None:
+    """What each run keeps on disk, and retention. ``stored_bytes`` is the size of the run's
+    folder (outputs and logs), written once its history is final, so that disk use per
+    experiment or user is a GROUP BY, never a walk of the disk; ``outputs_removed_at`` is when
+    retention removed its outputs (the logs stay). The partial indexes hold only the runs a
+    pass still has work for: ended runs not yet measured, ended runs whose outputs are still
+    there; a pass reads those, not every run."""
+    runs = db.table("runs")
+    runs.add_column("stored_bytes", int)
+    runs.add_column("outputs_removed_at", float)
+    db.execute(
+        "create index idx_runs_unmeasured on runs (ended_at) "
+        "where stored_bytes is null and ended_at is not null"
+    )
+    db.execute(
+        "create index idx_runs_retention on runs (ended_at) "
+        "where outputs_removed_at is null and ended_at is not null"
+    )
+    db.execute("create index idx_runs_snapshot on runs (snapshot, outputs_removed_at)")
+    db.execute("create index idx_runs_user_bytes on runs (user, stored_bytes)")
+    db.execute("create index idx_runs_experiment_bytes on runs (experiment, stored_bytes)")

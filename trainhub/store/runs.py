@@ -54,6 +54,8 @@ class RunRow:
     description: str | None
     properties: dict[str, Any]
     last_seen_at: float | None  # an interactive run's last call from its client
+    stored_bytes: int | None = None  # its folder's size once its history is final (disk use)
+    outputs_removed_at: float | None = None  # when retention removed its outputs (logs stay)
 
     @classmethod
     def from_row(cls, row: dict[str, Any]) -> RunRow:

@@ -260,9 +260,14 @@ class RunsController(Controller):
 
     @get("/runs/{run_id:str}/files", summary="Every artifact of a run with its size")
     async def files(self, state: State, run_id: str) -> dict[str, Any]:
-        await service.get(state.db, run_id)
+        run = await service.get(state.db, run_id)
         found = await asyncio.to_thread(list_artifacts, state.settings.run_dir(run_id))
-        return {"runId": run_id, "files": [{"path": p, "size": s} for p, s in found]}
+        return {
+            "runId": run_id,
+            "files": [{"path": p, "size": s} for p, s in found],
+            # Set once retention removed the outputs (the logs stay): see TRAINHUB_RETENTION_DAYS.
+            "outputsRemovedTimeUtc": service.iso(run.outputs_removed_at),
+        }
 
     @get("/runs/{run_id:str}/files/{path:path}", summary="Download one artifact")
     async def download(

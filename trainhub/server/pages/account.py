@@ -29,6 +29,8 @@ from trainhub.accounts import (
     hash_password,
     verify_password,
 )
+from trainhub.runs.artifacts import human_size
+from trainhub.runs.retention import disk_use
 from trainhub.server.api.accounts import MAX_TOKEN_NAME, UserIn, create_token, create_user
 from trainhub.server.auth import admin_only
 from trainhub.store import Database
@@ -244,6 +246,9 @@ class AccountPages(Controller):
             "account/users.html",
             context={
                 "users": [user_row(r) for r in rows],
+                "disk": await disk_use(state.db),
+                "human_size": human_size,
+                "retention_days": state.settings.retention_days,
                 "roles": ROLES,
                 "error": error,
                 "flash": flash,
