@@ -139,7 +139,7 @@ def test_docker_stop_mid_run_then_a_new_container_on_the_volume_completes_the_ru
     # Not root: the server's user, with the socket's group; its state in /data, owned by it.
     engine = deployment.engine
     processes = engine.api.top(first, ps_args="-o pid,uid,args")["Processes"]
-    assert [uid for _, uid, _ in processes] == ["8000"], processes
+    assert [uid for _, uid, args in processes if "trainhub serve" in args] == ["8000"], processes
     owner = subprocess.run(
         ["docker", "exec", first, "stat", "-c", "%U", "/data/trainhub.db"],
         capture_output=True, text=True, check=True,
