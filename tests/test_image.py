@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import socket
 import subprocess
 import time
 import uuid
@@ -167,3 +168,30 @@ def test_docker_stop_mid_run_then_a_new_container_on_the_volume_completes_the_ru
     assert result == "all ticks"
     client.close()
     wait_until(lambda: deployment.run_containers(run_id) == [], "the run's container is removed")
+
+
+def _entrypoint_as(
+    image: str, socket_dir: Path, mode: int, gid: int
+) -> subprocess.CompletedProcess[str]:
+    """``id`` through the image's entrypoint, with a socket of this mode and group as the engine's."""
+    path = socket_dir / f"docker-{mode:o}.sock"
+    with socket.socket(socket.AF_UNIX) as listening:
+        listening.bind(str(path))
+        os.chown(path, 0, gid)
+        path.chmod(mode)
+        return subprocess.run(
+            ["docker", "run", "--rm", "-v", f"{path}:{SOCKET}", image, "id"],
+            capture_output=True, text=True, timeout=60, check=True,
+        )  # fmt: skip
+
+
+def test_the_server_joins_the_sockets_group_or_stays_root_when_the_socket_has_none(
+    image: str, tmp_path: Path
+) -> None:
+    shared = _entrypoint_as(image, tmp_path, 0o660, 4321)
+    assert shared.stdout.startswith(
+        "uid=8000(trainhub) gid=8000(trainhub) groups=8000(trainhub),4321"
+    )
+    owner_only = _entrypoint_as(image, tmp_path, 0o600, 0)
+    assert owner_only.stdout.startswith("uid=0(root)")
+    assert "open to its owner only: the server runs as root" in owner_only.stderr
