@@ -571,6 +571,28 @@ def test_a_remote_run_survives_a_server_kill(cluster: Server) -> None:
     ]
 
 
+def test_a_remote_run_survives_a_server_sigterm(cluster: Server) -> None:
+    """A graceful stop (docker stop) leaves the node's container running; the next start
+    re-attaches it over SSH."""
+    client = cluster.client()
+    client.post("/api/v1/targets", json={"name": "only-n2", "nodes": ["n2"]})
+    script = (
+        "import time\nfor i in range(12):\n    print('tick', i, flush=True)\n    time.sleep(0.5)\n"
+    )
+    run = submit(client, script, compute_target="only-n2", experiment="remote-sigterm")
+    wait_for_log(client, run["runId"], "tick 2", timeout=60)
+    assert cluster.proc is not None
+    cluster.proc.terminate()
+    cluster.proc.wait(timeout=10)
+    cluster.start()
+    client = cluster.client()
+    done = wait_for_status(client, run["runId"], timeout=90)
+    assert done["status"] == "Completed", done["error"]
+    assert client.get(f"/api/v1/runs/{run['runId']}/logs").text.splitlines() == [
+        f"tick {i}" for i in range(12)
+    ]
+
+
 def test_a_cut_off_node_fails_its_run_and_is_tidied_when_it_returns(
     nclient: httpx.Client, bed: dict[str, testbed.Node]
 ) -> None:

@@ -22,16 +22,18 @@ def _walkthrough() -> str:
     return match.group(1)
 
 
-def test_curl_walkthrough_works_verbatim(server: Server, tmp_path: Path) -> None:
+def run_walkthrough(url: str, cwd: Path) -> None:
+    """Run the walk-through against the server at ``url`` (token ``TOKEN``) and check what it
+    prints: tests/test_serve_script.py runs it against ``scripts/serve`` too."""
     script = _walkthrough()
     # Only the two lines a reader edits: where the server is and the token it printed.
     script = script.replace(
-        "export TRAINHUB_URL=http://127.0.0.1:8000", f"export TRAINHUB_URL={server.url}"
+        "export TRAINHUB_URL=http://127.0.0.1:8000", f"export TRAINHUB_URL={url}"
     )
     script = script.replace("export TOKEN=th_paste_the_token_here", f"export TOKEN={TOKEN}")
     result = subprocess.run(
         ["bash", "-euo", "pipefail", "-c", script],
-        cwd=tmp_path,
+        cwd=cwd,
         capture_output=True,
         text=True,
         timeout=120,
@@ -42,7 +44,11 @@ def test_curl_walkthrough_works_verbatim(server: Server, tmp_path: Path) -> None
     assert "\nCompleted\n" in out
     assert '"path":"outputs/model.txt"' in out
     assert out.rstrip().endswith("weights")
-    assert (tmp_path / "model.txt").read_text() == "weights\n"
+    assert (cwd / "model.txt").read_text() == "weights\n"
+
+
+def test_curl_walkthrough_works_verbatim(server: Server, tmp_path: Path) -> None:
+    run_walkthrough(server.url, tmp_path)
 
 
 def _settings_table() -> list[str]:

@@ -25,6 +25,8 @@ from trainhub.cli_common import client_call, client_command, emit_json, fail, wo
 from trainhub.logs import configure as configure_logs
 from trainhub.settings import Settings
 
+SHUTDOWN_GRACE_SECONDS = 3
+
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, prog_name="trainhub")
@@ -64,7 +66,16 @@ def serve(host: str | None, port: int | None, data: Path | None, log_format: str
         click.echo(f"    {token}", err=True)
     click.echo(f"trainhub {__version__}: data in {settings.data.resolve()}", err=True)
     app = create_app(settings, db)
-    uvicorn.run(app, host=settings.host, port=settings.port, log_config=None)
+    # SIGTERM (docker stop, systemctl stop): stop accepting, give open requests (a client following
+    # a log) a few seconds, then end the background work; runs keep running and the next start
+    # re-attaches them. Well inside docker stop's 10 s before its SIGKILL.
+    uvicorn.run(
+        app,
+        host=settings.host,
+        port=settings.port,
+        log_config=None,
+        timeout_graceful_shutdown=SHUTDOWN_GRACE_SECONDS,
+    )
 
 
 @main.group()
