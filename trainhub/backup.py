@@ -60,7 +60,7 @@ EXCLUDED = frozenset(
 )
 #: Files up to this size are read whole and packed: hashed before anything is written.
 SMALL = 1 << 20
-BUFFER = 256 << 10  # bigger files go through one buffer of this size per thread (stays in cache)
+BUFFER = 256 << 10  # stored blobs are read back in pieces of this size
 PACK_BYTES = 64 << 20  # a pack is closed once this full
 #: Hashing threads: SHA-256 runs without the GIL, the per-file Python work holds it, so a few more
 #: than the cores keeps them busy while one thread waits on a read or a write.
@@ -77,7 +77,8 @@ class BackupError(Exception):
 
 
 class Meter(Protocol):
-    """Where progress goes (a rich progress bar in the CLI)."""
+    """Where progress goes (a rich progress bar in the CLI). ``start`` comes once the scan has
+    found every file to read, after the first ``advance`` calls perhaps (hashing begins at once)."""
 
     def start(self, total_bytes: int) -> None: ...
 
@@ -184,36 +185,36 @@ class Store:
     def add(
         self, src: str, size: int, pack: Pack, buf: bytearray, meter: Meter
     ) -> tuple[str, int, bool]:
-        """Store the file ``src`` that ``lstat`` found ``size`` bytes long (never through a
-        symlink): (sha256, bytes read, whether it was new)."""
+        """Store the file ``src`` (never through a symlink) through ``buf`` (SMALL + 1 bytes, the
+        calling thread's: no allocation per file): (sha256, bytes read, whether it was new)."""
+        view = memoryview(buf)
         fd = os.open(src, _NOFOLLOW)
         try:
-            head = _read_upto(fd, min(size, SMALL) + 1)  # one byte more: has it grown?
-            if len(head) <= SMALL:  # read whole: one already stored is not written again
-                sha = hashlib.sha256(head).hexdigest()
+            n = _read_into(fd, view)
+            if n <= SMALL:  # read whole: one already stored is not written again
+                sha = hashlib.sha256(view[:n]).hexdigest()
                 if not self.claim(sha):
-                    return sha, len(head), False
-                pack.put(sha, head)
-                return sha, len(head), True
-            return self._add_big(fd, head, buf, meter)
+                    return sha, n, False
+                pack.put(sha, view[:n])
+                return sha, n, True
+            return self._add_big(fd, view, meter)
         finally:
             os.close(fd)
 
-    def _add_big(self, fd: int, head: bytes, buf: bytearray, meter: Meter) -> tuple[str, int, bool]:
-        """Hash and copy the rest of ``fd`` in one pass, through ``buf``, into its own object."""
-        digest = hashlib.sha256(head)
-        size = len(head)
-        meter.advance(size)
-        view = memoryview(buf)
+    def _add_big(self, fd: int, view: memoryview, meter: Meter) -> tuple[str, int, bool]:
+        """Hash and copy ``view`` (full) and the rest of ``fd`` in one pass into an object."""
+        digest = hashlib.sha256()
+        size = 0
         part = self._part()
         out = os.open(part, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
         try:
-            _write_all(out, head)
-            while n := os.readv(fd, [buf]):
+            n = len(view)
+            while n:
                 digest.update(view[:n])
                 _write_all(out, view[:n])
                 size += n
                 meter.advance(n)
+                n = os.readv(fd, [view])
         finally:
             os.close(out)
         sha = digest.hexdigest()
@@ -266,17 +267,12 @@ class Store:
         return name
 
 
-def _read_upto(fd: int, n: int) -> bytes:
-    """Up to ``n`` bytes of ``fd``: fewer only at its end."""
-    data = os.read(fd, n)
-    if not data or len(data) == n:
-        return data
-    parts = [data]
-    got = len(data)
-    while got < n and (more := os.read(fd, n - got)):
-        parts.append(more)
-        got += len(more)
-    return b"".join(parts)
+def _read_into(fd: int, view: memoryview) -> int:
+    """Fill ``view`` from ``fd``: fewer bytes only at its end."""
+    got = 0
+    while got < len(view) and (n := os.readv(fd, [view[got:]])):
+        got += n
+    return got
 
 
 def _write_all(fd: int, data: bytes | memoryview) -> None:
@@ -296,7 +292,7 @@ class Pack:
         self.blobs: list[tuple[str, int, int]] = []
         self.offset = 0
 
-    def put(self, sha: str, data: bytes) -> None:
+    def put(self, sha: str, data: memoryview) -> None:
         if self.fd < 0:
             self.fd = os.open(self.part, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
         _write_all(self.fd, data)
@@ -351,17 +347,24 @@ def _previous(store: Store) -> _Previous:
         return _Previous()  # an unreadable manifest only costs the shortcuts
 
 
-def _scan(
-    root: str, previous: _Previous, skipped: list[str]
-) -> tuple[list[Row], list[Row], list[int]]:
-    """(dirs as [path, mode, mtime_ns, ctime_ns, entry names], file rows, indexes of the rows whose
-    file must be read) for everything to back up, folders before their files. A file whose size
-    and mtime match its previous row keeps that row's hash (and the row itself, when its mode is
-    the same too). Symlinks and other non-regular files are noted in ``skipped``, not followed. No
-    object per file but its row: this loop is most of a backup with no change."""
-    dirs: list[Row] = []
-    files: list[Row] = []
-    todo: list[int] = []
+@dataclass
+class _Found:
+    """What a scan finds: folder rows [path, mode, mtime_ns, ctime_ns, entry names], file rows,
+    and the paths of links and special files (not backed up)."""
+
+    dirs: list[Row] = field(default_factory=list)
+    files: list[Row] = field(default_factory=list)
+    skipped: list[str] = field(default_factory=list)
+
+
+def _scan(root: str, previous: _Previous, found: _Found) -> Iterator[int]:
+    """Fill ``found`` with everything to back up (folders before their files), yielding the index
+    of each file row whose file must be read, as soon as it is found: the threads hash while the
+    scan goes on. A file whose size and mtime match its previous row keeps that row's hash (and the
+    row itself, when its mode is the same too). Symlinks and other non-regular files are noted in
+    ``found.skipped``, not followed. No object per file but its row: this loop is most of a backup
+    with no change."""
+    dirs, files, skipped = found.dirs, found.files, found.skipped
     stack: list[tuple[str, list[str], list[str] | None]] = [("", [], None)]
     while stack:
         rel, seen, known = stack.pop()
@@ -380,11 +383,10 @@ def _scan(
                 if old is not None and old[3] == size and old[4] == mtime:
                     files.append(old if old[2] == mode else [*old[:2], mode, size, mtime])
                 else:
-                    todo.append(len(files))
                     files.append([path, "", mode, size, mtime])
+                    yield len(files) - 1
             else:
                 skipped.append(path)
-    return dirs, files, todo
 
 
 def _entries(
@@ -445,14 +447,13 @@ def backup(data: Path, dest: Path, meter: Meter | None = None, workers: int = WO
 
     summary = Summary(backup="", path=str(dest))
     scanned_at_ns = time.time_ns()
-    dirs, files, todo = _scan(str(data), previous, summary.skipped)
-    del previous
-    meter.start(sum(files[i][3] for i in todo))
-    _store_files(store, str(data), files, todo, meter, summary, workers)
-    kept = [row for row in files if row[1]]  # one removed meanwhile or unreadable has no hash
+    found = _Found(skipped=summary.skipped)
+    _store_files(
+        store, str(data), found, _scan(str(data), previous, found), meter, summary, workers
+    )
+    kept = [row for row in found.files if row[1]]  # one removed meanwhile or unreadable: no hash
     summary.files = len(kept)
     summary.bytes = sum(row[3] for row in kept)
-    summary.hashed_files = len(todo)
     summary.new_objects += db_new
     summary.new_bytes += db_size if db_new else 0
     manifest = {
@@ -461,7 +462,7 @@ def backup(data: Path, dest: Path, meter: Meter | None = None, workers: int = WO
         "trainhub": __version__,
         "database": {"sha256": db_sha, "size": db_size},
         "scanned_at_ns": scanned_at_ns,
-        "dirs": dirs,
+        "dirs": found.dirs,
         "files": kept,
     }
     summary.backup = store.write_manifest(manifest)
@@ -472,21 +473,22 @@ def backup(data: Path, dest: Path, meter: Meter | None = None, workers: int = WO
 def _store_files(
     store: Store,
     root: str,
-    files: list[Row],
-    todo: list[int],
+    found: _Found,
+    todo: Iterator[int],
     meter: Meter,
     summary: Summary,
     workers: int,
 ) -> None:
-    """Read, hash and store the files ``todo`` names, filling in their rows' hash and size (a
-    file removed meanwhile keeps an empty hash). Each thread takes a pack from ``idle`` for a batch
-    and gives it back, so packs fill up to PACK_BYTES across batches."""
+    """Read, hash and store the files of the rows ``todo`` yields (as the scan finds them),
+    filling in each row's hash and size (one removed meanwhile keeps an empty hash). Each thread
+    takes a pack from ``idle`` for a batch and gives it back, so packs fill across batches."""
+    files = found.files
     idle: queue.SimpleQueue[Pack] = queue.SimpleQueue()
     buffers = threading.local()
 
     def store_batch(batch: list[int]) -> list[tuple[int, str, int, bool]]:
         if not hasattr(buffers, "buf"):
-            buffers.buf = bytearray(BUFFER)
+            buffers.buf = bytearray(SMALL + 1)
         try:
             pack = idle.get_nowait()
         except queue.Empty:
@@ -513,7 +515,12 @@ def _store_files(
 
     try:
         with ThreadPoolExecutor(max_workers=workers) as pool:
-            for results in pool.map(store_batch, _batches(todo, files)):
+            hashed: list[int] = []
+            # map() submits every batch before it returns: the scan runs here, to its end.
+            batches = pool.map(store_batch, _batches(todo, files, hashed))
+            meter.start(sum(files[i][3] for i in hashed))
+            summary.hashed_files = len(hashed)
+            for results in batches:
                 for index, sha, size, new in results:
                     row = files[index]
                     if not sha:
@@ -527,12 +534,15 @@ def _store_files(
             idle.get().close()
 
 
-def _batches(todo: list[int], files: list[Row], most_bytes: int = 16 << 20) -> Iterator[list[int]]:
+def _batches(
+    todo: Iterator[int], files: list[Row], hashed: list[int], most_bytes: int = 16 << 20
+) -> Iterator[list[int]]:
     """Files to hash in groups of up to 64 files or 16 MB: one thread hand-off per group, not per
-    file (tens of thousands of small logs)."""
+    file (tens of thousands of small logs). Every index taken is noted in ``hashed``."""
     batch: list[int] = []
     size = 0
     for index in todo:
+        hashed.append(index)
         batch.append(index)
         size += files[index][3]
         if len(batch) >= 64 or size >= most_bytes:
