@@ -365,49 +365,53 @@ def _scan(root: str, previous: _Previous, found: _Found) -> Iterator[int]:
     ``found.skipped``, not followed. No object per file but its row: this loop is most of a backup
     with no change."""
     dirs, files, skipped = found.dirs, found.files, found.skipped
+    known_files = previous.files
     stack: list[tuple[str, list[str], list[str] | None]] = [("", [], None)]
     while stack:
-        rel, seen, known = stack.pop()
+        rel, seen, names = stack.pop()
         prefix = f"{rel}/" if rel else ""
-        for name, st in _entries(f"{root}/{rel}" if rel else root, known, not rel):
+        for name, st in _entries(f"{root}/{prefix}", names, not rel):
             seen.append(name)
             path = prefix + name
-            if S_ISDIR(st.st_mode):
-                mtime, ctime = st.st_mtime_ns, st.st_ctime_ns
-                entries: list[str] = []
-                dirs.append([path, st.st_mode & 0o777, mtime, ctime, entries])
-                stack.append((path, entries, previous.names(path, mtime, ctime)))
-            elif S_ISREG(st.st_mode):
-                mode, size, mtime = st.st_mode & 0o777, st.st_size, st.st_mtime_ns
-                old = previous.files.get(path)
+            mode = st.st_mode
+            if S_ISREG(mode):
+                mode, size, mtime = mode & 0o777, st.st_size, st.st_mtime_ns
+                old = known_files.get(path)
                 if old is not None and old[3] == size and old[4] == mtime:
                     files.append(old if old[2] == mode else [*old[:2], mode, size, mtime])
                 else:
                     files.append([path, "", mode, size, mtime])
                     yield len(files) - 1
+            elif S_ISDIR(mode):
+                mtime, ctime = st.st_mtime_ns, st.st_ctime_ns
+                entries: list[str] = []
+                dirs.append([path, mode & 0o777, mtime, ctime, entries])
+                stack.append((path, entries, previous.names(path, mtime, ctime)))
             else:
                 skipped.append(path)
 
 
-def _entries(
-    folder: str, names: list[str] | None, top: bool
-) -> Iterator[tuple[str, os.stat_result]]:
-    """(name, lstat) of each entry of ``folder``: the ones ``names`` lists, or those read from the
-    folder. One that vanishes meanwhile is left out, as if it had gone a moment earlier."""
+def _entries(folder: str, names: list[str] | None, top: bool) -> list[tuple[str, os.stat_result]]:
+    """(name, lstat) of each entry of ``folder`` (ending in ``/``): the ones ``names`` lists, or
+    those read from the folder. One that vanishes meanwhile is left out, as if it had gone a
+    moment earlier. A list, not a generator: cheaper, and a folder's entries are few."""
+    found = []
     if names is None:
-        with os.scandir(folder) as found:
-            for entry in found:
+        with os.scandir(folder) as listed:
+            for entry in listed:
                 if not (top and entry.name in EXCLUDED):
                     try:
-                        yield entry.name, entry.stat(follow_symlinks=False)
+                        found.append((entry.name, entry.stat(follow_symlinks=False)))
                     except FileNotFoundError:
                         continue
-        return
+        return found
+    lstat = os.lstat
     for name in names:
         try:
-            yield name, os.lstat(f"{folder}/{name}")
+            found.append((name, lstat(folder + name)))
         except FileNotFoundError:
             continue
+    return found
 
 
 def _check_paths(data: Path, dest: Path) -> None:
