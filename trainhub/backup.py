@@ -5,8 +5,8 @@ its SHA-256 and each backup is only a manifest (path -> hash, mode, size, mtime)
 ``PATH/manifests/``. Files over 1 MiB are objects of their own (``PATH/objects/``); smaller ones (logs,
 most outputs: tens of thousands of them) go into pack files of up to 64 MiB (``PATH/packs/``,
 restic's idea), because creating a file costs more than writing a small one on most file systems. A
-file whose size and mtime match the previous manifest keeps its hash unread: a backup with no changes
-reads directory entries and nothing else.
+file whose size and mtime match the previous manifest keeps its hash unread, and a folder whose mtime
+and ctime match is not listed again: a backup with no changes ``lstat``-s each entry and reads nothing.
 
 The database is copied with SQLite's online backup API *before* the files are walked, while the
 server goes on writing: every file a row of that copy names (a snapshot, a run's outputs) is on disk
@@ -14,10 +14,10 @@ by then. Symbolic links are never followed (nor stored), nothing is written outs
 restore (:mod:`trainhub.restore`) checks every path and every hash before a byte lands in the
 (empty) data folder.
 
-Speed (``bench/backup.py``) shapes the inner loops: a file is read with raw ``os.read`` calls (no
-file object), big ones through one reused buffer, a few threads hash (``hashlib`` lets go of the
-GIL), each thread fills its own pack, and a manifest row is a list, which JSON writes four times
-faster than a dict.
+Speed (``bench/backup.py``) shapes the inner loops: a file is read with ``os.readv`` into one buffer
+per thread (no file object, no allocation), a few threads hash (``hashlib`` lets go of the GIL) while
+the scan goes on, each thread fills its own pack, and a manifest row is a list, which JSON writes four
+times faster than a dict.
 """
 
 from __future__ import annotations
@@ -182,9 +182,7 @@ class Store:
             self._claimed.add(sha)
         return True
 
-    def add(
-        self, src: str, size: int, pack: Pack, buf: bytearray, meter: Meter
-    ) -> tuple[str, int, bool]:
+    def add(self, src: str, pack: Pack, buf: bytearray, meter: Meter) -> tuple[str, int, bool]:
         """Store the file ``src`` (never through a symlink) through ``buf`` (SMALL + 1 bytes, the
         calling thread's: no allocation per file): (sha256, bytes read, whether it was new)."""
         view = memoryview(buf)
@@ -502,7 +500,7 @@ def _store_files(
         for index in batch:
             row = files[index]
             try:
-                sha, size, new = store.add(f"{root}/{row[0]}", row[3], pack, buffers.buf, meter)
+                sha, size, new = store.add(f"{root}/{row[0]}", pack, buffers.buf, meter)
             except FileNotFoundError:  # removed meanwhile
                 continue
             except OSError:  # now a symlink (ELOOP), or unreadable: noted as skipped
