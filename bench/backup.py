@@ -1,5 +1,6 @@
 """``trainhub backup`` of a data folder with many runs beside ``tar -cf`` of the same folder in the same
-run, then a second backup with nothing changed (medians over --reps; the order alternates per rep).
+run, then a second backup with nothing changed (medians over --reps; the order alternates per rep),
+wall and CPU (user + system) seconds.
 
 Usage: .venv/bin/python bench/backup.py [--runs 10000] [--gb 5] [--reps 3] [--dir /var/tmp]
 The data folder is synthetic (made in seconds): a real schema with one row per run and a few metrics,
@@ -13,6 +14,7 @@ import argparse
 import json
 import os
 import random
+import resource
 import shutil
 import sqlite3
 import statistics
@@ -70,10 +72,17 @@ def make_data(data: Path, runs: int, total_bytes: int) -> None:
         (data / "snapshots" / f"{i:064x}.tar.gz").write_bytes(block[i * 4096 : i * 4096 + 40_000])
 
 
-def timed(cmd: list[str]) -> tuple[float, str]:
+def timed(cmd: list[str], cpu: list[float] | None = None) -> tuple[float, str]:
+    """Wall seconds of ``cmd`` (and its CPU seconds, user + system, appended to ``cpu``: on a
+    shared machine the wall time depends on the others' load, the CPU time much less)."""
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
     start = time.perf_counter()
     done = subprocess.run(cmd, check=True, capture_output=True, text=True)
-    return time.perf_counter() - start, done.stdout
+    wall = time.perf_counter() - start
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    if cpu is not None:
+        cpu.append(after.ru_utime - before.ru_utime + after.ru_stime - before.ru_stime)
+    return wall, done.stdout
 
 
 def main() -> None:
@@ -95,36 +104,43 @@ def main() -> None:
         )
         trainhub = [sys.executable, "-m", "trainhub"]
         tar_s, first_s, second_s, start_s = [], [], [], []
+        tar_cpu: list[float] = []
+        first_cpu: list[float] = []
+        second_cpu: list[float] = []
         store, archive = work / "store", work / "data.tar"
         for rep in range(args.reps):
 
             def tar() -> None:
-                tar_s.append(timed(["tar", "-cf", str(archive), "-C", str(data), "."])[0])
+                tar_s.append(timed(["tar", "-cf", str(archive), "-C", str(data), "."], tar_cpu)[0])
 
             def backup() -> None:
                 seconds, out = timed(
-                    [*trainhub, "backup", str(store), "--data", str(data), "--json"]
+                    [*trainhub, "backup", str(store), "--data", str(data), "--json"], first_cpu
                 )
                 first_s.append(seconds)
                 assert json.loads(out)["new_objects"] > args.runs
 
             for step in (tar, backup) if rep % 2 == 0 else (backup, tar):
                 step()
-            seconds, out = timed([*trainhub, "backup", str(store), "--data", str(data), "--json"])
+            seconds, out = timed(
+                [*trainhub, "backup", str(store), "--data", str(data), "--json"], second_cpu
+            )
             assert json.loads(out)["new_objects"] == 0, out
             second_s.append(seconds)
             start_s.append(timed([*trainhub, "--version"])[0])
             archive.unlink()
             shutil.rmtree(store)
         tar_m, first_m, second_m = (statistics.median(x) for x in (tar_s, first_s, second_s))
-        print(f"tar -cf (baseline)              {tar_m:7.2f} s")
+        tar_c, first_c, second_c = (statistics.median(x) for x in (tar_cpu, first_cpu, second_cpu))
+        print(f"{'':32}{'wall':>8}{'cpu':>10}")
+        print(f"{'tar -cf (baseline)':32}{tar_m:7.2f} s{tar_c:8.2f} s")
         print(
-            f"trainhub backup (first)         {first_m:7.2f} s   ratio {first_m / tar_m:.2f}x "
-            "(goal <= 1.0x)"
+            f"{'trainhub backup (first)':32}{first_m:7.2f} s{first_c:8.2f} s   ratio "
+            f"{first_m / tar_m:.2f}x wall, {first_c / tar_c:.2f}x cpu (goal <= 1.0x)"
         )
         print(
-            f"trainhub backup (no change)     {second_m:7.2f} s   {second_m / first_m:.1%} of the "
-            "first (goal < 5%)"
+            f"{'trainhub backup (no change)':32}{second_m:7.2f} s{second_c:8.2f} s   "
+            f"{second_m / first_m:.1%} of the first's wall (goal < 5%)"
         )
         print(
             f"  of which `trainhub --version` {statistics.median(start_s):7.2f} s "

@@ -9,6 +9,7 @@ import sqlite3
 import subprocess
 import sys
 import textwrap
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -176,8 +177,7 @@ def test_a_manifest_path_that_leaves_the_data_folder_is_refused(
     name = backup_json(store, bk_server.data)["backup"]
     manifest = json.loads((store / "manifests" / f"{name}.json").read_text())
     db = manifest["database"]
-    entry = {"path": bad, "sha256": db["sha256"], "mode": 0o644, "size": db["size"], "mtime_ns": 0}
-    manifest["files"].append(entry)
+    manifest["files"].append([bad, db["sha256"], 0o644, db["size"], 0])
     (store / "manifests" / "evil.json").write_text(json.dumps(manifest))
     target = tmp_path / "inner" / "data"
     out = trainhub("restore", str(store), "--backup", "evil", "--data", str(target))
@@ -250,3 +250,27 @@ def test_a_touched_but_unchanged_file_is_read_again_and_stores_nothing(
     again = backup_json(store, bk_server.data)
     assert again["hashed_files"] == len(touched) > 1
     assert again["new_objects"] == 0 and objects(store) == held
+
+
+def test_a_later_backup_sees_files_added_changed_and_removed_in_old_folders(
+    tmp_path: Path,
+) -> None:
+    data = tmp_path / "data"
+    outputs = data / "runs" / "r1" / "outputs"
+    outputs.mkdir(parents=True)
+    with sqlite3.connect(data / "trainhub.db") as conn:
+        conn.execute("create table t (x)")
+    for name in ("kept.txt", "changed.txt", "gone.txt"):
+        (outputs / name).write_text(name)
+    time.sleep(1.1)  # older than a backup's one second of doubt: their folders need no listing
+    store = tmp_path / "store"
+    backup_json(store, data)
+    (outputs / "new.txt").write_text("new")
+    (outputs / "changed.txt").write_text("changed, longer")
+    (outputs / "gone.txt").unlink()
+    assert backup_json(store, data)["hashed_files"] == 2
+    restored = tmp_path / "restored"
+    out = trainhub("restore", str(store), "--data", str(restored))
+    assert out.returncode == 0, out.stderr
+    got = {p.name: p.read_text() for p in (restored / "runs" / "r1" / "outputs").iterdir()}
+    assert got == {"kept.txt": "kept.txt", "changed.txt": "changed, longer", "new.txt": "new"}

@@ -3,6 +3,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
@@ -29,7 +31,15 @@ class _Bar:
         self.progress.advance(self.task, nbytes)
 
 
-def _progress(quiet: bool) -> Any:
+@contextmanager
+def _meter(what: str, quiet: bool) -> Iterator[Any]:
+    """A rich progress bar on stderr, or with ``--json`` none, and rich not even imported: its
+    import is a good part of a backup with no change."""
+    if quiet:
+        from trainhub.backup import Quiet
+
+        yield Quiet()
+        return
     from rich.console import Console
     from rich.progress import (
         BarColumn,
@@ -40,7 +50,7 @@ def _progress(quiet: bool) -> Any:
         TransferSpeedColumn,
     )
 
-    return Progress(
+    with Progress(
         TextColumn("{task.description}"),
         BarColumn(),
         DownloadColumn(),
@@ -48,8 +58,8 @@ def _progress(quiet: bool) -> Any:
         TimeRemainingColumn(),
         console=Console(stderr=True),
         transient=True,
-        disable=quiet,
-    )
+    ) as progress:
+        yield _Bar(progress, what)
 
 
 @click.command()
@@ -65,8 +75,8 @@ def backup(path: Path, data: Path | None, as_json: bool) -> None:
 
     folder = Settings.load(data=data).data
     try:
-        with _progress(as_json) as progress:
-            summary = run_backup(folder, path, _Bar(progress, "backup"))
+        with _meter("backup", as_json) as meter:
+            summary = run_backup(folder, path, meter)
     except (BackupError, OSError) as exc:
         fail(exc)
     if as_json:
@@ -77,7 +87,9 @@ def backup(path: Path, data: Path | None, as_json: bool) -> None:
         f"{summary.new_objects} new objects ({_mb(summary.new_bytes)}) in {summary.seconds:.1f} s"
     )
     if summary.skipped:
-        click.echo(f"Not backed up (links or special files): {len(summary.skipped)}", err=True)
+        click.echo(
+            f"Not backed up (links, special or unreadable files): {len(summary.skipped)}", err=True
+        )
 
 
 @click.command()
@@ -93,11 +105,11 @@ def backup(path: Path, data: Path | None, as_json: bool) -> None:
 def restore(path: Path, name: str | None, data: Path, as_json: bool) -> None:
     """Restore a backup from PATH into an empty data folder (every hash checked on the way)."""
     from trainhub.backup import BackupError
-    from trainhub.backup import restore as run_restore
+    from trainhub.restore import restore as run_restore
 
     try:
-        with _progress(as_json) as progress:
-            summary = run_restore(path, data, name, _Bar(progress, "restore"))
+        with _meter("restore", as_json) as meter:
+            summary = run_restore(path, data, name, meter)
     except (BackupError, OSError) as exc:
         fail(exc)
     if as_json:

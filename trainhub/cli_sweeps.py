@@ -19,7 +19,6 @@ from typing import Any
 import click
 
 from trainhub.cli_common import client_call, emit_json, fail
-from trainhub.hyperdrive.ranking import ranked, why_stopped
 
 
 def register(group: click.Group) -> None:
@@ -150,6 +149,9 @@ def _get(sweep_id: str) -> dict[str, Any]:
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 def sweep_show(sweep_id: str, as_json: bool) -> None:
     """A sweep: status, limits, counts, and its children best first."""
+    # Here, not at the top: ``trainhub.hyperdrive`` pulls in the SDK, which other commands skip.
+    from trainhub.hyperdrive.ranking import ranked, why_stopped
+
     details = _get(sweep_id)
     if as_json:
         emit_json(details)
