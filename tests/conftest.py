@@ -141,7 +141,12 @@ class Server:
                 client = docker.from_env()
                 try:
                     for cid in self.containers():
-                        client.api.remove_container(cid, force=True)
+                        try:
+                            client.api.remove_container(cid, force=True)
+                        except docker.errors.APIError as e:
+                            # Gone meanwhile, or the server's own removal is under way.
+                            if e.status_code not in (404, 409):
+                                raise
                     # Its datastore copies and runs' data volumes (labelled with the server's id).
                     mine = {"label": f"org.trainhub.instance={self.instance_id()}"}
                     for volume in client.api.volumes(filters=mine).get("Volumes") or []:
