@@ -34,7 +34,7 @@ from trainhub.slurm import script
 from trainhub.slurm.login import Login, LoginError
 from trainhub.slurm.script import JobState, Phase
 from trainhub.spec import EstimatorSpec
-from trainhub.store import lifecycle, metrics
+from trainhub.store import lifecycle
 from trainhub.store import runs as q
 from trainhub.store import slurm as store
 from trainhub.store.lifecycle import EndReason, RunStatus
@@ -280,7 +280,9 @@ class SlurmRuns:
             waiter = asyncio.ensure_future(tracked.news.wait())
             stop = asyncio.ensure_future(cancel.wait())
             await asyncio.wait(
-                {waiter, stop}, timeout=self.settings.slurm_poll_seconds * 2, return_when="FIRST_COMPLETED"
+                {waiter, stop},
+                timeout=self.settings.slurm_poll_seconds * 2,
+                return_when="FIRST_COMPLETED",
             )
             waiter.cancel()
             stop.cancel()
@@ -339,19 +341,31 @@ class SlurmRuns:
             await self.control.move(run.id, RunStatus.FINALIZING, expect=[status])
 
     async def sync(self, run_id: str, target: SlurmTarget) -> None:
-        """The driver log's new bytes and the metrics so far (the whole file: ingest dedupes)."""
-        login = self.login(target)
-        folder = run_folder(target, run_id)
+        """The driver log's new bytes, ``./logs`` and the metrics so far (the whole file each
+        time: the ingest keeps what it has)."""
+        await self._tail(run_id, target)
+        await self._copy(run_id, target, ("logs",))
+
+    async def _tail(self, run_id: str, target: SlurmTarget) -> None:
         # Every byte of the local driver log came from the job's output: its size is the offset.
         local = self.settings.run_dir(run_id) / DRIVER_LOG
         offset = local.stat().st_size if local.exists() else 0
-        data = await login.read_from(f"{folder}/{script.DRIVER_LOG}", offset)
+        remote = f"{run_folder(target, run_id)}/{script.DRIVER_LOG}"
+        data = await self.login(target).read_from(remote, offset)
         if data:
             with local.open("ab") as fh:
                 fh.write(data)
-        lines = await login.read_from(f"{folder}/sys/trainhub/ctx/metrics.jsonl", 0)
-        if lines:
-            await self.control.ingest(run_id, metrics.complete_lines(lines))
+
+    async def _copy(self, run_id: str, target: SlurmTarget, tops: tuple[str, ...]) -> None:
+        """``tops`` of the script's folder and its context files into run history, through the
+        copy of runs without a container (a local mirror of the run folder's parts)."""
+        login = self.login(target)
+        folder = run_folder(target, run_id)
+        work = self.settings.work_dir(run_id)
+        for part in [*(f"wd/{top}" for top in tops), "sys/trainhub/ctx"]:
+            await login.fetch_tree(f"{folder}/{part}", work / part)
+        lines = await asyncio.to_thread(self.launcher.processes.collect_files, run_id, tops)
+        await self.control.ingest(run_id, lines)
 
     async def _end(
         self,
@@ -365,7 +379,6 @@ class SlurmRuns:
         login = self.login(target)
         folder = run_folder(target, run.id)
         try:
-            await self.sync(run.id, target)
             await self.collect(run.id, target)
             _, raw = await login.run(f"cat {folder}/{script.EXIT_FILE} 2>/dev/null", check=False)
         except (LoginError, OSError) as exc:
@@ -403,20 +416,12 @@ class SlurmRuns:
             await self.control.finish(run, spec, code if phase is Phase.FAILED else 0, None)
 
     async def collect(self, run_id: str, target: SlurmTarget) -> None:
-        """``./outputs``, ``./logs`` and the script's files and metrics into run history, through
-        the same copy as runs without a container (a local mirror of the run folder's parts)."""
-        login = self.login(target)
-        folder = run_folder(target, run_id)
-        work = self.settings.work_dir(run_id)
+        """The final copy: the driver log's end, ``./outputs``, ``./logs`` and metrics."""
         try:
-            for part in ("wd/outputs", "wd/logs", "sys/trainhub/ctx"):
-                await login.fetch_tree(f"{folder}/{part}", work / part)
-            lines = await asyncio.to_thread(
-                self.launcher.processes.collect_files, run_id, ("outputs", "logs")
-            )
-            await self.control.ingest(run_id, lines)
+            await self._tail(run_id, target)
+            await self._copy(run_id, target, ("outputs", "logs"))
         finally:
-            await asyncio.to_thread(shutil.rmtree, work, True)
+            await asyncio.to_thread(shutil.rmtree, self.settings.work_dir(run_id), True)
 
     async def _forget(self, run_id: str) -> None:
         await self.db.write(lambda conn: store.forget_job(conn, run_id))
