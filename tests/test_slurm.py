@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import textwrap
 from collections.abc import Iterator
+from pathlib import Path
 
 import httpx
 import pytest
@@ -320,3 +321,32 @@ def test_the_cli_creates_and_lists_a_slurm_target(slurm_srv: Server, slurm: Slur
     listed = cli("target", "list")
     assert "hpc-cli: Slurm partition debug via " + slurm.address in listed.stdout
     assert cli("target", "remove", "hpc-cli").returncode == 0
+
+
+def test_the_sdk_attaches_a_slurm_cluster_and_runs_an_estimator_there(
+    slurm_srv: Server, slurm: SlurmBed, tmp_path: Path
+) -> None:
+    from azureml.core import Experiment, Workspace
+    from azureml.core.compute import ComputeTarget, SlurmCompute
+    from azureml.train.estimator import Estimator
+
+    slurm.wait_idle()
+    ws = Workspace(slurm_srv.url, token=TOKEN)
+    config = SlurmCompute.attach_configuration(
+        address=slurm.address,
+        username="root",
+        key_path=str(slurm.client_key),
+        partition=PARTITION,
+        work_dir=str(slurm.work_dir),
+    )
+    compute = ComputeTarget.attach(ws, "hpc-sdk", config)
+    (tmp_path / "t.py").write_text("print('estimator on slurm', flush=True)\n")
+    run = Experiment(ws, "sdk-slurm").submit(
+        Estimator(str(tmp_path), entry_script="t.py", compute_target=compute)
+    )
+    run.wait_for_completion()
+    assert run.get_status() == "Completed"
+    assert "estimator on slurm" in slurm_srv.client().get(f"/api/v1/runs/{run.id}/logs").text
+    compute.detach()
+    names = [t["name"] for t in slurm_srv.client().get("/api/v1/targets").json()["targets"]]
+    assert "hpc-sdk" not in names

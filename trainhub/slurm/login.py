@@ -54,6 +54,8 @@ class Login:
         self.target = target
         self.keepalive = keepalive
         self._conn: asyncssh.SSHClientConnection | None = None
+        self._sftp: asyncssh.SFTPClient | None = None  # kept open with the connection
+        self._sftp_conn: asyncssh.SSHClientConnection | None = None
         self._lock = asyncio.Lock()
 
     async def conn(self) -> asyncssh.SSHClientConnection:
@@ -80,7 +82,16 @@ class Login:
                     ) from None
             return self._conn
 
+    async def sftp(self) -> asyncssh.SFTPClient:
+        """The connection's SFTP session, opened once (a file copy costs no session setup)."""
+        conn = await self.conn()
+        if self._sftp is None or self._sftp_conn is not conn:
+            self._sftp = await conn.start_sftp_client()
+            self._sftp_conn = conn
+        return self._sftp
+
     def close(self) -> None:
+        self._sftp = None
         if self._conn is not None:
             self._conn.close()
             self._conn = None
@@ -103,29 +114,38 @@ class Login:
 
     async def put(self, files: dict[str, bytes]) -> None:
         """Write files (remote path -> content); their folders must exist."""
-        conn = await self.conn()
-        async with conn.start_sftp_client() as sftp:
+        try:
+            sftp = await self.sftp()
             for path, data in files.items():
                 async with sftp.open(path, "wb") as fh:
                     await fh.write(data)
+        except (OSError, asyncssh.Error) as exc:
+            raise self._broken(exc) from None
 
     async def read_from(self, path: str, offset: int) -> bytes:
         """The bytes of ``path`` from ``offset`` on (empty when it does not exist yet)."""
-        conn = await self.conn()
-        async with conn.start_sftp_client() as sftp:
-            try:
-                async with sftp.open(path, "rb") as fh:
-                    await fh.seek(offset)
-                    data = await fh.read()
-            except asyncssh.SFTPNoSuchFile:
-                return b""
+        try:
+            sftp = await self.sftp()
+            async with sftp.open(path, "rb") as fh:
+                await fh.seek(offset)
+                data = await fh.read()
+        except asyncssh.SFTPNoSuchFile:
+            return b""
+        except (OSError, asyncssh.Error) as exc:
+            raise self._broken(exc) from None
         return data if isinstance(data, bytes) else data.encode()
 
     async def fetch_tree(self, remote: str, local: Path) -> None:
         """Copy the regular files under ``remote`` into ``local`` (links are never followed)."""
-        conn = await self.conn()
-        async with conn.start_sftp_client() as sftp:
-            await _fetch(sftp, remote, local)
+        try:
+            await _fetch(await self.sftp(), remote, local)
+        except asyncssh.Error as exc:
+            raise self._broken(exc) from None
+
+    def _broken(self, exc: Exception) -> LoginError:
+        """A failed transfer: the next one starts on a fresh connection."""
+        self.close()
+        return LoginError(f"login node {self.target.host}: {exc}")
 
 
 async def _fetch(sftp: asyncssh.SFTPClient, remote: str, local: Path) -> None:

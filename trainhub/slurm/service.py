@@ -172,19 +172,7 @@ class SlurmRuns:
                     tracked.news.set()
 
     async def states(self, target: SlurmTarget, job_ids: list[str]) -> dict[str, JobState]:
-        login = self.login(target)
-        _, out = await login.run(
-            f"squeue -h --states=all -u {target.user} -o '{script.SQUEUE_FORMAT}'"
-        )
-        found = script.parse_squeue(out)
-        missing = [j for j in job_ids if j not in found]
-        if missing:
-            status, out = await login.run(
-                f"sacct -n -X -P -o JobID,State -j {','.join(missing)}", check=False
-            )
-            if status == 0:
-                found.update(script.parse_sacct(out))
-        return {j: found[j] for j in job_ids if j in found}
+        return await job_states(self.login(target), job_ids)
 
     # One run ---------------------------------------------------------------------------------
     def _spawn(self, run_id: str, target: str, job_id: str | None) -> None:
@@ -425,6 +413,23 @@ class SlurmRuns:
 
     async def _forget(self, run_id: str) -> None:
         await self.db.write(lambda conn: store.forget_job(conn, run_id))
+
+
+async def job_states(login: Login, job_ids: list[str]) -> dict[str, JobState]:
+    """The state of each job Slurm still knows: one ``squeue`` for all of the user's jobs, and
+    ``sacct`` (where the cluster keeps accounting) only for those squeue has forgotten."""
+    _, out = await login.run(
+        f"squeue -h --states=all -u {login.target.user} -o '{script.SQUEUE_FORMAT}'"
+    )
+    found = script.parse_squeue(out)
+    missing = [j for j in job_ids if j not in found]
+    if missing:
+        status, out = await login.run(
+            f"sacct -n -X -P -o JobID,State -j {','.join(missing)}", check=False
+        )
+        if status == 0:
+            found.update(script.parse_sacct(out))
+    return {j: found[j] for j in job_ids if j in found}
 
 
 def _claim(run_id: str, places: list[Place], conn: Any) -> bool:
