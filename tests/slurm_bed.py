@@ -75,6 +75,20 @@ class SlurmBed:
         _netns(self, "slurmd", "-f", str(self.conf), "-N", NODE)
         _wait_pidfile(self.pidfile("slurmd"), self.root / "slurmd.log")
 
+    def swap_host_key(self) -> None:
+        """The login node's sshd starts again with its other host key (sessions open stay)."""
+        alt = self.root / "host_key_alt"
+        if not alt.exists():
+            testbed.sh("ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(alt))
+        spare = self.root / "host_key_spare"
+        for suffix in ("", ".pub"):
+            key, other, tmp = (Path(f"{p}{suffix}") for p in (self.host_key, alt, spare))
+            key.rename(tmp)
+            other.rename(key)
+            tmp.rename(other)
+        testbed._kill_pidfile(self.pidfile("sshd"))
+        _start_sshd(self)
+
     def resume_node(self) -> None:
         """After a node failure: back in service (as an admin's ``scontrol update``)."""
         deadline = time.monotonic() + 60

@@ -126,6 +126,22 @@ def submit_raw_status(client: httpx.Client, **estimator: object) -> httpx.Respon
     return submit_raw(client, spec, make_snapshot({"train.py": "print(1)\n"}))
 
 
+def test_a_login_node_showing_another_host_key_is_refused(
+    sclient: httpx.Client, slurm: SlurmBed
+) -> None:
+    assert sclient.post("/api/v1/targets", json=target_body(slurm, "hpc-pin")).status_code == 201
+    slurm.swap_host_key()
+    try:
+        run = submit(sclient, "print('never')\n", compute_target="hpc-pin")
+        done = wait_for_status(sclient, run["runId"], timeout=30)
+    finally:
+        slurm.swap_host_key()
+    assert done["status"] == "Failed"
+    assert "cannot reach the login node" in done["error"]["message"], done["error"]
+    assert "not trusted" in done["error"]["message"], done["error"]
+    assert sclient.delete("/api/v1/targets/hpc-pin").status_code == 200
+
+
 def test_a_run_completes_on_slurm_with_its_outputs_logs_and_metrics(
     sclient: httpx.Client, slurm: SlurmBed
 ) -> None:
