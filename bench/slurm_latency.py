@@ -2,7 +2,7 @@
 command over SSH to the login node, in the same run (medians over --reps, the order alternating);
 then the status poll's cost for 1,000 tracked jobs (one ``squeue`` through the kept connection).
 
-Usage: .venv/bin/python bench/slurm_latency.py [--reps 7] [--poll 2.0] [--jobs 1000]
+Usage: .venv/bin/python bench/slurm_latency.py [--reps 7] [--poll 1.0] [--jobs 1000]
 Needs root and Debian's slurm-wlm and munge: it starts the single-node cluster of tests/slurm_bed.py.
 """
 
@@ -116,7 +116,7 @@ async def poll_cost(bed: slurm_bed.SlurmBed, jobs: int, reps: int) -> tuple[floa
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--reps", type=int, default=7)
-    parser.add_argument("--poll", type=float, default=2.0, help="TRAINHUB_SLURM_POLL_SECONDS")
+    parser.add_argument("--poll", type=float, default=1.0, help="TRAINHUB_SLURM_POLL_SECONDS")
     parser.add_argument("--jobs", type=int, default=1000)
     args = parser.parse_args()
     root = Path("/tmp/trainhub-slurmbed")

@@ -64,7 +64,7 @@ class Settings:
     )
     ssh_keepalive_seconds: float = _setting(5.0, "seconds between SSH keepalives to a node")
     slurm_poll_seconds: float = _setting(
-        2.0, "how often each Slurm target's jobs are polled (one squeue per cluster)"
+        1.0, "how often each Slurm target's jobs are polled (one squeue per cluster)"
     )
     engine_check_seconds: float = _setting(
         5.0, "how often each node's Docker engine is asked whether it answers (and its free disk)"
