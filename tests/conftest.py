@@ -16,7 +16,7 @@ import docker
 import httpx
 import pytest
 
-from tests import testbed
+from tests import slurm_bed, testbed
 
 TOKEN = "th_test_admin_token_for_the_suite"
 BASE_IMAGE = "trainhub/base:cpu"
@@ -299,6 +299,16 @@ def cluster(
             shell=True,
             capture_output=True,
         )
+
+
+@pytest.fixture(scope="session")
+def slurm() -> Iterator[slurm_bed.SlurmBed]:
+    """A real Slurm cluster (munged, slurmctld, slurmd) whose login node runs sshd, on the test
+    bed's bridge: run its tests under ``flock /tmp/trainhub-testbed.lock``."""
+    root = Path("/tmp/trainhub-slurmbed")
+    bed = slurm_bed.start(root, testbed.client_key(root))
+    yield bed
+    slurm_bed.stop(root)
 
 
 @pytest.fixture

@@ -173,14 +173,41 @@ def target() -> None:
 
 @target.command("create")
 @click.argument("name")
-@click.option("--nodes", required=True, help="Comma-separated node names.")
-def target_create(name: str, nodes: str) -> None:
-    """Create or change compute target NAME."""
-    members = [n.strip() for n in nodes.split(",") if n.strip()]
-    found = client_call(
-        lambda ws: ws.client.json("POST", "/api/v1/targets", json={"name": name, "nodes": members})
-    )
-    click.echo(f"target {found['name']}: {', '.join(found['nodes'])}")
+@click.option("--kind", type=click.Choice(["nodes", "slurm"]), default="nodes", show_default=True)
+@click.option("--nodes", help="Comma-separated node names (kind nodes).")
+@click.option("--host", help="The Slurm cluster's login node (kind slurm).")
+@click.option("--port", default=22, show_default=True, help="SSH port of the login node.")
+@click.option("--user", help="SSH user on the login node (the jobs run as this user).")
+@click.option("--key", "key_path", help="Private key file, on the server's machine.")
+@click.option("--partition", help="Slurm partition the jobs go to.")
+@click.option("--account", help="Slurm account to charge (sbatch --account).")
+@click.option("--qos", help="Slurm quality of service (sbatch --qos).")
+@click.option(
+    "--work-dir",
+    default="/shared/trainhub",
+    show_default=True,
+    help="Folder on the cluster's shared storage for run folders and environments.",
+)
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+def target_create(name: str, kind: str, nodes: str | None, as_json: bool, **slurm: Any) -> None:
+    """Create or change compute target NAME: a group of SSH nodes, or (--kind slurm) a Slurm
+    cluster reached through its login node, where Slurm schedules the runs."""
+    if kind == "slurm":
+        body = {"name": name, "kind": kind, **{k: v for k, v in slurm.items() if v is not None}}
+    else:
+        if not nodes:
+            raise click.UsageError("--nodes is needed for a target of kind nodes")
+        body = {"name": name, "nodes": [n.strip() for n in nodes.split(",") if n.strip()]}
+    found = client_call(lambda ws: ws.client.json("POST", "/api/v1/targets", json=body))
+    if as_json:
+        emit_json(found)
+    elif kind == "slurm":
+        click.echo(
+            f"target {found['name']}: Slurm partition {found['partition']} via "
+            f"{found['user']}@{found['host']} (host key {found['hostKey']})"
+        )
+    else:
+        click.echo(f"target {found['name']}: {', '.join(found['nodes'])}")
 
 
 @target.command("remove")
@@ -200,4 +227,7 @@ def target_list(as_json: bool) -> None:
         emit_json(found)
         return
     for t in found:
-        click.echo(f"{t['name']}: {', '.join(t['nodes'])}")
+        if t.get("kind") == "slurm":
+            click.echo(f"{t['name']}: Slurm partition {t['partition']} via {t['host']}")
+        else:
+            click.echo(f"{t['name']}: {', '.join(t['nodes'])}")

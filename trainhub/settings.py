@@ -63,6 +63,9 @@ class Settings:
         "python3", "Python for use_docker=False runs on the server's machine"
     )
     ssh_keepalive_seconds: float = _setting(5.0, "seconds between SSH keepalives to a node")
+    slurm_poll_seconds: float = _setting(
+        1.0, "how often each Slurm target's jobs are polled (one squeue per cluster)"
+    )
     engine_check_seconds: float = _setting(
         5.0, "how often each node's Docker engine is asked whether it answers (and its free disk)"
     )

@@ -26,7 +26,7 @@ from azureml.exceptions import ComputeTargetException
 from trainhub.sdk import Workspace
 from trainhub.sdk.errors import ServiceError, TrainhubError
 
-__all__ = ["AmlCompute", "ComputeTarget", "RemoteCompute"]
+__all__ = ["AmlCompute", "ComputeTarget", "RemoteCompute", "SlurmCompute"]
 __getattr__ = getattr_for(__name__)
 
 LOCAL = "local"
@@ -91,10 +91,15 @@ class ComputeTarget:
 
     @staticmethod
     def attach(
-        workspace: Workspace, name: str, attach_configuration: RemoteAttachConfiguration
-    ) -> RemoteCompute:
-        """Register the machine as node ``name`` and a compute target ``name`` holding it."""
+        workspace: Workspace,
+        name: str,
+        attach_configuration: RemoteAttachConfiguration | SlurmAttachConfiguration,
+    ) -> RemoteCompute | SlurmCompute:
+        """Register the machine as node ``name`` and a compute target ``name`` holding it (a
+        Slurm cluster: a target ``name`` of kind slurm, see :class:`SlurmCompute`)."""
         config = attach_configuration
+        if isinstance(config, SlurmAttachConfiguration):
+            return SlurmCompute.register(workspace, name, config)
         if not isinstance(config, RemoteAttachConfiguration):
             raise ComputeTargetException(
                 "trainhub attaches machines reached over SSH only: give "
@@ -374,6 +379,80 @@ def _facts(node: dict[str, Any]) -> str:
         + (f" ({gpus[0]['name']})" if gpus else "")
         + f", {facts.get('cpus')} CPU(s), Docker {facts.get('docker_version')}"
     )
+
+
+class SlurmAttachConfiguration:
+    """A Slurm cluster's login node and where its jobs go: what
+    ``SlurmCompute.attach_configuration`` gives :meth:`ComputeTarget.attach`."""
+
+    def __init__(self, **fields: Any) -> None:
+        self.fields = fields
+
+    def __repr__(self) -> str:
+        shown = {k: v for k, v in self.fields.items() if k != "key_path"}
+        return f"SlurmAttachConfiguration({shown})"
+
+
+class SlurmCompute(ComputeTarget):
+    """A Slurm cluster as a compute target (a trainhub extra: Azure ML had none). Slurm schedules
+    its runs; ``key_path`` is a key file on the server's machine, as ``trainhub target create
+    --kind slurm --key`` names it. Attaching is an admin's action."""
+
+    @staticmethod
+    def attach_configuration(
+        address: str,
+        username: str,
+        key_path: str,
+        partition: str,
+        *,
+        ssh_port: int = 22,
+        account: str | None = None,
+        qos: str | None = None,
+        work_dir: str = "/shared/trainhub",
+    ) -> SlurmAttachConfiguration:
+        for argument, value in (
+            ("address", address),
+            ("username", username),
+            ("key_path", key_path),
+            ("partition", partition),
+        ):
+            if not value or not isinstance(value, str):
+                raise ComputeTargetException(f"SlurmCompute.attach_configuration needs {argument}")
+        return SlurmAttachConfiguration(
+            host=address,
+            user=username,
+            key_path=key_path,
+            partition=partition,
+            port=ssh_port,
+            account=account,
+            qos=qos,
+            work_dir=work_dir,
+        )
+
+    @staticmethod
+    def register(workspace: Workspace, name: str, config: SlurmAttachConfiguration) -> SlurmCompute:
+        body = {"name": name, "kind": "slurm", **config.fields}
+        try:
+            workspace.client.json("POST", "/api/v1/targets", json=body)
+        except TrainhubError as exc:
+            raise ComputeTargetException(
+                f"Cannot attach the Slurm cluster at {config.fields['host']} as '{name}': "
+                f"{_said(exc)}"
+            ) from None
+        target = object.__new__(SlurmCompute)
+        target.workspace, target.name, target.nodes = workspace, name, []
+        return target
+
+    def wait_for_completion(self, show_output: bool = False, **kwargs: Any) -> None:
+        """Nothing to wait for: the login node answered when the target was made."""
+
+    def detach(self) -> None:
+        """Forget the target (refused while runs wait for it or run on it); jobs' folders on the
+        cluster stay."""
+        try:
+            self.workspace.client.json("DELETE", f"/api/v1/targets/{self.name}")
+        except TrainhubError as exc:
+            raise ComputeTargetException(f"Cannot detach '{self.name}': {_said(exc)}") from None
 
 
 class ComputeStatus:

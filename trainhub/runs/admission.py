@@ -12,6 +12,7 @@ from trainhub.runs import conda, dispatch
 from trainhub.runs.environment import read_dependency_files
 from trainhub.runs.launcher import Launcher
 from trainhub.settings import Settings
+from trainhub.slurm import targets as slurm_targets
 from trainhub.spec import (
     EstimatorSpec,
     SpecError,
@@ -21,14 +22,19 @@ from trainhub.spec import (
 )
 from trainhub.store import Database
 from trainhub.store import nodes as node_store
+from trainhub.store import slurm as slurm_store
 
 
 async def check_target(db: Database, launcher: Launcher, spec: EstimatorSpec) -> None:
     """The compute target exists and could ever hold the run (GPUs, runs without a container)."""
     targets = await db.read(node_store.list_targets)
     members = targets.get(spec.compute_target)
+    slurm = await db.read(slurm_store.target_names)
+    if spec.compute_target in slurm:  # Slurm decides where and when it runs
+        slurm_targets.check_spec(spec, spec.compute_target)
+        return
     if members is None:
-        known = ", ".join(sorted(targets))
+        known = ", ".join(sorted({*targets, *slurm}))
         raise SpecError(
             "compute_target",
             f"Unknown compute target '{spec.compute_target}' (this server has: {known})",

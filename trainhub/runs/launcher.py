@@ -24,9 +24,11 @@ from trainhub.runs.process import ProcessDriver
 from trainhub.runtime.docker import DockerEngine
 from trainhub.scheduler import Allocation, plan
 from trainhub.settings import Settings
+from trainhub.slurm.service import SlurmRuns
 from trainhub.store import Database, lifecycle
 from trainhub.store import nodes as node_store
 from trainhub.store import runs as q
+from trainhub.store import slurm as slurm_store
 from trainhub.store.lifecycle import ACTIVE, RunStatus
 
 log = logging.getLogger("trainhub.launcher")
@@ -46,6 +48,7 @@ class Launcher:
         # Called when a run's task ends: the sweep controller starts the next child at once.
         self.on_run_end: Callable[[], None] | None = None
         pool.on_ready = lambda node: recovery.node_ready(self, node)
+        self.slurm = SlurmRuns(self)  # runs of Slurm targets: Slurm schedules them
 
     @property
     def engine(self) -> DockerEngine | None:
@@ -55,10 +58,12 @@ class Launcher:
     # Lifecycle of the launcher itself ------------------------------------------------------
     async def start(self) -> None:
         await recovery.recover(self)
+        await self.slurm.start()
         self._dispatcher = asyncio.create_task(self._dispatch_loop(), name="trainhub-dispatcher")
 
     async def stop(self) -> None:
         """Stop supervising. Containers keep running: the next start re-attaches them."""
+        await self.slurm.stop()
         tasks = [t for t in [self._dispatcher, *self._tasks.values(), *self._faults] if t]
         for task in tasks:
             task.cancel()
@@ -96,6 +101,9 @@ class Launcher:
     async def _claim(self) -> None:
         db = self.control.db
         queued = await db.read(lambda conn: q.runs_with_status(conn, [RunStatus.QUEUED]))
+        if queued:  # runs of Slurm targets wait in Slurm's queue, not here
+            slurm = await db.read(slurm_store.target_names)
+            queued = [run for run in queued if run.target not in slurm]
         if not queued:
             return
         floor = self.settings.min_free_gb * GB

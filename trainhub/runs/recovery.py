@@ -13,6 +13,7 @@ from trainhub.runs.driving import Attempt
 from trainhub.runtime.docker import LABEL_INSTANCE, LABEL_KIND
 from trainhub.store import nodes as node_store
 from trainhub.store import runs as q
+from trainhub.store import slurm as slurm_store
 from trainhub.store.lifecycle import ACTIVE, EndReason, RunStatus
 from trainhub.store.runs import RunKind
 
@@ -34,6 +35,8 @@ async def recover(launcher: Launcher) -> None:
     script never started, end the rest; remove containers of ours that belong to no active run."""
     control = launcher.control
     active = await control.db.read(lambda db: driven(q.runs_with_status(db, ACTIVE)))
+    slurm = await control.db.read(slurm_store.target_names)
+    active = [run for run in active if run.target not in slurm]  # trainhub.slurm re-attaches them
     engine = launcher.engine
     found = {}
     if engine is not None:  # no engine on the server's machine: no containers of ours there

@@ -31,6 +31,7 @@ class QueuedRun:
     node_count: int
     gpus_per_node: int  # 0 for a CPU run
     processes_per_node: int
+    slurm_job: str | None = None  # waiting in a Slurm cluster's queue as this job
 
 
 def queue(db: sqlite_utils.Database, limit: int = QUEUE_PAGE) -> tuple[list[QueuedRun], int]:
@@ -38,8 +39,10 @@ def queue(db: sqlite_utils.Database, limit: int = QUEUE_PAGE) -> tuple[list[Queu
     age), and how many runs are queued in all."""
     total = int(db.execute("select count(*) from runs where status = 'Queued'").fetchone()[0])
     rows = db.execute(
-        "select id, experiment, number, user, target, priority, created_at, wait_reason, retries, "
-        "spec from runs where status = 'Queued' order by priority desc, seq limit ?",
+        "select r.id, r.experiment, r.number, r.user, r.target, r.priority, r.created_at, "
+        "r.wait_reason, r.retries, j.job_id, r.spec from runs r "
+        "left join slurm_jobs j on j.run_id = r.id "
+        "where r.status = 'Queued' order by r.priority desc, r.seq limit ?",
         [limit],
     ).fetchall()
     found = [_queued(p, row, json.loads(row[-1])) for p, row in enumerate(rows, start=1)]
@@ -47,7 +50,7 @@ def queue(db: sqlite_utils.Database, limit: int = QUEUE_PAGE) -> tuple[list[Queu
 
 
 def _queued(position: int, row: tuple[Any, ...], spec: dict[str, Any]) -> QueuedRun:
-    run_id, experiment, number, user, target, priority, created, reason, retries, _ = row
+    run_id, experiment, number, user, target, priority, created, reason, retries, job, _ = row
     per_node = stored_processes_per_node(spec)
     return QueuedRun(
         position=position,
@@ -63,6 +66,7 @@ def _queued(position: int, row: tuple[Any, ...], spec: dict[str, Any]) -> Queued
         node_count=int(spec.get("node_count", 1)),
         gpus_per_node=per_node if spec.get("use_gpu") else 0,
         processes_per_node=per_node,
+        slurm_job=None if job is None else str(job),
     )
 
 

@@ -533,3 +533,32 @@ def gc_disk_use(db: sqlite_utils.Database) -> None:
     db.execute("create index idx_runs_snapshot on runs (snapshot, outputs_removed_at)")
     db.execute("create index idx_runs_user_bytes on runs (user, stored_bytes)")
     db.execute("create index idx_runs_experiment_bytes on runs (experiment, stored_bytes)")
+
+
+@MIGRATIONS(name="0018_slurm_targets")
+def slurm_targets(db: sqlite_utils.Database) -> None:
+    """Slurm clusters as compute targets (reached through a login node over SSH, host key pinned),
+    and the batch job of each run sent to one: the job id is what a restarted server re-attaches
+    by."""
+    db.table("slurm_targets").create(
+        {
+            "name": str,
+            "host": str,
+            "port": int,
+            "user": str,
+            "key_path": str,
+            "host_key": str,  # the login node's public key, pinned at registration
+            "partition": str,
+            "account": str,
+            "qos": str,
+            "work_dir": str,  # on the cluster's shared storage: runs/<id>/ and envs/<key>/
+            "created_at": float,
+        },
+        pk="name",
+        not_null={"name", "host", "port", "user", "key_path", "host_key", "partition", "work_dir"},
+    )
+    db.table("slurm_jobs").create(
+        {"run_id": str, "target": str, "job_id": str, "submitted_at": float},
+        pk="run_id",
+        not_null={"run_id", "target", "job_id", "submitted_at"},
+    )

@@ -20,6 +20,8 @@ from litestar.exceptions import HTTPException, NotFoundException
 from trainhub.nodes import service
 from trainhub.server.api import decode
 from trainhub.server.auth import admin_only
+from trainhub.slurm import targets as slurm_targets
+from trainhub.spec import SpecError
 
 
 class NodeIn(msgspec.Struct, forbid_unknown_fields=True):
@@ -34,7 +36,29 @@ class NodeIn(msgspec.Struct, forbid_unknown_fields=True):
 
 class TargetIn(msgspec.Struct, forbid_unknown_fields=True):
     name: str
-    nodes: list[str]
+    nodes: list[str] = []
+    kind: str = "nodes"  # or "slurm": a Slurm cluster through its login node (the fields below)
+    host: str | None = None
+    port: int = 22
+    user: str | None = None
+    key_path: str | None = None
+    partition: str | None = None
+    account: str | None = None
+    qos: str | None = None
+    work_dir: str = "/shared/trainhub"
+
+
+def slurm_fields(target: TargetIn) -> dict[str, Any]:
+    """A Slurm target's fields; the ones it cannot do without are named when missing."""
+    for field in ("host", "user", "key_path", "partition"):
+        if getattr(target, field) is None:
+            raise SpecError(field, f"A target of kind 'slurm' needs {field}")
+    if target.nodes:
+        raise SpecError("nodes", "A target of kind 'slurm' has no nodes of trainhub's")
+    return {
+        f: getattr(target, f)
+        for f in ("name", "host", "port", "user", "key_path", "partition", "account", "qos")
+    } | {"work_dir": target.work_dir}
 
 
 @contextmanager
@@ -112,6 +136,10 @@ class NodesController(Controller):
     )
     async def set_target(self, state: State, request: Request[Any, Any, Any]) -> dict[str, Any]:
         target = decode(await request.body(), TargetIn)
+        if target.kind == "slurm":
+            return await slurm_targets.create(state.db, **slurm_fields(target))
+        if target.kind != "nodes":
+            raise SpecError("kind", f"Unknown target kind {target.kind!r} (nodes, slurm)")
         return await service.set_target(state.db, state.launcher.wake, target.name, target.nodes)
 
     @delete(
@@ -121,10 +149,16 @@ class NodesController(Controller):
         guards=[admin_only],
     )
     async def remove_target(self, state: State, name: str) -> dict[str, Any]:
+        try:
+            if await slurm_targets.remove(state.db, name):
+                return {"removed": name}
+        except slurm_targets.TargetBusy as exc:
+            raise HTTPException(status_code=409, detail=str(exc)) from None
         with _answers():
             await service.remove_target(state.db, name)
         return {"removed": name}
 
     @get("/targets", summary="Compute targets")
     async def list_targets(self, state: State) -> dict[str, Any]:
-        return {"targets": await service.targets(state.db)}
+        found = await service.targets(state.db) + await slurm_targets.listed(state.db)
+        return {"targets": found}

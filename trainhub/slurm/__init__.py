@@ -1,0 +1,1 @@
+"""Slurm clusters as compute targets (issue 16)."""

@@ -1,0 +1,189 @@
+"""What trainhub says to Slurm and how it reads the answers: the batch script of a run (from its
+spec), the environment build command, and the states of ``squeue``/``sacct`` mapped onto run
+statuses. Pure functions: unit-tested on their text, run for real by ``trainhub.slurm.service``."""
+
+from __future__ import annotations
+
+import hashlib
+import math
+import shlex
+from dataclasses import dataclass
+from enum import Enum
+
+from trainhub.spec import EstimatorSpec, is_mpi, processes_per_node
+from trainhub.store.slurm import SlurmTarget
+
+JOB_PREFIX = "trainhub-"  # job names are JOB_PREFIX + run id
+DRIVER_LOG = "driver_log.txt"  # in the run's folder on the cluster: the job's --output
+EXIT_FILE = "exit_code"  # the entry script's exit code, written by the batch script
+# squeue's fields, "|"-separated: job id, state, reason, job name.
+SQUEUE_FORMAT = "%i|%T|%r|%j"
+
+
+class Phase(Enum):
+    """Where a job stands, as trainhub reads it."""
+
+    PENDING = "pending"  # waiting in Slurm's queue: the run is Queued, with Slurm's reason
+    RUNNING = "running"
+    COMPLETED = "completed"
+    FAILED = "failed"  # the script failed (its exit code says how)
+    TIMEOUT = "timeout"
+    CANCELLED = "cancelled"
+    NODE_FAIL = "node_fail"  # a node of the job was lost
+    GONE = "gone"  # Slurm no longer knows the job and left no exit code
+
+
+PHASES = {
+    "PENDING": Phase.PENDING,
+    "CONFIGURING": Phase.PENDING,
+    "REQUEUED": Phase.PENDING,
+    "REQUEUE_HOLD": Phase.PENDING,
+    "REQUEUE_FED": Phase.PENDING,
+    "RESV_DEL_HOLD": Phase.PENDING,
+    "RUNNING": Phase.RUNNING,
+    "COMPLETING": Phase.RUNNING,
+    "SUSPENDED": Phase.RUNNING,
+    "STOPPED": Phase.RUNNING,
+    "SIGNALING": Phase.RUNNING,
+    "STAGE_OUT": Phase.RUNNING,
+    "RESIZING": Phase.RUNNING,
+    "COMPLETED": Phase.COMPLETED,
+    "FAILED": Phase.FAILED,
+    "OUT_OF_MEMORY": Phase.FAILED,
+    "BOOT_FAIL": Phase.NODE_FAIL,
+    "NODE_FAIL": Phase.NODE_FAIL,
+    "DEADLINE": Phase.TIMEOUT,
+    "TIMEOUT": Phase.TIMEOUT,
+    "PREEMPTED": Phase.CANCELLED,
+    "CANCELLED": Phase.CANCELLED,
+    "REVOKED": Phase.CANCELLED,
+    "SPECIAL_EXIT": Phase.FAILED,
+}
+
+
+@dataclass(frozen=True)
+class JobState:
+    job_id: str
+    phase: Phase
+    state: str  # Slurm's own word (PENDING, NODE_FAIL...)
+    reason: str | None  # Slurm's reason while pending ("Resources", "Priority"...)
+
+
+def phase_of(state: str) -> Phase:
+    """``CANCELLED by 0`` (sacct) and ``CANCELLED+`` are CANCELLED; an unknown word counts as
+    running, so trainhub keeps watching rather than ending a run on a state it cannot read."""
+    word = state.split()[0].rstrip("+") if state.strip() else ""
+    return PHASES.get(word, Phase.RUNNING)
+
+
+def parse_squeue(text: str) -> dict[str, JobState]:
+    """``squeue -h -o SQUEUE_FORMAT`` output -> job id -> state."""
+    found = {}
+    for line in text.splitlines():
+        parts = line.strip().split("|")
+        if len(parts) < 3 or not parts[0]:
+            continue
+        job_id, state, reason = parts[0], parts[1], parts[2]
+        found[job_id] = JobState(
+            job_id, phase_of(state), state, None if reason in ("None", "") else reason
+        )
+    return found
+
+
+def parse_sacct(text: str) -> dict[str, JobState]:
+    """``sacct -n -X -P -o JobID,State`` output -> job id -> state (for jobs squeue forgot)."""
+    found = {}
+    for line in text.splitlines():
+        parts = line.strip().split("|")
+        if len(parts) >= 2 and parts[0]:
+            found[parts[0]] = JobState(parts[0], phase_of(parts[1]), parts[1], None)
+    return found
+
+
+def wait_reason(state: JobState) -> str:
+    """The wait reason a pending run shows: Slurm's own words, said to be Slurm's."""
+    return f"Slurm job {state.job_id} pending: {state.reason or 'no reason given'}"
+
+
+def env_key(python: str, packages: tuple[str, ...]) -> str:
+    """A virtual environment's folder name: the same packages (in any order) share one build."""
+    text = "\n".join([python, *sorted(packages)])
+    return "venv-" + hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def env_build_command(env_dir: str, packages: tuple[str, ...], pip_env: dict[str, str]) -> str:
+    """Build the virtual environment once (under a lock, into a temporary folder renamed when
+    complete, so a failed or concurrent build never leaves a half environment in use)."""
+    q = shlex.quote
+    exports = "".join(f"export {k}={q(v)}; " for k, v in sorted(pip_env.items()))
+    build = (
+        f"if [ -x {q(env_dir)}/bin/python ]; then echo 'environment present: reused, no build'; "
+        f"else rm -rf {q(env_dir)}.tmp && python3 -m venv {q(env_dir)}.tmp && "
+        f"{q(env_dir)}.tmp/bin/pip install {' '.join(q(p) for p in packages)} && "
+        f"mv {q(env_dir)}.tmp {q(env_dir)} && echo 'environment built'; fi"
+    )
+    return (
+        f"mkdir -p {q(env_dir.rsplit('/', 1)[0])} && {exports}"
+        f"flock {q(env_dir)}.lock sh -c {q(build)} 2>&1"
+    )
+
+
+def time_limit(seconds: int) -> str:
+    """``--time`` as minutes:seconds (Slurm counts in minutes and checks about twice a minute)."""
+    minutes, rest = divmod(max(1, seconds), 60)
+    return f"{minutes}:{rest:02d}" if minutes < 10_000 else str(math.ceil(seconds / 60))
+
+
+def batch_script(
+    run_id: str,
+    spec: EstimatorSpec,
+    target: SlurmTarget,
+    run_folder: str,
+    python: str,
+    variables: dict[str, str],
+) -> str:
+    """The run's batch job: its size from the spec, its output into the run folder, the entry
+    script started by ``srun`` (``mpirun`` in the allocation for MPI), the exit code kept beside
+    it for when Slurm has forgotten the job."""
+    q = shlex.quote
+    per_node = processes_per_node(spec)
+    options = [
+        f"--job-name={JOB_PREFIX}{run_id}",
+        f"--output={run_folder}/{DRIVER_LOG}",
+        f"--chdir={run_folder}/wd",
+        f"--partition={target.partition}",
+        f"--nodes={spec.node_count}",
+        f"--ntasks-per-node={per_node}",
+        # trainhub's own retries (max_retries) decide what a lost node means, as on SSH nodes.
+        "--no-requeue",
+    ]
+    if target.account:
+        options.append(f"--account={target.account}")
+    if target.qos:
+        options.append(f"--qos={target.qos}")
+    if spec.use_gpu:
+        options.append(f"--gpus-per-node={per_node}")
+    if spec.max_run_duration_seconds:
+        options.append(f"--time={time_limit(spec.max_run_duration_seconds)}")
+    command = " ".join(q(a) for a in [python, spec.entry_script, *spec.command_arguments()])
+    if is_mpi(spec):
+        # Open MPI reads the allocation itself and starts its ranks through Slurm.
+        launch = f"mpirun -np {spec.node_count * per_node} {command}"
+        root = (
+            'if [ "$(id -u)" = 0 ]; then export OMPI_ALLOW_RUN_AS_ROOT=1 '
+            "OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1; fi\n"
+        )
+    else:
+        launch = f"srun --kill-on-bad-exit=1 {command}"
+        root = ""
+    lines = ["#!/bin/bash", *(f"#SBATCH {q(o)}" for o in options)]
+    lines += [f"export {k}={q(v)}" for k, v in sorted(variables.items())]
+    lines += [
+        f"rm -f {q(run_folder)}/{EXIT_FILE}",
+        root.rstrip("\n"),
+        "code=0",
+        f"{launch} || code=$?",
+        f'echo "$code" > {q(run_folder)}/{EXIT_FILE}',
+        'exit "$code"',
+    ]
+    return "\n".join(line for line in lines if line) + "\n"
