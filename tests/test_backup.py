@@ -390,3 +390,18 @@ def test_restoring_the_third_of_a_chain_of_backups_gives_the_latest_state(tmp_pa
             "live_1",
             "live_2",
         }
+
+
+def test_a_store_of_the_older_sha256_format_is_refused_with_a_clear_message(tmp_path: Path) -> None:
+    data = new_data(tmp_path / "data")
+    store = tmp_path / "store"
+    name = backup_json(store, data)["backup"]
+    manifest = json.loads((store / "manifests" / f"{name}.json").read_text())
+    manifest["format"] = 2
+    (store / "manifests" / f"{name}.json").write_text(json.dumps(manifest))
+    said = f"backup {name} has format 2, made by a development build of trainhub before BLAKE3"
+    out = trainhub("restore", str(store), "--data", str(tmp_path / "restored"))
+    assert out.returncode == 1 and said in out.stderr
+    out = trainhub("backup", str(store), "--data", str(data))
+    assert out.returncode == 1 and said in out.stderr
+    assert [p.stem for p in (store / "manifests").iterdir()] == [name]
