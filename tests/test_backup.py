@@ -289,7 +289,9 @@ def new_data(folder: Path) -> Path:
     return folder
 
 
-def add_run(data: Path, run_id: str, files: dict[str, str], ended: bool) -> None:
+def add_run(
+    data: Path, run_id: str, files: dict[str, str], ended: bool, parent: str | None = None
+) -> None:
     """A run's row and folder as the server leaves them: an ended run is measured."""
     for name, text in files.items():
         (data / "runs" / run_id / name).parent.mkdir(parents=True, exist_ok=True)
@@ -298,10 +300,10 @@ def add_run(data: Path, run_id: str, files: dict[str, str], ended: bool) -> None
         number = conn.execute("select count(*) + 1 from runs").fetchone()[0]
         conn.execute(
             "insert into runs (id, experiment, number, status, spec, created_at, ended_at, "
-            "stored_bytes) values (?, 'e', ?, ?, '{}', 0, ?, ?)",
-            [run_id, number, "Completed" if ended else "Running", 1.0 if ended else None, 10]
+            "stored_bytes, parent_id) values (?, 'e', ?, ?, '{}', 0, ?, ?, ?)",
+            [run_id, number, "Completed", 1.0, 10, parent]
             if ended
-            else [run_id, number, "Running", None, None],
+            else [run_id, number, "Running", None, None, parent],
         )
 
 
@@ -324,13 +326,19 @@ def test_a_file_changed_in_a_running_runs_folder_is_backed_up_again(tmp_path: Pa
     data = new_data(tmp_path / "data")
     add_run(data, "done_1", {"outputs/a.txt": "final"}, ended=True)
     add_run(data, "live_1", {"outputs/progress.txt": "step 1"}, ended=False)
+    # A child run that has ended still gets the files its running parent's script uploads for it.
+    add_run(data, "child_1", {"outputs/c.txt": "first"}, ended=True, parent="live_1")
+    add_run(data, "grandchild_1", {"outputs/g.txt": "first"}, ended=True, parent="child_1")
     store = tmp_path / "store"
     backup_json(store, data)
     (data / "runs" / "live_1" / "outputs" / "progress.txt").write_text("step 2")
+    (data / "runs" / "child_1" / "outputs" / "c.txt").write_text("uploaded later")
+    (data / "runs" / "grandchild_1" / "outputs" / "g.txt").write_text("uploaded later")
     again = backup_json(store, data)
-    assert again["runs_reused"] == 1 and again["hashed_files"] == 1
+    assert again["runs_reused"] == 1 and again["hashed_files"] == 3
     got = restored_tree(store, tmp_path / "restored")
     assert got["runs/live_1/outputs/progress.txt"][0] == b"step 2"
+    assert got["runs/grandchild_1/outputs/g.txt"][0] == b"uploaded later"
     assert got == tree(data)
 
 

@@ -5,7 +5,8 @@ run has ended and its outputs are back the server measures its folder (``runs.st
 writes nothing there again; only retention removes files afterwards, and it records
 ``runs.outputs_removed_at`` before the first one goes. So the runs that the backup's own copy of the
 database shows ended and measured, with no retention in the last :data:`RETENTION_DOUBT` seconds,
-are *settled*: their folders are final.
+and whose ancestors (a child run gets files its parent's script uploads) have all ended and been
+measured too, are *settled*: their folders are final.
 
 A backup stores the rows of the settled runs it walked as one *segment*: a JSON blob in the store,
 named by its hash like any file. The manifest lists its segments, each with the state of its runs
@@ -37,11 +38,16 @@ SEGMENT_RUNS = 1000
 #: A settled run's id and state as SQLite writes them: ``id:ended_at,outputs_removed_at,bytes``
 #: (ids are names, so the test for ``:`` and space never fails; SQLite writes a number's text the
 #: same way each time).
+#: A child run's folder also gets the files its ancestors' scripts upload for it, until each of
+#: them has ended and been measured: the runs still open and all their descendants are not settled.
 _SETTLED = (
+    "with recursive open_runs(id) as ("
+    " select id from runs where ended_at is null or stored_bytes is null"
+    " union select r.id from runs r join open_runs o on r.parent_id = o.id) "
     "select id, id || ':' || ended_at || ',' || ifnull(outputs_removed_at, '') || ',' || "
     "stored_bytes from runs where ended_at is not null and stored_bytes is not null "
     "and (outputs_removed_at is null or outputs_removed_at < ?) "
-    "and instr(id, ' ') = 0 and instr(id, ':') = 0"
+    "and instr(id, ' ') = 0 and instr(id, ':') = 0 and id not in (select id from open_runs)"
 )
 
 
