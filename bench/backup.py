@@ -31,27 +31,31 @@ BLOCK = 64 * 1024 * 1024
 
 
 def make_data(data: Path, runs: int, total_bytes: int) -> None:
-    """A data folder as a server leaves it; every outputs file unique (its run id leads it)."""
+    """A data folder as a server leaves it (runs ended and measured); every outputs file unique
+    (its run id leads it)."""
     Database(data / "trainhub.db").close()
     rng = random.Random(15)
     block = rng.randbytes(BLOCK)
     ids = [f"bench_{i}_{uuid.UUID(int=rng.getrandbits(128)).hex[:8]}" for i in range(runs)]
     now = time.time()
+    weights = [rng.uniform(0.2, 1.8) for _ in ids]
+    scale = total_bytes / sum(weights)
     conn = sqlite3.connect(data / "trainhub.db")
     with conn:
         conn.execute("insert into experiments (name, created_at) values ('bench', ?)", (now,))
         conn.executemany(
-            "insert into runs (id, experiment, number, status, spec, created_at) "
-            "values (?, 'bench', ?, 'Completed', '{}', ?)",
-            [(run_id, n + 1, now) for n, run_id in enumerate(ids)],
+            "insert into runs (id, experiment, number, status, spec, created_at, ended_at, "
+            "stored_bytes) values (?, 'bench', ?, 'Completed', '{}', ?, ?, ?)",
+            [
+                (run_id, n + 1, now, now, int(weight * scale))
+                for n, (run_id, weight) in enumerate(zip(ids, weights, strict=True))
+            ],
         )
         conn.executemany(
             "insert into metrics (run_id, name, kind, step, value) values (?, ?, 'scalar', ?, ?)",
             [(run_id, "loss", s, json.dumps(1 / (s + 1))) for run_id in ids for s in range(5)],
         )
     conn.close()
-    weights = [rng.uniform(0.2, 1.8) for _ in ids]
-    scale = total_bytes / sum(weights)
     for run_id, weight in zip(ids, weights, strict=True):
         run = data / "runs" / run_id
         (run / "logs").mkdir(parents=True)

@@ -20,6 +20,7 @@ import sqlite_utils
 
 from tests.conftest import Server, start_server
 from tests.helpers import submit, wait_for_log, wait_for_status, wait_until
+from trainhub.store import Database
 from trainhub.store.migrations import MIGRATIONS
 
 DONE = textwrap.dedent(
@@ -57,8 +58,8 @@ def trainhub(*args: str) -> subprocess.CompletedProcess[str]:
     )
 
 
-def backup_json(store: Path, data: Path) -> dict[str, Any]:
-    done = trainhub("backup", str(store), "--data", str(data), "--json")
+def backup_json(store: Path, data: Path, *more: str) -> dict[str, Any]:
+    done = trainhub("backup", str(store), "--data", str(data), "--json", *more)
     assert done.returncode == 0, done.stderr
     result: dict[str, Any] = json.loads(done.stdout)
     return result
@@ -177,7 +178,7 @@ def test_a_manifest_path_that_leaves_the_data_folder_is_refused(
     name = backup_json(store, bk_server.data)["backup"]
     manifest = json.loads((store / "manifests" / f"{name}.json").read_text())
     db = manifest["database"]
-    manifest["files"].append([bad, db["sha256"], 0o644, db["size"], 0])
+    manifest["files"].append([bad, db["hash"], 0o644, db["size"], 0])
     (store / "manifests" / "evil.json").write_text(json.dumps(manifest))
     target = tmp_path / "inner" / "data"
     out = trainhub("restore", str(store), "--backup", "evil", "--data", str(target))
@@ -194,7 +195,7 @@ def test_a_damaged_object_stops_the_restore_and_leaves_the_folder_empty(
     store = tmp_path / "store"
     name = backup_json(store, bk_server.data)["backup"]
     manifest = json.loads((store / "manifests" / f"{name}.json").read_text())
-    victim = store / "objects" / manifest["database"]["sha256"][:2] / manifest["database"]["sha256"]
+    victim = store / "objects" / manifest["database"]["hash"][:2] / manifest["database"]["hash"]
     victim.chmod(0o600)
     with victim.open("r+b") as f:
         f.seek(100)
@@ -202,7 +203,7 @@ def test_a_damaged_object_stops_the_restore_and_leaves_the_folder_empty(
     target = tmp_path / "data"
     out = trainhub("restore", str(store), "--data", str(target))
     assert out.returncode == 1
-    assert f"object {manifest['database']['sha256']} is damaged" in out.stderr
+    assert f"object {manifest['database']['hash']} is damaged" in out.stderr
     assert list(target.iterdir()) == []
 
 
@@ -235,7 +236,7 @@ def test_a_new_data_folder_gets_no_pre_migration_copy(bk_server: Server) -> None
     assert not (bk_server.data / "backups").exists()
 
 
-def test_a_touched_but_unchanged_file_is_read_again_and_stores_nothing(
+def test_a_touched_but_unchanged_file_is_read_again_by_full_and_stores_nothing(
     bk_server: Server, tmp_path: Path
 ) -> None:
     client = bk_server.client()
@@ -247,9 +248,13 @@ def test_a_touched_but_unchanged_file_is_read_again_and_stores_nothing(
     touched = [p for p in (bk_server.data / "runs" / run["runId"]).rglob("*") if p.is_file()]
     for path in touched:
         os.utime(path)  # a new mtime, the same bytes: the stat shortcut misses, the hash matches
-    again = backup_json(store, bk_server.data)
+    # The run has ended: its folder is taken from the previous backup, unread, unless --full.
+    assert backup_json(store, bk_server.data)["hashed_files"] == 0
+    again = backup_json(store, bk_server.data, "--full")
     assert again["hashed_files"] == len(touched) > 1
-    assert again["new_objects"] == 0 and objects(store) == held
+    # No content stored again: the one new object is the segment of the finished runs' rows,
+    # whose mtimes changed.
+    assert again["new_objects"] == 1 and len(objects(store) - held) == 1
 
 
 def test_a_later_backup_sees_files_added_changed_and_removed_in_old_folders(
@@ -274,3 +279,137 @@ def test_a_later_backup_sees_files_added_changed_and_removed_in_old_folders(
     assert out.returncode == 0, out.stderr
     got = {p.name: p.read_text() for p in (restored / "runs" / "r1" / "outputs").iterdir()}
     assert got == {"kept.txt": "kept.txt", "changed.txt": "changed, longer", "new.txt": "new"}
+
+
+# Finished runs taken from the previous backup (synthetic data folders with the real schema: quick)
+def new_data(folder: Path) -> Path:
+    Database(folder / "trainhub.db").close()
+    with sqlite3.connect(folder / "trainhub.db") as conn:
+        conn.execute("insert into experiments (name, created_at) values ('e', 0)")
+    return folder
+
+
+def add_run(
+    data: Path, run_id: str, files: dict[str, str], ended: bool, parent: str | None = None
+) -> None:
+    """A run's row and folder as the server leaves them: an ended run is measured."""
+    for name, text in files.items():
+        (data / "runs" / run_id / name).parent.mkdir(parents=True, exist_ok=True)
+        (data / "runs" / run_id / name).write_text(text)
+    with sqlite3.connect(data / "trainhub.db") as conn:
+        number = conn.execute("select count(*) + 1 from runs").fetchone()[0]
+        conn.execute(
+            "insert into runs (id, experiment, number, status, spec, created_at, ended_at, "
+            "stored_bytes, parent_id) values (?, 'e', ?, ?, '{}', 0, ?, ?, ?)",
+            [run_id, number, "Completed", 1.0, 10, parent]
+            if ended
+            else [run_id, number, "Running", None, None, parent],
+        )
+
+
+def tree(folder: Path) -> dict[str, tuple[bytes, int, int]]:
+    """Every file under ``folder`` but the database: bytes, mode and mtime."""
+    return {
+        str(p.relative_to(folder)): (p.read_bytes(), p.stat().st_mode, p.stat().st_mtime_ns)
+        for p in sorted(folder.rglob("*"))
+        if p.is_file() and not p.name.startswith("trainhub.db")
+    }
+
+
+def restored_tree(store: Path, target: Path) -> dict[str, tuple[bytes, int, int]]:
+    out = trainhub("restore", str(store), "--data", str(target))
+    assert out.returncode == 0, out.stderr
+    return tree(target)
+
+
+def test_a_file_changed_in_a_running_runs_folder_is_backed_up_again(tmp_path: Path) -> None:
+    data = new_data(tmp_path / "data")
+    add_run(data, "done_1", {"outputs/a.txt": "final"}, ended=True)
+    add_run(data, "live_1", {"outputs/progress.txt": "step 1"}, ended=False)
+    # A child run that has ended still gets the files its running parent's script uploads for it.
+    add_run(data, "child_1", {"outputs/c.txt": "first"}, ended=True, parent="live_1")
+    add_run(data, "grandchild_1", {"outputs/g.txt": "first"}, ended=True, parent="child_1")
+    store = tmp_path / "store"
+    backup_json(store, data)
+    (data / "runs" / "live_1" / "outputs" / "progress.txt").write_text("step 2")
+    (data / "runs" / "child_1" / "outputs" / "c.txt").write_text("uploaded later")
+    (data / "runs" / "grandchild_1" / "outputs" / "g.txt").write_text("uploaded later")
+    again = backup_json(store, data)
+    assert again["runs_reused"] == 1 and again["hashed_files"] == 3
+    got = restored_tree(store, tmp_path / "restored")
+    assert got["runs/live_1/outputs/progress.txt"][0] == b"step 2"
+    assert got["runs/grandchild_1/outputs/g.txt"][0] == b"uploaded later"
+    assert got == tree(data)
+
+
+def test_full_notices_a_hand_edit_in_a_finished_runs_folder(tmp_path: Path) -> None:
+    data = new_data(tmp_path / "data")
+    add_run(data, "done_1", {"outputs/a.txt": "final", "logs/driver_log.txt": "ok"}, ended=True)
+    store = tmp_path / "store"
+    backup_json(store, data)
+    (data / "runs" / "done_1" / "outputs" / "a.txt").write_text("edited by hand")
+    # Without --full the finished run's folder is taken as it was (the documented assumption).
+    assert backup_json(store, data)["hashed_files"] == 0
+    assert restored_tree(store, tmp_path / "r1")["runs/done_1/outputs/a.txt"][0] == b"final"
+    full = backup_json(store, data, "--full")
+    assert full["hashed_files"] == 1 and full["runs_reused"] == 0
+    assert restored_tree(store, tmp_path / "r2") == tree(data)
+    assert backup_json(store, data)["runs_reused"] == 1  # and later ones reuse it again
+
+
+def test_restoring_the_third_of_a_chain_of_backups_gives_the_latest_state(tmp_path: Path) -> None:
+    data = new_data(tmp_path / "data")
+    for n in range(3):
+        add_run(data, f"old_{n}", {"outputs/m.bin": f"model {n}", "logs/l.txt": "log"}, ended=True)
+    add_run(data, "live_1", {"outputs/p.txt": "1"}, ended=False)
+    (data / "snapshots").mkdir()
+    (data / "snapshots" / "s1.tar.gz").write_bytes(b"snap 1")
+    store = tmp_path / "store"
+    backup_json(store, data)
+
+    # Second: a run ends, retention removes a finished run's outputs, a new run and a snapshot.
+    with sqlite3.connect(data / "trainhub.db") as conn:
+        conn.execute("update runs set ended_at = 2, stored_bytes = 1 where id = 'live_1'")
+        conn.execute("update runs set outputs_removed_at = ? where id = 'old_0'", [time.time()])
+    (data / "runs" / "live_1" / "outputs" / "p.txt").write_text("final 2")
+    (data / "runs" / "old_0" / "outputs" / "m.bin").unlink()
+    add_run(data, "live_2", {"outputs/p.txt": "a"}, ended=False)
+    (data / "snapshots" / "s2.tar.gz").write_bytes(b"snap 2")
+    second = backup_json(store, data)
+    assert second["runs_reused"] == 2  # old_1, old_2
+
+    # Third: a finished run deleted, the new run ends with one more file.
+    with sqlite3.connect(data / "trainhub.db") as conn:
+        conn.execute("delete from runs where id = 'old_2'")
+        conn.execute("update runs set ended_at = 3, stored_bytes = 2 where id = 'live_2'")
+    (data / "runs" / "old_2" / "outputs" / "m.bin").unlink()
+    (data / "runs" / "old_2" / "logs" / "l.txt").unlink()
+    (data / "runs" / "live_2" / "outputs" / "more.txt").write_text("b")
+    third = backup_json(store, data)
+    assert third["runs_reused"] == 2  # old_1, live_1
+
+    got = restored_tree(store, tmp_path / "restored")
+    assert got == tree(data)
+    assert "runs/old_0/outputs/m.bin" not in got and "runs/old_2/logs/l.txt" not in got
+    with sqlite3.connect(tmp_path / "restored" / "trainhub.db") as conn:
+        assert {r[0] for r in conn.execute("select id from runs")} == {
+            "old_0",
+            "old_1",
+            "live_1",
+            "live_2",
+        }
+
+
+def test_a_store_of_the_older_sha256_format_is_refused_with_a_clear_message(tmp_path: Path) -> None:
+    data = new_data(tmp_path / "data")
+    store = tmp_path / "store"
+    name = backup_json(store, data)["backup"]
+    manifest = json.loads((store / "manifests" / f"{name}.json").read_text())
+    manifest["format"] = 2
+    (store / "manifests" / f"{name}.json").write_text(json.dumps(manifest))
+    said = f"backup {name} has format 2, made by a development build of trainhub before BLAKE3"
+    out = trainhub("restore", str(store), "--data", str(tmp_path / "restored"))
+    assert out.returncode == 1 and said in out.stderr
+    out = trainhub("backup", str(store), "--data", str(data))
+    assert out.returncode == 1 and said in out.stderr
+    assert [p.stem for p in (store / "manifests").iterdir()] == [name]

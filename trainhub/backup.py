@@ -1,12 +1,15 @@
 """``trainhub backup`` and ``trainhub restore``: a data folder kept in a content-addressed store.
 
 Run history grows for ever and changes little between two backups, so every file is stored once by
-its SHA-256 and each backup is only a manifest (path -> hash, mode, size, mtime) in
+its BLAKE3 hash (three times SHA-256's speed: hashing is most of a first backup's CPU) and each
+backup is only a manifest (path -> hash, mode, size, mtime) in
 ``PATH/manifests/``. Files over 1 MiB are objects of their own (``PATH/objects/``); smaller ones (logs,
 most outputs: tens of thousands of them) go into pack files of up to 64 MiB (``PATH/packs/``,
 restic's idea), because creating a file costs more than writing a small one on most file systems. A
 file whose size and mtime match the previous manifest keeps its hash unread, and a folder whose mtime
-and ctime match is not listed again: a backup with no changes ``lstat``-s each entry and reads nothing.
+and ctime match is not listed again. The folders of finished runs are not even walked: a backup takes
+their rows from the previous one by reference (:mod:`trainhub.backup_runs`), so one with no change
+reads the database copy, a short manifest and the folders that are not finished runs' folders.
 
 The database is copied with SQLite's online backup API *before* the files are walked, while the
 server goes on writing: every file a row of that copy names (a snapshot, a run's outputs) is on disk
@@ -15,14 +18,13 @@ restore (:mod:`trainhub.restore`) checks every path and every hash before a byte
 (empty) data folder.
 
 Speed (``bench/backup.py``) shapes the inner loops: a file is read with ``os.readv`` into one buffer
-per thread (no file object, no allocation), a few threads hash (``hashlib`` lets go of the GIL) while
+per thread (no file object, no allocation), a few threads hash (``blake3`` lets go of the GIL) while
 the scan goes on, each thread fills its own pack, and a manifest row is a list, which JSON writes four
 times faster than a dict.
 """
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import queue
@@ -30,7 +32,6 @@ import re
 import sqlite3
 import threading
 import time
-import uuid
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -38,9 +39,14 @@ from pathlib import Path
 from stat import S_ISDIR, S_ISREG
 from typing import Any, Protocol
 
-from trainhub import __version__
+from blake3 import blake3
 
-FORMAT = 2  # 2: manifest rows are lists, [path, sha256, mode, size, mtime_ns]
+from trainhub import __version__
+from trainhub.backup_runs import RUNS, Segments, settled
+
+#: 2: manifest rows are lists, [path, sha256, mode, size, mtime_ns]; 3: BLAKE3 instead of SHA-256,
+#: and finished runs' rows in segments the manifest names (:mod:`trainhub.backup_runs`).
+FORMAT = 3
 DB_NAME = "trainhub.db"
 #: Top-level entries of the data folder that a backup leaves out: the database (copied through
 #: SQLite instead), pre-migration copies, half-received uploads, the working folders of running
@@ -62,13 +68,13 @@ EXCLUDED = frozenset(
 SMALL = 1 << 20
 BUFFER = 256 << 10  # stored blobs are read back in pieces of this size
 PACK_BYTES = 64 << 20  # a pack is closed once this full
-#: Hashing threads: SHA-256 runs without the GIL, the per-file Python work holds it, so a few more
+#: Hashing threads: BLAKE3 runs without the GIL, the per-file Python work holds it, so a few more
 #: than the cores keeps them busy while one thread waits on a read or a write.
 WORKERS = min(4, (os.cpu_count() or 1) + 1)
 _NAME = re.compile(r"[0-9A-Za-z][0-9A-Za-z._-]*")
 _NOFOLLOW = os.O_RDONLY | os.O_NOFOLLOW
 
-#: A manifest's file row: [path, sha256, mode, size, mtime_ns].
+#: A manifest's file row: [path, blake3, mode, size, mtime_ns].
 Row = list[Any]
 
 
@@ -106,16 +112,19 @@ class Summary:
     new_objects: int = 0
     new_bytes: int = 0
     hashed_files: int = 0
+    #: Finished runs whose folders were taken from the previous backup, not walked.
+    runs_reused: int = 0
     skipped: list[str] = field(default_factory=list)
     seconds: float = 0.0
 
 
 # The store ---------------------------------------------------------------------------------------
 class Store:
-    """``PATH``: ``objects/<aa>/<sha256>``, ``packs/<id>.pack`` with ``packs/<id>.idx`` (JSON
-    ``[[sha256, offset, size], ...]``, written after its pack: an index means a complete pack),
-    ``manifests/<name>.json``, and ``tmp/`` for files on their way into those (renamed into place
-    once complete, so a killed backup leaves no half object and no manifest naming a missing one)."""
+    """``PATH``: ``objects/<aa>/<blake3>``, ``packs/<id>.pack`` with ``packs/<id>.idx`` (JSON
+    ``[[blake3, offset, size], ...]``, written after its pack: an index means a complete pack),
+    ``manifests/<name>.json`` (the segments of finished runs' rows they name are objects too), and
+    ``tmp/`` for files on their way into those (renamed into place once complete, so a killed
+    backup leaves no half object and no manifest naming a missing one)."""
 
     def __init__(self, root: Path) -> None:
         self.root = root
@@ -123,7 +132,7 @@ class Store:
         self.packs = root / "packs"
         self.manifests = root / "manifests"
         self.tmp = root / "tmp"
-        self.packed: dict[str, tuple[str, int, int]] = {}  # sha256 -> (pack id, offset, size)
+        self.packed: dict[str, tuple[str, int, int]] = {}  # blake3 -> (pack id, offset, size)
         self._claimed: set[str] = set()
         self._lock = threading.Lock()
         self._loaded = False
@@ -184,13 +193,13 @@ class Store:
 
     def add(self, src: str, pack: Pack, buf: bytearray, meter: Meter) -> tuple[str, int, bool]:
         """Store the file ``src`` (never through a symlink) through ``buf`` (SMALL + 1 bytes, the
-        calling thread's: no allocation per file): (sha256, bytes read, whether it was new)."""
+        calling thread's: no allocation per file): (blake3, bytes read, whether it was new)."""
         view = memoryview(buf)
         fd = os.open(src, _NOFOLLOW)
         try:
             n = _read_into(fd, view)
             if n <= SMALL:  # read whole: one already stored is not written again
-                sha = hashlib.sha256(view[:n]).hexdigest()
+                sha = blake3(view[:n]).hexdigest()
                 if not self.claim(sha):
                     return sha, n, False
                 pack.put(sha, view[:n])
@@ -201,7 +210,7 @@ class Store:
 
     def _add_big(self, fd: int, view: memoryview, meter: Meter) -> tuple[str, int, bool]:
         """Hash and copy ``view`` (full) and the rest of ``fd`` in one pass into an object."""
-        digest = hashlib.sha256()
+        digest = blake3()
         size = 0
         part = self._part()
         out = os.open(part, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
@@ -220,9 +229,21 @@ class Store:
 
     def add_file(self, path: Path) -> tuple[str, int, bool]:
         """Move a file made under ``tmp/`` (the database copy) into the store."""
-        with path.open("rb") as f:
-            sha = hashlib.file_digest(f, "sha256").hexdigest()
+        sha = blake3().update_mmap(path).hexdigest()
         return sha, path.stat().st_size, self._place(sha, path)
+
+    def add_bytes(self, data: bytes) -> tuple[str, int, bool]:
+        """Store ``data`` (a segment of run rows) as an object."""
+        part = self._part()
+        part.write_bytes(data)
+        return self.add_file(part)
+
+    def read(self, sha: str) -> bytes:
+        """The whole blob ``sha``, checked against its hash (a segment: small)."""
+        data = b"".join(self.blob(sha))
+        if blake3(data).hexdigest() != sha:
+            raise BackupError(f"object {sha} is damaged (its content hashes otherwise)")
+        return data
 
     def _part(self) -> Path:
         return self.tmp / f"{os.getpid()}-{threading.get_ident()}-{time.monotonic_ns()}"
@@ -284,7 +305,7 @@ class Pack:
 
     def __init__(self, store: Store) -> None:
         self.store = store
-        self.id = uuid.uuid4().hex
+        self.id = os.urandom(16).hex()  # not uuid: its import is 5 ms of a backup with no change
         self.part = store.tmp / f"{self.id}.pack"
         self.fd = -1
         self.blobs: list[tuple[str, int, int]] = []
@@ -320,29 +341,46 @@ class _Previous:
     #: A folder changed less than a second before the previous scan began may have changed again
     #: within the same clock tick (its stamps equal, its entries not): it is listed again.
     cutoff_ns: int = 0
+    #: The segments of finished runs' rows the manifest names (``[blake3, files, bytes, keys]``).
+    segments: list[Any] = field(default_factory=list)
 
     def names(self, path: str, mtime_ns: int, ctime_ns: int) -> list[str] | None:
-        """The entries of folder ``path`` when they can be taken from the manifest, else None."""
+        """The entries of folder ``path`` when they can be taken from the manifest, else None.
+        ``runs/`` is always listed: the manifest does not name the runs its segments hold."""
         known = self.dirs.get(path)
-        if known is None or ctime_ns >= self.cutoff_ns:
+        if known is None or ctime_ns >= self.cutoff_ns or path == RUNS:
             return None
         return known[4] if known[2] == mtime_ns and known[3] == ctime_ns else None
 
 
 def _previous(store: Store) -> _Previous:
-    """The latest manifest's rows (nothing, and so no shortcut, if it is unreadable or old)."""
+    """The latest manifest's rows (nothing, and so no shortcut, if it is unreadable). A store
+    of an older format is refused: its objects are named by another hash."""
     names = store.names()
     if not names:
         return _Previous()
     try:
         manifest = store.manifest(names[-1])
-        if manifest.get("format") != FORMAT:
-            return _Previous()
+    except BackupError:
+        return _Previous()  # an unreadable manifest only costs the shortcuts
+    check_format(manifest, names[-1])
+    try:
         files = {r[0]: r for r in manifest["files"] if isinstance(r, list) and len(r) == 5}
         dirs = {r[0]: r for r in manifest["dirs"] if isinstance(r, list) and len(r) == 5}
-        return _Previous(files, dirs, int(manifest["scanned_at_ns"]) - 1_000_000_000)
-    except (BackupError, KeyError, TypeError, ValueError):
-        return _Previous()  # an unreadable manifest only costs the shortcuts
+        cutoff = int(manifest["scanned_at_ns"]) - 1_000_000_000
+        return _Previous(files, dirs, cutoff, list(manifest["segments"]))
+    except (KeyError, TypeError, ValueError):
+        return _Previous()
+
+
+def check_format(manifest: dict[str, Any], name: str) -> None:
+    """Refuse a manifest of another format: 1 and 2 (SHA-256) came only from development builds."""
+    found = manifest.get("format")
+    if found != FORMAT:
+        raise BackupError(
+            f"backup {name} has format {found!r}, made by a development build of trainhub before "
+            f"BLAKE3; this trainhub reads and writes format {FORMAT} only: back up into a new PATH"
+        )
 
 
 @dataclass
@@ -355,20 +393,21 @@ class _Found:
     skipped: list[str] = field(default_factory=list)
 
 
-def _scan(root: str, previous: _Previous, found: _Found) -> Iterator[int]:
+def _scan(root: str, previous: _Previous, found: _Found, reused: set[str]) -> Iterator[int]:
     """Fill ``found`` with everything to back up (folders before their files), yielding the index
     of each file row whose file must be read, as soon as it is found: the threads hash while the
     scan goes on. A file whose size and mtime match its previous row keeps that row's hash (and the
     row itself, when its mode is the same too). Symlinks and other non-regular files are noted in
-    ``found.skipped``, not followed. No object per file but its row: this loop is most of a backup
-    with no change."""
+    ``found.skipped``, not followed. The folders of the finished runs ``reused`` (their rows are
+    the previous backup's) are neither ``lstat``-ed nor walked. No object per file but its row."""
     dirs, files, skipped = found.dirs, found.files, found.skipped
     known_files = previous.files
     stack: list[tuple[str, list[str], list[str] | None]] = [("", [], None)]
     while stack:
         rel, seen, names = stack.pop()
         prefix = f"{rel}/" if rel else ""
-        for name, st in _entries(f"{root}/{prefix}", names, not rel):
+        omit: set[str] | frozenset[str] = reused if rel == RUNS else frozenset()
+        for name, st in _entries(f"{root}/{prefix}", names, not rel, omit):
             seen.append(name)
             path = prefix + name
             mode = st.st_mode
@@ -389,15 +428,17 @@ def _scan(root: str, previous: _Previous, found: _Found) -> Iterator[int]:
                 skipped.append(path)
 
 
-def _entries(folder: str, names: list[str] | None, top: bool) -> list[tuple[str, os.stat_result]]:
+def _entries(
+    folder: str, names: list[str] | None, top: bool, omit: set[str] | frozenset[str]
+) -> list[tuple[str, os.stat_result]]:
     """(name, lstat) of each entry of ``folder`` (ending in ``/``): the ones ``names`` lists, or
-    those read from the folder. One that vanishes meanwhile is left out, as if it had gone a
-    moment earlier. A list, not a generator: cheaper, and a folder's entries are few."""
+    those read from the folder but ``omit``. One that vanishes meanwhile is left out, as if it had
+    gone a moment earlier. A list, not a generator: cheaper, and a folder's entries are few."""
     found = []
     if names is None:
         with os.scandir(folder) as listed:
             for entry in listed:
-                if not (top and entry.name in EXCLUDED):
+                if not (top and entry.name in EXCLUDED) and entry.name not in omit:
                     try:
                         found.append((entry.name, entry.stat(follow_symlinks=False)))
                     except FileNotFoundError:
@@ -437,35 +478,49 @@ def _copy_database(data: Path, store: Store) -> Path:
     return copy
 
 
-def backup(data: Path, dest: Path, meter: Meter | None = None, workers: int = WORKERS) -> Summary:
-    """Back up ``data`` (a running server's or not) into the store at ``dest``."""
+def backup(
+    data: Path,
+    dest: Path,
+    meter: Meter | None = None,
+    workers: int = WORKERS,
+    *,
+    full: bool = False,
+) -> Summary:
+    """Back up ``data`` (a running server's or not) into the store at ``dest``; ``full`` walks
+    the folders of finished runs too (a hand edit in one is otherwise not seen)."""
     meter = meter or Quiet()
     _check_paths(data, dest)
     store = Store(dest)
     store.create()
     started = time.monotonic()
     previous = _previous(store)
-    db_sha, db_size, db_new = store.add_file(_copy_database(data, store))
+    copy = _copy_database(data, store)
+    segments = Segments(store, previous.segments, settled(copy, time.time()), full)
+    db_sha, db_size, db_new = store.add_file(copy)
+    for row in segments.shortcuts:  # for the runs walked again: unchanged files are not read
+        previous.files.setdefault(row[0], row)
 
     summary = Summary(backup="", path=str(dest))
     scanned_at_ns = time.time_ns()
     found = _Found(skipped=summary.skipped)
-    _store_files(
-        store, str(data), found, _scan(str(data), previous, found), meter, summary, workers
-    )
+    todo = _scan(str(data), previous, found, segments.reused)
+    _store_files(store, str(data), found, todo, meter, summary, workers)
     kept = [row for row in found.files if row[1]]  # one removed meanwhile or unreadable: no hash
-    summary.files = len(kept)
-    summary.bytes = sum(row[3] for row in kept)
-    summary.new_objects += db_new
-    summary.new_bytes += db_size if db_new else 0
+    dirs, kept, new = segments.split(found.dirs, kept)
+    summary.files = len(kept) + segments.files()
+    summary.bytes = sum(row[3] for row in kept) + segments.bytes()
+    summary.runs_reused = len(segments.reused)
+    summary.new_objects += db_new + new.objects
+    summary.new_bytes += (db_size if db_new else 0) + new.bytes
     manifest = {
         "format": FORMAT,
         "created_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         "trainhub": __version__,
-        "database": {"sha256": db_sha, "size": db_size},
+        "database": {"hash": db_sha, "size": db_size},
         "scanned_at_ns": scanned_at_ns,
-        "dirs": found.dirs,
+        "dirs": dirs,
         "files": kept,
+        "segments": segments.entries(),
     }
     summary.backup = store.write_manifest(manifest)
     summary.seconds = round(time.monotonic() - started, 3)

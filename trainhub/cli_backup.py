@@ -67,8 +67,14 @@ def _meter(what: str, quiet: bool) -> Iterator[Any]:
 @click.option(
     "--data", type=click.Path(file_okay=False, path_type=Path), default=None, help=_DATA_HELP
 )
+@click.option(
+    "--full",
+    is_flag=True,
+    help="Walk the folders of finished runs too (taken from the previous backup otherwise): "
+    "after a hand edit in one.",
+)
 @click.option("--json", "as_json", is_flag=True, help="Print a JSON summary.")
-def backup(path: Path, data: Path | None, as_json: bool) -> None:
+def backup(path: Path, data: Path | None, full: bool, as_json: bool) -> None:
     """Back up the data folder into PATH while the server runs (files stored once by content)."""
     from trainhub.backup import BackupError
     from trainhub.backup import backup as run_backup
@@ -76,7 +82,7 @@ def backup(path: Path, data: Path | None, as_json: bool) -> None:
     folder = Settings.load(data=data).data
     try:
         with _meter("backup", as_json) as meter:
-            summary = run_backup(folder, path, meter)
+            summary = run_backup(folder, path, meter, full=full)
     except (BackupError, OSError) as exc:
         fail(exc)
     if as_json:

@@ -1,9 +1,11 @@
 """``trainhub restore``: a backup of :mod:`trainhub.backup` back into an empty data folder, every
-manifest path checked before anything is written and every file's SHA-256 checked as it is copied."""
+manifest path checked before anything is written and every file's BLAKE3 hash checked as it is copied.
+A manifest names the segments holding its finished runs' rows (:mod:`trainhub.backup_runs`), made by
+this backup or taken from earlier ones: each is read back and checked against its hash as well."""
 
 from __future__ import annotations
 
-import hashlib
+import json
 import os
 import re
 import shutil
@@ -13,15 +15,17 @@ from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import Any
 
-from trainhub.backup import DB_NAME, EXCLUDED, FORMAT, BackupError, Meter, Quiet, Store
+from blake3 import blake3
 
-_SHA = re.compile(r"[0-9a-f]{64}")
+from trainhub.backup import DB_NAME, EXCLUDED, BackupError, Meter, Quiet, Store, check_format
+
+_HASH = re.compile(r"[0-9a-f]{64}")
 
 
 @dataclass
 class FileEntry:
     path: str
-    sha256: str
+    hash: str
     mode: int
     size: int
     mtime_ns: int
@@ -49,28 +53,40 @@ def safe_path(raw: Any) -> str:
     return raw
 
 
-def _checked(manifest: dict[str, Any]) -> tuple[list[tuple[str, int]], list[FileEntry], str]:
-    """Every directory, file and hash of ``manifest``, refused whole if one is wrong."""
-    if manifest.get("format") != FORMAT:
-        raise BackupError(f"backup format {manifest.get('format')!r} is not {FORMAT}")
+def _checked(
+    store: Store, manifest: dict[str, Any], name: str
+) -> tuple[list[tuple[str, int]], list[FileEntry], str]:
+    """Every directory, file and hash of ``manifest`` and of the segments it names, refused whole
+    if one is wrong."""
+    check_format(manifest, name)
     try:
-        db_sha = manifest["database"]["sha256"]
-        dirs = [(safe_path(path), int(mode) & 0o777) for path, mode, *_ in manifest["dirs"]]
+        db_sha = manifest["database"]["hash"]
+        parts = [manifest]
+        for entry in manifest["segments"]:
+            if not isinstance(entry[0], str) or not _HASH.fullmatch(entry[0]):
+                raise BackupError(f"the manifest names segment {entry[0]!r}, not a BLAKE3 hash")
+            parts.append(json.loads(store.read(entry[0])))
+        dirs = [
+            (safe_path(path), int(mode) & 0o777)
+            for part in parts
+            for path, mode, *_ in part["dirs"]
+        ]
         files = [
             FileEntry(safe_path(path), sha, int(mode) & 0o777, int(size), int(mtime_ns))
-            for path, sha, mode, size, mtime_ns in manifest["files"]
+            for part in parts
+            for path, sha, mode, size, mtime_ns in part["files"]
         ]
-    except (KeyError, TypeError, ValueError) as exc:
+    except (KeyError, TypeError, ValueError, IndexError) as exc:
         raise BackupError(f"the manifest is damaged: {exc!r}") from None
-    for sha in [db_sha, *(f.sha256 for f in files)]:
-        if not isinstance(sha, str) or not _SHA.fullmatch(sha):
-            raise BackupError(f"the manifest names {sha!r}, which is not a SHA-256")
+    for sha in [db_sha, *(f.hash for f in files)]:
+        if not isinstance(sha, str) or not _HASH.fullmatch(sha):
+            raise BackupError(f"the manifest names {sha!r}, which is not a BLAKE3 hash")
     return dirs, files, db_sha
 
 
 def _copy_out(store: Store, sha: str, dest: Path, meter: Meter) -> int:
     """Copy blob ``sha`` to ``dest`` (created, never through a link), checking its hash."""
-    digest = hashlib.sha256()
+    digest = blake3()
     size = 0
     fd = os.open(dest, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
     with os.fdopen(fd, "wb") as out:
@@ -98,7 +114,7 @@ def restore(
         raise BackupError(f"PATH: {src} holds no backup")
     store.load_packs()
     name = name or names[-1]
-    dirs, files, db_sha = _checked(store.manifest(name))
+    dirs, files, db_sha = _checked(store, store.manifest(name), name)
     if data.exists() and (not data.is_dir() or any(data.iterdir())):
         raise BackupError(
             f"--data: {data} is not empty; restore only into an empty or new data folder"
@@ -114,7 +130,7 @@ def restore(
         def restore_one(entry: FileEntry) -> int:
             dest = data / entry.path
             dest.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
-            size = _copy_out(store, entry.sha256, dest, meter)
+            size = _copy_out(store, entry.hash, dest, meter)
             os.chmod(dest, entry.mode)
             os.utime(dest, ns=(entry.mtime_ns, entry.mtime_ns))
             return size
