@@ -7,7 +7,6 @@ folder directly while no server uses it (retention and snapshots; images need th
 
 from __future__ import annotations
 
-import asyncio
 from pathlib import Path
 from typing import Any
 
@@ -25,6 +24,8 @@ _PARTS = (
 
 
 def _offline(data: Path, dry_run: bool) -> dict[str, Any]:
+    import asyncio  # here, not at the top: it costs every trainhub command 30 ms
+
     from trainhub import gc
     from trainhub.store import Database
 
