@@ -5,6 +5,7 @@ Run under ``flock /tmp/trainhub-testbed.lock`` (the cluster sits on the test bed
 
 from __future__ import annotations
 
+import sqlite3
 import textwrap
 import time
 from collections.abc import Iterator
@@ -313,6 +314,31 @@ def test_a_killed_server_reattaches_its_slurm_run_by_job_id(
         )
     finally:
         srv.cleanup()
+
+
+def test_a_server_killed_before_recording_its_job_id_adopts_the_job_instead_of_resubmitting(
+    slurm_srv: Server, slurm: SlurmBed
+) -> None:
+    slurm.wait_idle()
+    client = slurm_srv.client()
+    run = submit(client, SLEEP.format(4), compute_target="hpc")
+    wait_for_log(client, run["runId"], "busy", timeout=60)
+    slurm_srv.kill()
+    # What a kill between sbatch and the id's write leaves: a job in Slurm the server knows nothing of.
+    with sqlite3.connect(slurm_srv.data / "trainhub.db") as conn:
+        conn.execute("delete from slurm_jobs where run_id = ?", [run["runId"]])
+    slurm_srv.start()
+    client = slurm_srv.client()
+    done = wait_for_status(client, run["runId"], timeout=90)
+    assert done["status"] == "Completed", done["error"]
+    log = client.get(f"/api/v1/runs/{run['runId']}/logs").text
+    assert log.count("busy") == 1 and log.count("woke") == 1, log
+    jobs = slurm.slurm(
+        "squeue", "-h", "--states=all", f"--name=trainhub-{run['runId']}", "-o", "%i"
+    )
+    assert len(jobs.split()) == 1, jobs
+    build = client.get(f"/api/v1/runs/{run['runId']}/files/logs/build_log.txt").text
+    assert "followed, not submitted again" in build, build
 
 
 def test_the_cli_creates_and_lists_a_slurm_target(slurm_srv: Server, slurm: SlurmBed) -> None:

@@ -55,6 +55,7 @@ def test_a_gpu_run_asks_for_its_nodes_tasks_gpus_and_time() -> None:
     )
     assert options(text) == [
         "--job-name=trainhub-run_1",
+        "--comment=trainhub-run_1-attempt-0",
         "--output=/shared/trainhub/runs/run_1/driver_log.txt",
         "--chdir=/shared/trainhub/runs/run_1/wd",
         "--partition=gpu",
@@ -103,3 +104,14 @@ def test_an_environment_is_keyed_by_its_packages_in_any_order() -> None:
     command = script.env_build_command("/w/envs/venv-1", ("torch==2.1", "x>1"), {"PIP_X": "1"})
     assert "flock /w/envs/venv-1.lock" in command and "'x>1'" in command
     assert "export PIP_X=1;" in command
+
+
+def test_only_a_job_of_the_same_attempt_is_adopted_after_a_restart() -> None:
+    text = script.batch_script("r1", spec(), TARGET, "/shared/trainhub/runs/r1", "python3", {}, 2)
+    assert "--comment=trainhub-r1-attempt-2" in options(text)
+    listed = script.parse_squeue(
+        "41|NODE_FAIL|None|trainhub-r1|trainhub-r1-attempt-1\n"
+        "57|PENDING|Priority|trainhub-r1|trainhub-r1-attempt-2\n"
+    )
+    assert script.adoptable(listed, "r1", 2) == "57"
+    assert script.adoptable(listed, "r1", 3) is None  # the retry after 57 is lost: a new job

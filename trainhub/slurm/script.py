@@ -16,8 +16,8 @@ from trainhub.store.slurm import SlurmTarget
 JOB_PREFIX = "trainhub-"  # job names are JOB_PREFIX + run id
 DRIVER_LOG = "driver_log.txt"  # in the run's folder on the cluster: the job's --output
 EXIT_FILE = "exit_code"  # the entry script's exit code, written by the batch script
-# squeue's fields, "|"-separated: job id, state, reason, job name.
-SQUEUE_FORMAT = "%i|%T|%r|%j"
+# squeue's fields, "|"-separated: job id, state, reason, job name, comment (the attempt).
+SQUEUE_FORMAT = "%i|%T|%r|%j|%k"
 
 
 class Phase(Enum):
@@ -67,6 +67,7 @@ class JobState:
     phase: Phase
     state: str  # Slurm's own word (PENDING, NODE_FAIL...)
     reason: str | None  # Slurm's reason while pending ("Resources", "Priority"...)
+    comment: str = ""  # the job's --comment: which attempt of its run it is (squeue only)
 
 
 def phase_of(state: str) -> Phase:
@@ -84,8 +85,9 @@ def parse_squeue(text: str) -> dict[str, JobState]:
         if len(parts) < 3 or not parts[0]:
             continue
         job_id, state, reason = parts[0], parts[1], parts[2]
+        comment = parts[4] if len(parts) > 4 else ""
         found[job_id] = JobState(
-            job_id, phase_of(state), state, None if reason in ("None", "") else reason
+            job_id, phase_of(state), state, None if reason in ("None", "") else reason, comment
         )
     return found
 
@@ -98,6 +100,21 @@ def parse_sacct(text: str) -> dict[str, JobState]:
         if len(parts) >= 2 and parts[0]:
             found[parts[0]] = JobState(parts[0], phase_of(parts[1]), parts[1], None)
     return found
+
+
+def attempt_comment(run_id: str, attempt: int) -> str:
+    """The ``--comment`` of a run's job: a job found under the run's name with another comment
+    belongs to an earlier attempt (one retried after a lost node) and is never adopted."""
+    return f"{JOB_PREFIX}{run_id}-attempt-{attempt}"
+
+
+def adoptable(states: dict[str, JobState], run_id: str, attempt: int) -> str | None:
+    """The job a server killed between ``sbatch`` and recording its id left behind for this
+    attempt of the run (the newest if there were several), if any."""
+    mine = [j for j in states.values() if j.comment == attempt_comment(run_id, attempt)]
+    return (
+        max(mine, key=lambda j: int(j.job_id) if j.job_id.isdigit() else 0).job_id if mine else None
+    )
 
 
 def wait_reason(state: JobState) -> str:
@@ -141,6 +158,7 @@ def batch_script(
     run_folder: str,
     python: str,
     variables: dict[str, str],
+    attempt: int = 0,
 ) -> str:
     """The run's batch job: its size from the spec, its output into the run folder, the entry
     script started by ``srun`` (``mpirun`` in the allocation for MPI), the exit code kept beside
@@ -149,6 +167,7 @@ def batch_script(
     per_node = processes_per_node(spec)
     options = [
         f"--job-name={JOB_PREFIX}{run_id}",
+        f"--comment={attempt_comment(run_id, attempt)}",
         f"--output={run_folder}/{DRIVER_LOG}",
         f"--chdir={run_folder}/wd",
         f"--partition={target.partition}",

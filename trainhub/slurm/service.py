@@ -214,6 +214,18 @@ class SlurmRuns:
         assert run.snapshot is not None
         env = await asyncio.to_thread(environment_of, self.settings, run, spec)
         try:
+            adopted = await self._left_behind(login, run)
+            if adopted is not None:
+                await self.db.write(
+                    lambda conn: store.record_job(conn, run.id, target.name, adopted)
+                )
+                append_log(
+                    run_dir / BUILD_LOG,
+                    f"Slurm job {adopted} was already submitted for this run: followed, not "
+                    "submitted again\n",
+                )
+                log.info("run %s: adopted Slurm job %s on %s", run.id, adopted, target.name)
+                return adopted
             await login.run(f"mkdir -p {folder}/wd {folder}/sys")
             snapshot = await asyncio.to_thread(self.settings.snapshot_path(run.snapshot).read_bytes)
             runtime = runtime_archive(self.settings.azureml_compat)
@@ -243,7 +255,9 @@ class SlurmRuns:
                 lib_dir=f"{folder}/sys/trainhub/lib",
                 context_dir=f"{folder}/sys/trainhub/ctx",
             )
-            text = script.batch_script(run.id, spec, target, folder, python, variables)
+            text = script.batch_script(
+                run.id, spec, target, folder, python, variables, attempt=run.retries
+            )
             await login.put({f"{folder}/job.sh": text.encode()})
             if self.control.cancel_event(run.id).is_set():
                 return None
@@ -257,6 +271,15 @@ class SlurmRuns:
         append_log(run_dir / BUILD_LOG, f"Submitted to Slurm target {target.name}: job {job_id}\n")
         log.info("run %s: Slurm job %s on %s", run.id, job_id, target.name)
         return job_id
+
+    async def _left_behind(self, login: Login, run: q.RunRow) -> str | None:
+        """A job of this attempt already in Slurm (all states): the server was killed between
+        ``sbatch`` and recording the id, and submitting again would run the script twice."""
+        _, out = await login.run(
+            f"squeue -h --states=all -u {login.target.user} --name={script.JOB_PREFIX}{run.id} "
+            f"-o '{script.SQUEUE_FORMAT}'"
+        )
+        return script.adoptable(script.parse_squeue(out), run.id, run.retries)
 
     async def _follow(
         self, run: q.RunRow, spec: EstimatorSpec, target: SlurmTarget, tracked: Tracked
