@@ -120,6 +120,8 @@ def test_a_slurm_target_is_registered_with_its_host_key_pinned(
     assert response.status_code == 422 and "partition" in response.text
     conda = submit_raw_status(sclient, conda_packages=["numpy"])
     assert conda.status_code == 422 and "conda_packages" in conda.text
+    image = submit_raw_status(sclient, custom_docker_image="python:3.11")
+    assert image.status_code == 422 and image.json()["field"] == "custom_docker_image", image.text
 
 
 def submit_raw_status(client: httpx.Client, **estimator: object) -> httpx.Response:
@@ -259,6 +261,25 @@ def test_a_pip_environment_is_built_once_and_reused(sclient: httpx.Client) -> No
     logs = [sclient.get(f"/api/v1/runs/{r['runId']}/logs").text for r in (first, second)]
     prefixes = {line.split()[-1] for log in logs for line in log.splitlines() if "thlocal " in line}
     assert len(prefixes) == 1 and "/envs/venv-" in prefixes.pop(), logs
+
+
+def test_a_requirements_file_from_the_snapshot_is_installed_into_its_own_venv(
+    sclient: httpx.Client,
+) -> None:
+    script = "import thlocal, sys\nprint('req', thlocal.VALUE, sys.prefix, flush=True)\n"
+    run = submit(
+        sclient,
+        script,
+        compute_target="hpc",
+        extra_files={"reqs/slurm.txt": "thlocal==1.0\n"},
+        pip_requirements_file="reqs/slurm.txt",
+    )
+    done = wait_for_status(sclient, run["runId"], timeout=240)
+    assert done["status"] == "Completed", done["error"]
+    build = sclient.get(f"/api/v1/runs/{run['runId']}/files/logs/build_log.txt").text
+    assert "Successfully installed thlocal-1.0" in build, build
+    log = sclient.get(f"/api/v1/runs/{run['runId']}/logs").text
+    assert "req from the cluster's index" in log and "/envs/venv-" in log, log
 
 
 def test_a_time_limit_ends_the_job_as_timeout(sclient: httpx.Client) -> None:

@@ -115,3 +115,13 @@ def test_only_a_job_of_the_same_attempt_is_adopted_after_a_restart() -> None:
     )
     assert script.adoptable(listed, "r1", 2) == "57"
     assert script.adoptable(listed, "r1", 3) is None  # the retry after 57 is lost: a new job
+
+
+def test_a_requirements_file_is_installed_and_keyed_by_its_text() -> None:
+    plain = script.env_key("python3", ("thlocal==1.0",))
+    assert script.env_key("python3", ("thlocal==1.0",), "six\n") != plain
+    assert script.env_key("python3", ("thlocal==1.0",), "six\n") == script.env_key(
+        "python3", ("thlocal==1.0",), "six\n"
+    )
+    command = script.env_build_command("/w/envs/venv-1", (), {}, "/w/runs/r/requirements.txt")
+    assert "pip install -r /w/runs/r/requirements.txt" in command

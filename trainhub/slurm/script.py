@@ -122,21 +122,30 @@ def wait_reason(state: JobState) -> str:
     return f"Slurm job {state.job_id} pending: {state.reason or 'no reason given'}"
 
 
-def env_key(python: str, packages: tuple[str, ...]) -> str:
-    """A virtual environment's folder name: the same packages (in any order) share one build."""
-    text = "\n".join([python, *sorted(packages)])
+def env_key(python: str, packages: tuple[str, ...], requirements: str | None = None) -> str:
+    """A virtual environment's folder name: the same packages (in any order) and the same
+    requirements file's text share one build."""
+    extra = ["-r", requirements] if requirements else []  # pip-only keys stay as they were
+    text = "\n".join([python, *sorted(packages), *extra])
     return "venv-" + hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
-def env_build_command(env_dir: str, packages: tuple[str, ...], pip_env: dict[str, str]) -> str:
+def env_build_command(
+    env_dir: str,
+    packages: tuple[str, ...],
+    pip_env: dict[str, str],
+    requirements_path: str | None = None,
+) -> str:
     """Build the virtual environment once (under a lock, into a temporary folder renamed when
-    complete, so a failed or concurrent build never leaves a half environment in use)."""
+    complete, so a failed or concurrent build never leaves a half environment in use).
+    ``requirements_path`` is the spec's pip requirements file, copied to the cluster."""
     q = shlex.quote
     exports = "".join(f"export {k}={q(v)}; " for k, v in sorted(pip_env.items()))
+    arguments = [*(["-r", requirements_path] if requirements_path else []), *packages]
     build = (
         f"if [ -x {q(env_dir)}/bin/python ]; then echo 'environment present: reused, no build'; "
         f"else rm -rf {q(env_dir)}.tmp && python3 -m venv {q(env_dir)}.tmp && "
-        f"{q(env_dir)}.tmp/bin/pip install {' '.join(q(p) for p in packages)} && "
+        f"{q(env_dir)}.tmp/bin/pip install {' '.join(q(p) for p in arguments)} && "
         f"mv {q(env_dir)}.tmp {q(env_dir)} && echo 'environment built'; fi"
     )
     return (

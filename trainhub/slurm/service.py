@@ -235,13 +235,18 @@ class SlurmRuns:
                 "&& rm -f snapshot.tar.gz sys.tar"
             )
             python = "python3"
-            if env.pip_packages:
-                key = script.env_key(python, env.pip_packages)
+            if env.pip_packages or env.pip_requirements:
+                key = script.env_key(python, env.pip_packages, env.pip_requirements)
                 env_dir = f"{target.work_dir}/envs/{key}"
                 pip_env = envs.pip_environment(self.settings, None, None)
+                requirements = None
+                if env.pip_requirements:
+                    requirements = f"{folder}/requirements.txt"
+                    await login.put({requirements: env.pip_requirements.encode()})
                 append_log(run_dir / BUILD_LOG, f"Environment {key} on {target.host}\n")
                 status, out = await login.run(
-                    script.env_build_command(env_dir, env.pip_packages, pip_env), check=False
+                    script.env_build_command(env_dir, env.pip_packages, pip_env, requirements),
+                    check=False,
                 )
                 append_log(run_dir / BUILD_LOG, out)
                 if status != 0:

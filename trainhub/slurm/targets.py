@@ -116,7 +116,15 @@ async def remove(db: Database, name: str) -> bool:
 
 
 def check_spec(spec: EstimatorSpec, target: str) -> None:
-    """What a Slurm target does not run (yet): a conda environment, torchrun's launch."""
+    """What a Slurm target does not run (yet): a conda environment, torchrun's launch, a
+    container image (no container runtime is used there: a job runs on the nodes' own system)."""
+    for name in ("custom_docker_image", "custom_docker_base_image", "custom_dockerfile"):
+        if getattr(spec, name):
+            raise SpecError(
+                name,
+                f"Target '{target}' is a Slurm cluster: its jobs run without containers "
+                "(no Apptainer/enroot/podman support), so it cannot use an image",
+            )
     if spec.conda_packages or spec.conda_dependencies_file:
         raise SpecError(
             "conda_packages" if spec.conda_packages else "conda_dependencies_file",
