@@ -125,3 +125,46 @@ def test_a_requirements_file_is_installed_and_keyed_by_its_text() -> None:
     )
     command = script.env_build_command("/w/envs/venv-1", (), {}, "/w/runs/r/requirements.txt")
     assert "pip install -r /w/runs/r/requirements.txt" in command
+
+
+def test_a_torchrun_run_starts_one_torchrun_per_node_rendezvousing_on_the_first_host() -> None:
+    two = script.batch_script(
+        "r1",
+        spec(node_count=2, process_count_per_node=4, distributed_backend="gloo"),
+        TARGET,
+        "/w/runs/r1",
+        "/w/envs/venv-1/bin/python",
+        {},
+    )
+    assert "--ntasks-per-node=4" in options(two)  # the allocation holds every process's CPU
+    assert (
+        'TRAINHUB_TORCH_MASTER_ADDR=$(scontrol show hostnames "$SLURM_JOB_NODELIST" | head -n 1)'
+        in two
+    )
+    launch = next(line for line in two.splitlines() if line.startswith("srun "))
+    assert launch.startswith(
+        "srun --kill-on-bad-exit=1 --nodes=2 --ntasks=2 --ntasks-per-node=1 --cpus-per-task=4 bash -c "
+    )
+    inner = subprocess.run(  # what bash hands the per-node command, quoting undone
+        ["bash", "-c", f"printf '%s\\n' {launch.split(' bash -c ', 1)[1]}"],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    assert inner.split()[:4] == [
+        "/w/envs/venv-1/bin/python",
+        "-m",
+        "torch.distributed.run",
+        "--nnodes=2",
+    ]
+    assert "--nproc-per-node=4" in inner and '--node-rank="$SLURM_NODEID"' in inner
+    assert "TRAINHUB_DIST_BACKEND=gloo" in two and "AZ_BATCHAI_PYTORCH_INIT_METHOD" in two
+    one = script.batch_script(
+        "r1",
+        spec(process_count_per_node=2, distributed_backend="nccl"),
+        TARGET,
+        "/w/runs/r1",
+        "python3",
+        {},
+    )
+    assert "TRAINHUB_TORCH_MASTER_ADDR=127.0.0.1" in one and "mpirun" not in one

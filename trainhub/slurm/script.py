@@ -10,7 +10,8 @@ import shlex
 from dataclasses import dataclass
 from enum import Enum
 
-from trainhub.spec import EstimatorSpec, is_mpi, processes_per_node
+from trainhub.runtime.mpi import port_for
+from trainhub.spec import EstimatorSpec, is_mpi, processes_per_node, torch_backend
 from trainhub.store.slurm import SlurmTarget
 
 JOB_PREFIX = "trainhub-"  # job names are JOB_PREFIX + run id
@@ -201,6 +202,8 @@ def batch_script(
             'if [ "$(id -u)" = 0 ]; then export OMPI_ALLOW_RUN_AS_ROOT=1 '
             "OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1; fi\n"
         )
+    elif torch_backend(spec):
+        launch, root = torchrun_launch(run_id, spec, python, attempt), ""
     else:
         launch = f"srun --kill-on-bad-exit=1 {command}"
         root = ""
@@ -215,3 +218,42 @@ def batch_script(
         'exit "$code"',
     ]
     return "\n".join(line for line in lines if line) + "\n"
+
+
+def torchrun_launch(run_id: str, spec: EstimatorSpec, python: str, attempt: int) -> str:
+    """PyTorch distributed: one ``torchrun`` per node (``srun`` with one task per node and the
+    node's CPUs), static rendezvous on the allocation's first host (the loopback on one node) at a
+    port spread by run id and attempt; ``--node-rank`` is Slurm's node index. The variables Azure
+    ML's PyTorch estimator set (``AZ_BATCHAI_PYTORCH_INIT_METHOD``...) come with it."""
+    q = shlex.quote
+    per_node = processes_per_node(spec)
+    port = port_for(run_id, attempt)
+    first = (
+        "127.0.0.1"
+        if spec.node_count == 1
+        else '$(scontrol show hostnames "$SLURM_JOB_NODELIST" | head -n 1)'
+    )
+    torchrun = " ".join(
+        [
+            q(python),
+            "-m torch.distributed.run",
+            f"--nnodes={spec.node_count}",
+            f"--nproc-per-node={per_node}",
+            '--node-rank="$SLURM_NODEID"',
+            '--master-addr="$TRAINHUB_TORCH_MASTER_ADDR"',
+            f"--master-port={port}",
+            "--max-restarts=0",
+            *(q(a) for a in [spec.entry_script, *spec.command_arguments()]),
+        ]
+    )
+    return (
+        f"export TRAINHUB_TORCH_MASTER_ADDR={first} TRAINHUB_TORCH_MASTER_PORT={port} "
+        f"TRAINHUB_DIST_BACKEND={torch_backend(spec)} "
+        f"TRAINHUB_TORCH_NNODES={spec.node_count} TRAINHUB_TORCH_NPROC_PER_NODE={per_node}\n"
+        'export AZ_BATCHAI_PYTORCH_INIT_METHOD="tcp://$TRAINHUB_TORCH_MASTER_ADDR:'
+        f'{port}" AZ_BATCH_MASTER_NODE="$TRAINHUB_TORCH_MASTER_ADDR:{port}" '
+        'AZ_BATCHAI_MPI_MASTER_NODE="$TRAINHUB_TORCH_MASTER_ADDR"\n'
+        f"srun --kill-on-bad-exit=1 --nodes={spec.node_count} --ntasks={spec.node_count} "
+        f"--ntasks-per-node=1 --cpus-per-task={per_node} "
+        f"bash -c {q(torchrun)}"
+    )
