@@ -30,6 +30,7 @@ from tests.helpers import (
 )
 from tests.slurm_bed import PARTITION, SlurmBed
 from tests.test_environments import make_wheel
+from tests.torch_env import TORCH, torch_settings
 
 pytestmark = pytest.mark.slow
 
@@ -74,6 +75,7 @@ def slurm_server(tmp_path_factory: pytest.TempPathFactory, bed: SlurmBed, **extr
         tmp_path_factory,
         "slurm-data",
         pip_index_url=f"file://{index.parent}",
+        wheel_dir=torch_settings()["wheel_dir"],  # the host's folder: the cluster shares its files
         slurm_poll_seconds="0.3",
         sync_interval_seconds="0.5",
         ssh_keepalive_seconds="1",
@@ -237,6 +239,42 @@ def test_an_mpi_run_has_two_ranks_in_its_allocation(sclient: httpx.Client) -> No
     assert done["status"] == "Completed", done["error"]
     log = sclient.get(f"/api/v1/runs/{run['runId']}/logs").text
     assert "rank 0 of 2" in log and "rank 1 of 2" in log, log
+
+
+ALLREDUCE = """
+import os
+import torch
+import torch.distributed as dist
+dist.init_process_group(
+    os.environ["TRAINHUB_DIST_BACKEND"],
+    init_method=os.environ["AZ_BATCHAI_PYTORCH_INIT_METHOD"],
+    rank=int(os.environ["AZ_BATCHAI_TASK_INDEX"]),
+    world_size=int(os.environ["WORLD_SIZE"]),
+)
+total = torch.tensor([float(dist.get_rank() + 1)])
+dist.all_reduce(total)
+print(f"rank {dist.get_rank()} of {dist.get_world_size()}: allreduce {total.item():g}", flush=True)
+dist.destroy_process_group()
+"""
+
+
+def test_a_gloo_run_starts_torchrun_with_two_processes_in_its_allocation(
+    sclient: httpx.Client,
+) -> None:
+    run = submit(
+        sclient,
+        ALLREDUCE,
+        compute_target="hpc",
+        pip_packages=[TORCH],
+        distributed_backend="gloo",
+        process_count_per_node=2,
+    )
+    done = wait_for_status(sclient, run["runId"], timeout=400)
+    assert done["status"] == "Completed", done["error"]
+    log = sclient.get(f"/api/v1/runs/{run['runId']}/logs").text
+    assert "rank 0 of 2: allreduce 3" in log and "rank 1 of 2: allreduce 3" in log, log
+    rank1 = sclient.get(f"/api/v1/runs/{run['runId']}/files/logs/torchrun/rank.1/stdout").text
+    assert "rank 1 of 2" in rank1, rank1
 
 
 def test_a_pip_environment_is_built_once_and_reused(sclient: httpx.Client) -> None:

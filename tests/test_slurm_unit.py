@@ -151,13 +151,15 @@ def test_a_torchrun_run_starts_one_torchrun_per_node_rendezvousing_on_the_first_
         text=True,
         check=True,
     ).stdout
-    assert inner.split()[:4] == [
+    assert inner.split()[1:6] == [
+        "exec",
         "/w/envs/venv-1/bin/python",
-        "-m",
-        "torch.distributed.run",
-        "--nnodes=2",
+        "/w/runs/r1/sys/trainhub/lib/trainhub/_torch.py",
+        "launch",
+        "/w/envs/venv-1/bin/python",
     ]
-    assert "--nproc-per-node=4" in inner and '--node-rank="$SLURM_NODEID"' in inner
+    assert 'TRAINHUB_TORCH_NODE_RANK="$SLURM_NODEID"' in inner
+    assert "TRAINHUB_TORCH_NNODES=2 TRAINHUB_TORCH_NPROC_PER_NODE=4" in two
     assert "TRAINHUB_DIST_BACKEND=gloo" in two and "AZ_BATCHAI_PYTORCH_INIT_METHOD" in two
     one = script.batch_script(
         "r1",

@@ -14,6 +14,7 @@ from trainhub.runtime.mpi import port_for
 from trainhub.spec import EstimatorSpec, is_mpi, processes_per_node, torch_backend
 from trainhub.store.slurm import SlurmTarget
 
+TORCH_LAUNCHER = "trainhub/lib/trainhub/_torch.py"  # in the run folder's sys/ (the runtime)
 JOB_PREFIX = "trainhub-"  # job names are JOB_PREFIX + run id
 DRIVER_LOG = "driver_log.txt"  # in the run's folder on the cluster: the job's --output
 EXIT_FILE = "exit_code"  # the entry script's exit code, written by the batch script
@@ -203,7 +204,7 @@ def batch_script(
             "OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1; fi\n"
         )
     elif torch_backend(spec):
-        launch, root = torchrun_launch(run_id, spec, python, attempt), ""
+        launch, root = torchrun_launch(run_id, spec, run_folder, python, attempt), ""
     else:
         launch = f"srun --kill-on-bad-exit=1 {command}"
         root = ""
@@ -220,11 +221,14 @@ def batch_script(
     return "\n".join(line for line in lines if line) + "\n"
 
 
-def torchrun_launch(run_id: str, spec: EstimatorSpec, python: str, attempt: int) -> str:
-    """PyTorch distributed: one ``torchrun`` per node (``srun`` with one task per node and the
-    node's CPUs), static rendezvous on the allocation's first host (the loopback on one node) at a
-    port spread by run id and attempt; ``--node-rank`` is Slurm's node index. The variables Azure
-    ML's PyTorch estimator set (``AZ_BATCHAI_PYTORCH_INIT_METHOD``...) come with it."""
+def torchrun_launch(
+    run_id: str, spec: EstimatorSpec, run_folder: str, python: str, attempt: int
+) -> str:
+    """PyTorch distributed: one ``torchrun`` per node (``srun``, one task per node with the node's
+    CPUs) through trainhub's own launcher (the runtime's ``_torch.py``: per-rank logs,
+    ``AZ_BATCHAI_TASK_INDEX``, the interface that reaches the first node), static rendezvous on
+    the allocation's first host (the loopback on one node) at a port spread by run id and
+    attempt; the node rank is Slurm's node index."""
     q = shlex.quote
     per_node = processes_per_node(spec)
     port = port_for(run_id, attempt)
@@ -233,27 +237,22 @@ def torchrun_launch(run_id: str, spec: EstimatorSpec, python: str, attempt: int)
         if spec.node_count == 1
         else '$(scontrol show hostnames "$SLURM_JOB_NODELIST" | head -n 1)'
     )
-    torchrun = " ".join(
+    launcher = f"{run_folder}/sys/{TORCH_LAUNCHER}"
+    node = " ".join(
         [
-            q(python),
-            "-m torch.distributed.run",
-            f"--nnodes={spec.node_count}",
-            f"--nproc-per-node={per_node}",
-            '--node-rank="$SLURM_NODEID"',
-            '--master-addr="$TRAINHUB_TORCH_MASTER_ADDR"',
-            f"--master-port={port}",
-            "--max-restarts=0",
-            *(q(a) for a in [spec.entry_script, *spec.command_arguments()]),
+            'TRAINHUB_TORCH_NODE_RANK="$SLURM_NODEID" exec',
+            *(q(a) for a in [python, launcher, "launch", python, spec.entry_script]),
+            *(q(a) for a in spec.command_arguments()),
         ]
     )
     return (
         f"export TRAINHUB_TORCH_MASTER_ADDR={first} TRAINHUB_TORCH_MASTER_PORT={port} "
-        f"TRAINHUB_DIST_BACKEND={torch_backend(spec)} "
-        f"TRAINHUB_TORCH_NNODES={spec.node_count} TRAINHUB_TORCH_NPROC_PER_NODE={per_node}\n"
+        f"TRAINHUB_DIST_BACKEND={torch_backend(spec)} TRAINHUB_TORCH_NNODES={spec.node_count} "
+        f"TRAINHUB_TORCH_NPROC_PER_NODE={per_node} "
+        f"TRAINHUB_TORCH_FAILURES={q(run_folder)}/torch-failures.jsonl\n"
         'export AZ_BATCHAI_PYTORCH_INIT_METHOD="tcp://$TRAINHUB_TORCH_MASTER_ADDR:'
         f'{port}" AZ_BATCH_MASTER_NODE="$TRAINHUB_TORCH_MASTER_ADDR:{port}" '
         'AZ_BATCHAI_MPI_MASTER_NODE="$TRAINHUB_TORCH_MASTER_ADDR"\n'
         f"srun --kill-on-bad-exit=1 --nodes={spec.node_count} --ntasks={spec.node_count} "
-        f"--ntasks-per-node=1 --cpus-per-task={per_node} "
-        f"bash -c {q(torchrun)}"
+        f"--ntasks-per-node=1 --cpus-per-task={per_node} bash -c {q(node)}"
     )

@@ -238,7 +238,8 @@ class SlurmRuns:
             if env.pip_packages or env.pip_requirements:
                 key = script.env_key(python, env.pip_packages, env.pip_requirements)
                 env_dir = f"{target.work_dir}/envs/{key}"
-                pip_env = envs.pip_environment(self.settings, None, None)
+                # The wheel folder is offered as it is named: on shared storage the cluster sees it.
+                pip_env = envs.pip_environment(self.settings, None, self.settings.wheel_dir)
                 requirements = None
                 if env.pip_requirements:
                     requirements = f"{folder}/requirements.txt"
