@@ -14,6 +14,7 @@ from pathlib import Path
 import httpx
 import pytest
 
+from tests.conda_channel import PLACEHOLDER, Package, make_channel
 from tests.conftest import TOKEN, Server, start_server
 from tests.helpers import (
     add_user,
@@ -120,8 +121,8 @@ def test_a_slurm_target_is_registered_with_its_host_key_pinned(
     del missing["partition"]
     response = sclient.post("/api/v1/targets", json=missing)
     assert response.status_code == 422 and "partition" in response.text
-    conda = submit_raw_status(sclient, conda_packages=["numpy"])
-    assert conda.status_code == 422 and "conda_packages" in conda.text
+    both = submit_raw_status(sclient, conda_packages=["numpy"], pip_packages=["six"])
+    assert both.status_code == 422 and both.json()["field"] == "pip_packages", both.text
     image = submit_raw_status(sclient, custom_docker_image="python:3.11")
     assert image.status_code == 422 and image.json()["field"] == "custom_docker_image", image.text
 
@@ -241,6 +242,11 @@ def test_an_mpi_run_has_two_ranks_in_its_allocation(sclient: httpx.Client) -> No
     assert "rank 0 of 2" in log and "rank 1 of 2" in log, log
 
 
+TINYTOOL = Package(
+    "tinytool",
+    files={"bin/tinytool": f"#!/bin/sh\necho tinytool installed in {PLACEHOLDER}\n"},
+    executables=("bin/tinytool",),
+)
 ALLREDUCE = """
 import os
 import torch
@@ -318,6 +324,36 @@ def test_a_requirements_file_from_the_snapshot_is_installed_into_its_own_venv(
     assert "Successfully installed thlocal-1.0" in build, build
     log = sclient.get(f"/api/v1/runs/{run['runId']}/logs").text
     assert "req from the cluster's index" in log and "/envs/venv-" in log, log
+
+
+def test_a_conda_environment_is_built_on_the_cluster_once_and_its_tools_run(
+    sclient: httpx.Client, slurm: SlurmBed
+) -> None:
+    channel = slurm.work_dir / "channel"  # a file:// channel: the login node shares these files
+    if not channel.exists():
+        make_channel(channel, [TINYTOOL])
+    env_file = f"channels: [{channel}]\ndependencies: [tinytool]\n"
+    script = (
+        "import os, subprocess\nprint(subprocess.run(['tinytool'], capture_output=True, "
+        "text=True).stdout.strip(), '|', os.environ['CONDA_PREFIX'], flush=True)\n"
+    )
+    done = []
+    for _ in range(2):
+        run = submit(
+            sclient,
+            script,
+            compute_target="hpc",
+            extra_files={"env.yml": env_file},
+            conda_dependencies_file="env.yml",
+        )
+        done.append(wait_for_status(sclient, run["runId"], timeout=240))
+    assert [d["status"] for d in done] == ["Completed"] * 2, [d["error"] for d in done]
+    builds = [sclient.get(f"/api/v1/runs/{d['runId']}/files/logs/build_log.txt").text for d in done]
+    assert "built" in builds[0] and "reused, no solve" in builds[1], builds
+    log = sclient.get(f"/api/v1/runs/{done[0]['runId']}/logs").text
+    line = next(line for line in log.splitlines() if "tinytool installed in" in line)
+    baked, prefix = line.removeprefix("tinytool installed in ").split(" | ")
+    assert baked == prefix and prefix.startswith(f"{slurm.work_dir}/envs/conda-"), line
 
 
 def test_a_time_limit_ends_the_job_as_timeout(sclient: httpx.Client) -> None:

@@ -170,6 +170,7 @@ def batch_script(
     python: str,
     variables: dict[str, str],
     attempt: int = 0,
+    path_dirs: tuple[str, ...] = (),
 ) -> str:
     """The run's batch job: its size from the spec, its output into the run folder, the entry
     script started by ``srun`` (``mpirun`` in the allocation for MPI), the exit code kept beside
@@ -210,6 +211,8 @@ def batch_script(
         root = ""
     lines = ["#!/bin/bash", *(f"#SBATCH {q(o)}" for o in options)]
     lines += [f"export {k}={q(v)}" for k, v in sorted(variables.items())]
+    if path_dirs:  # a conda prefix's programs first
+        lines.append(f'export PATH={":".join(q(d) for d in path_dirs)}:"$PATH"')
     lines += [
         f"rm -f {q(run_folder)}/{EXIT_FILE}",
         root.rstrip("\n"),

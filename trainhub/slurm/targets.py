@@ -116,7 +116,7 @@ async def remove(db: Database, name: str) -> bool:
 
 
 def check_spec(spec: EstimatorSpec, target: str) -> None:
-    """What a Slurm target does not run (yet): a conda environment, a container image (no container runtime is used there: a job runs on the nodes' own system)."""
+    """What a Slurm target does not run (yet): pip packages on top of conda, a container image (no container runtime is used there: a job runs on the nodes' own system)."""
     for name in ("custom_docker_image", "custom_docker_base_image", "custom_dockerfile"):
         if getattr(spec, name):
             raise SpecError(
@@ -124,8 +124,11 @@ def check_spec(spec: EstimatorSpec, target: str) -> None:
                 f"Target '{target}' is a Slurm cluster: its jobs run without containers "
                 "(no Apptainer/enroot/podman support), so it cannot use an image",
             )
-    if spec.conda_packages or spec.conda_dependencies_file:
+    if (spec.conda_packages or spec.conda_dependencies_file) and (
+        spec.pip_packages or spec.pip_requirements_file
+    ):
         raise SpecError(
-            "conda_packages" if spec.conda_packages else "conda_dependencies_file",
-            f"Target '{target}' is a Slurm cluster: it builds pip environments only (no conda yet)",
+            "pip_packages" if spec.pip_packages else "pip_requirements_file",
+            f"Target '{target}' is a Slurm cluster: a conda environment there takes no pip "
+            "packages yet (add them as conda packages)",
         )
