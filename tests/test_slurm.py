@@ -121,6 +121,8 @@ def test_a_slurm_target_is_registered_with_its_host_key_pinned(
     del missing["partition"]
     response = sclient.post("/api/v1/targets", json=missing)
     assert response.status_code == 422 and "partition" in response.text
+    group = sclient.post("/api/v1/targets", json={"name": "hpc", "nodes": ["local"]})
+    assert group.status_code == 422 and group.json()["field"] == "name", group.text
     both = submit_raw_status(sclient, conda_packages=["numpy"], pip_packages=["six"])
     assert both.status_code == 422 and both.json()["field"] == "pip_packages", both.text
     image = submit_raw_status(sclient, custom_docker_image="python:3.11")
