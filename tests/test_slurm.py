@@ -5,6 +5,7 @@ Run under ``flock /tmp/trainhub-testbed.lock`` (the cluster sits on the test bed
 
 from __future__ import annotations
 
+import sqlite3
 import textwrap
 import time
 from collections.abc import Iterator
@@ -13,6 +14,7 @@ from pathlib import Path
 import httpx
 import pytest
 
+from tests.conda_channel import PLACEHOLDER, Package, make_channel
 from tests.conftest import TOKEN, Server, start_server
 from tests.helpers import (
     add_user,
@@ -29,6 +31,7 @@ from tests.helpers import (
 )
 from tests.slurm_bed import PARTITION, SlurmBed
 from tests.test_environments import make_wheel
+from tests.torch_env import TORCH, torch_settings
 
 pytestmark = pytest.mark.slow
 
@@ -73,6 +76,7 @@ def slurm_server(tmp_path_factory: pytest.TempPathFactory, bed: SlurmBed, **extr
         tmp_path_factory,
         "slurm-data",
         pip_index_url=f"file://{index.parent}",
+        wheel_dir=torch_settings()["wheel_dir"],  # the host's folder: the cluster shares its files
         slurm_poll_seconds="0.3",
         sync_interval_seconds="0.5",
         ssh_keepalive_seconds="1",
@@ -117,8 +121,12 @@ def test_a_slurm_target_is_registered_with_its_host_key_pinned(
     del missing["partition"]
     response = sclient.post("/api/v1/targets", json=missing)
     assert response.status_code == 422 and "partition" in response.text
-    conda = submit_raw_status(sclient, conda_packages=["numpy"])
-    assert conda.status_code == 422 and "conda_packages" in conda.text
+    group = sclient.post("/api/v1/targets", json={"name": "hpc", "nodes": ["local"]})
+    assert group.status_code == 422 and group.json()["field"] == "name", group.text
+    both = submit_raw_status(sclient, conda_packages=["numpy"], pip_packages=["six"])
+    assert both.status_code == 422 and both.json()["field"] == "pip_packages", both.text
+    image = submit_raw_status(sclient, custom_docker_image="python:3.11")
+    assert image.status_code == 422 and image.json()["field"] == "custom_docker_image", image.text
 
 
 def submit_raw_status(client: httpx.Client, **estimator: object) -> httpx.Response:
@@ -236,6 +244,47 @@ def test_an_mpi_run_has_two_ranks_in_its_allocation(sclient: httpx.Client) -> No
     assert "rank 0 of 2" in log and "rank 1 of 2" in log, log
 
 
+TINYTOOL = Package(
+    "tinytool",
+    files={"bin/tinytool": f"#!/bin/sh\necho tinytool installed in {PLACEHOLDER}\n"},
+    executables=("bin/tinytool",),
+)
+ALLREDUCE = """
+import os
+import torch
+import torch.distributed as dist
+dist.init_process_group(
+    os.environ["TRAINHUB_DIST_BACKEND"],
+    init_method=os.environ["AZ_BATCHAI_PYTORCH_INIT_METHOD"],
+    rank=int(os.environ["AZ_BATCHAI_TASK_INDEX"]),
+    world_size=int(os.environ["WORLD_SIZE"]),
+)
+total = torch.tensor([float(dist.get_rank() + 1)])
+dist.all_reduce(total)
+print(f"rank {dist.get_rank()} of {dist.get_world_size()}: allreduce {total.item():g}", flush=True)
+dist.destroy_process_group()
+"""
+
+
+def test_a_gloo_run_starts_torchrun_with_two_processes_in_its_allocation(
+    sclient: httpx.Client,
+) -> None:
+    run = submit(
+        sclient,
+        ALLREDUCE,
+        compute_target="hpc",
+        pip_packages=[TORCH],
+        distributed_backend="gloo",
+        process_count_per_node=2,
+    )
+    done = wait_for_status(sclient, run["runId"], timeout=400)
+    assert done["status"] == "Completed", done["error"]
+    log = sclient.get(f"/api/v1/runs/{run['runId']}/logs").text
+    assert "rank 0 of 2: allreduce 3" in log and "rank 1 of 2: allreduce 3" in log, log
+    rank1 = sclient.get(f"/api/v1/runs/{run['runId']}/files/logs/torchrun/rank.1/stdout").text
+    assert "rank 1 of 2" in rank1, rank1
+
+
 def test_a_pip_environment_is_built_once_and_reused(sclient: httpx.Client) -> None:
     script = "import thlocal, sys\nprint('thlocal', thlocal.VALUE, sys.prefix, flush=True)\n"
     first = wait_for_status(
@@ -258,6 +307,55 @@ def test_a_pip_environment_is_built_once_and_reused(sclient: httpx.Client) -> No
     logs = [sclient.get(f"/api/v1/runs/{r['runId']}/logs").text for r in (first, second)]
     prefixes = {line.split()[-1] for log in logs for line in log.splitlines() if "thlocal " in line}
     assert len(prefixes) == 1 and "/envs/venv-" in prefixes.pop(), logs
+
+
+def test_a_requirements_file_from_the_snapshot_is_installed_into_its_own_venv(
+    sclient: httpx.Client,
+) -> None:
+    script = "import thlocal, sys\nprint('req', thlocal.VALUE, sys.prefix, flush=True)\n"
+    run = submit(
+        sclient,
+        script,
+        compute_target="hpc",
+        extra_files={"reqs/slurm.txt": "thlocal==1.0\n"},
+        pip_requirements_file="reqs/slurm.txt",
+    )
+    done = wait_for_status(sclient, run["runId"], timeout=240)
+    assert done["status"] == "Completed", done["error"]
+    build = sclient.get(f"/api/v1/runs/{run['runId']}/files/logs/build_log.txt").text
+    assert "Successfully installed thlocal-1.0" in build, build
+    log = sclient.get(f"/api/v1/runs/{run['runId']}/logs").text
+    assert "req from the cluster's index" in log and "/envs/venv-" in log, log
+
+
+def test_a_conda_environment_is_built_on_the_cluster_once_and_its_tools_run(
+    sclient: httpx.Client, slurm: SlurmBed
+) -> None:
+    channel = slurm.work_dir / "channel"  # a file:// channel: the login node shares these files
+    if not channel.exists():
+        make_channel(channel, [TINYTOOL])
+    env_file = f"channels: [{channel}]\ndependencies: [tinytool]\n"
+    script = (
+        "import os, subprocess\nprint(subprocess.run(['tinytool'], capture_output=True, "
+        "text=True).stdout.strip(), '|', os.environ['CONDA_PREFIX'], flush=True)\n"
+    )
+    done = []
+    for _ in range(2):
+        run = submit(
+            sclient,
+            script,
+            compute_target="hpc",
+            extra_files={"env.yml": env_file},
+            conda_dependencies_file="env.yml",
+        )
+        done.append(wait_for_status(sclient, run["runId"], timeout=240))
+    assert [d["status"] for d in done] == ["Completed"] * 2, [d["error"] for d in done]
+    builds = [sclient.get(f"/api/v1/runs/{d['runId']}/files/logs/build_log.txt").text for d in done]
+    assert "built" in builds[0] and "reused, no solve" in builds[1], builds
+    log = sclient.get(f"/api/v1/runs/{done[0]['runId']}/logs").text
+    line = next(line for line in log.splitlines() if "tinytool installed in" in line)
+    baked, prefix = line.removeprefix("tinytool installed in ").split(" | ")
+    assert baked == prefix and prefix.startswith(f"{slurm.work_dir}/envs/conda-"), line
 
 
 def test_a_time_limit_ends_the_job_as_timeout(sclient: httpx.Client) -> None:
@@ -313,6 +411,31 @@ def test_a_killed_server_reattaches_its_slurm_run_by_job_id(
         )
     finally:
         srv.cleanup()
+
+
+def test_a_server_killed_before_recording_its_job_id_adopts_the_job_instead_of_resubmitting(
+    slurm_srv: Server, slurm: SlurmBed
+) -> None:
+    slurm.wait_idle()
+    client = slurm_srv.client()
+    run = submit(client, SLEEP.format(4), compute_target="hpc")
+    wait_for_log(client, run["runId"], "busy", timeout=60)
+    slurm_srv.kill()
+    # What a kill between sbatch and the id's write leaves: a job in Slurm the server knows nothing of.
+    with sqlite3.connect(slurm_srv.data / "trainhub.db") as conn:
+        conn.execute("delete from slurm_jobs where run_id = ?", [run["runId"]])
+    slurm_srv.start()
+    client = slurm_srv.client()
+    done = wait_for_status(client, run["runId"], timeout=90)
+    assert done["status"] == "Completed", done["error"]
+    log = client.get(f"/api/v1/runs/{run['runId']}/logs").text
+    assert log.count("busy") == 1 and log.count("woke") == 1, log
+    jobs = slurm.slurm(
+        "squeue", "-h", "--states=all", f"--name=trainhub-{run['runId']}", "-o", "%i"
+    )
+    assert len(jobs.split()) == 1, jobs
+    build = client.get(f"/api/v1/runs/{run['runId']}/files/logs/build_log.txt").text
+    assert "followed, not submitted again" in build, build
 
 
 def test_the_cli_creates_and_lists_a_slurm_target(slurm_srv: Server, slurm: SlurmBed) -> None:

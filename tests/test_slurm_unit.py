@@ -55,6 +55,7 @@ def test_a_gpu_run_asks_for_its_nodes_tasks_gpus_and_time() -> None:
     )
     assert options(text) == [
         "--job-name=trainhub-run_1",
+        "--comment=trainhub-run_1-attempt-0",
         "--output=/shared/trainhub/runs/run_1/driver_log.txt",
         "--chdir=/shared/trainhub/runs/run_1/wd",
         "--partition=gpu",
@@ -103,3 +104,69 @@ def test_an_environment_is_keyed_by_its_packages_in_any_order() -> None:
     command = script.env_build_command("/w/envs/venv-1", ("torch==2.1", "x>1"), {"PIP_X": "1"})
     assert "flock /w/envs/venv-1.lock" in command and "'x>1'" in command
     assert "export PIP_X=1;" in command
+
+
+def test_only_a_job_of_the_same_attempt_is_adopted_after_a_restart() -> None:
+    text = script.batch_script("r1", spec(), TARGET, "/shared/trainhub/runs/r1", "python3", {}, 2)
+    assert "--comment=trainhub-r1-attempt-2" in options(text)
+    listed = script.parse_squeue(
+        "41|NODE_FAIL|None|trainhub-r1|trainhub-r1-attempt-1\n"
+        "57|PENDING|Priority|trainhub-r1|trainhub-r1-attempt-2\n"
+    )
+    assert script.adoptable(listed, "r1", 2) == "57"
+    assert script.adoptable(listed, "r1", 3) is None  # the retry after 57 is lost: a new job
+
+
+def test_a_requirements_file_is_installed_and_keyed_by_its_text() -> None:
+    plain = script.env_key("python3", ("thlocal==1.0",))
+    assert script.env_key("python3", ("thlocal==1.0",), "six\n") != plain
+    assert script.env_key("python3", ("thlocal==1.0",), "six\n") == script.env_key(
+        "python3", ("thlocal==1.0",), "six\n"
+    )
+    command = script.env_build_command("/w/envs/venv-1", (), {}, "/w/runs/r/requirements.txt")
+    assert "pip install -r /w/runs/r/requirements.txt" in command
+
+
+def test_a_torchrun_run_starts_one_torchrun_per_node_rendezvousing_on_the_first_host() -> None:
+    two = script.batch_script(
+        "r1",
+        spec(node_count=2, process_count_per_node=4, distributed_backend="gloo"),
+        TARGET,
+        "/w/runs/r1",
+        "/w/envs/venv-1/bin/python",
+        {},
+    )
+    assert "--ntasks-per-node=4" in options(two)  # the allocation holds every process's CPU
+    assert (
+        'TRAINHUB_TORCH_MASTER_ADDR=$(scontrol show hostnames "$SLURM_JOB_NODELIST" | head -n 1)'
+        in two
+    )
+    launch = next(line for line in two.splitlines() if line.startswith("srun "))
+    assert launch.startswith(
+        "srun --kill-on-bad-exit=1 --nodes=2 --ntasks=2 --ntasks-per-node=1 --cpus-per-task=4 bash -c "
+    )
+    inner = subprocess.run(  # what bash hands the per-node command, quoting undone
+        ["bash", "-c", f"printf '%s\\n' {launch.split(' bash -c ', 1)[1]}"],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    assert inner.split()[1:6] == [
+        "exec",
+        "/w/envs/venv-1/bin/python",
+        "/w/runs/r1/sys/trainhub/lib/trainhub/_torch.py",
+        "launch",
+        "/w/envs/venv-1/bin/python",
+    ]
+    assert 'TRAINHUB_TORCH_NODE_RANK="$SLURM_NODEID"' in inner
+    assert "TRAINHUB_TORCH_NNODES=2 TRAINHUB_TORCH_NPROC_PER_NODE=4" in two
+    assert "TRAINHUB_DIST_BACKEND=gloo" in two and "AZ_BATCHAI_PYTORCH_INIT_METHOD" in two
+    one = script.batch_script(
+        "r1",
+        spec(process_count_per_node=2, distributed_backend="nccl"),
+        TARGET,
+        "/w/runs/r1",
+        "python3",
+        {},
+    )
+    assert "TRAINHUB_TORCH_MASTER_ADDR=127.0.0.1" in one and "mpirun" not in one

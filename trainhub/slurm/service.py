@@ -20,8 +20,10 @@ import contextlib
 import functools
 import logging
 import shutil
+import subprocess
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import msgspec
@@ -30,7 +32,9 @@ from trainhub.runs import environment as envs
 from trainhub.runs.artifacts import BUILD_LOG, DRIVER_LOG, prepare_run_dir
 from trainhub.runs.preparing import append_log, environment_of
 from trainhub.runtime.incontainer import runtime_archive
+from trainhub.slurm import conda as slurm_conda
 from trainhub.slurm import script
+from trainhub.slurm.conda import ClusterPrefix
 from trainhub.slurm.login import Login, LoginError
 from trainhub.slurm.script import JobState, Phase
 from trainhub.spec import EstimatorSpec
@@ -214,6 +218,18 @@ class SlurmRuns:
         assert run.snapshot is not None
         env = await asyncio.to_thread(environment_of, self.settings, run, spec)
         try:
+            adopted = await self._left_behind(login, run)
+            if adopted is not None:
+                await self.db.write(
+                    lambda conn: store.record_job(conn, run.id, target.name, adopted)
+                )
+                append_log(
+                    run_dir / BUILD_LOG,
+                    f"Slurm job {adopted} was already submitted for this run: followed, not "
+                    "submitted again\n",
+                )
+                log.info("run %s: adopted Slurm job %s on %s", run.id, adopted, target.name)
+                return adopted
             await login.run(f"mkdir -p {folder}/wd {folder}/sys")
             snapshot = await asyncio.to_thread(self.settings.snapshot_path(run.snapshot).read_bytes)
             runtime = runtime_archive(self.settings.azureml_compat)
@@ -223,13 +239,22 @@ class SlurmRuns:
                 "&& rm -f snapshot.tar.gz sys.tar"
             )
             python = "python3"
-            if env.pip_packages:
-                key = script.env_key(python, env.pip_packages)
+            conda_prefix = await self._conda(login, target, env, folder, run_dir)
+            if conda_prefix is not None and conda_prefix.has_python:
+                python = f"{conda_prefix.path}/bin/python"
+            if env.pip_packages or env.pip_requirements:
+                key = script.env_key(python, env.pip_packages, env.pip_requirements)
                 env_dir = f"{target.work_dir}/envs/{key}"
-                pip_env = envs.pip_environment(self.settings, None, None)
+                # The wheel folder is offered as it is named: on shared storage the cluster sees it.
+                pip_env = envs.pip_environment(self.settings, None, self.settings.wheel_dir)
+                requirements = None
+                if env.pip_requirements:
+                    requirements = f"{folder}/requirements.txt"
+                    await login.put({requirements: env.pip_requirements.encode()})
                 append_log(run_dir / BUILD_LOG, f"Environment {key} on {target.host}\n")
                 status, out = await login.run(
-                    script.env_build_command(env_dir, env.pip_packages, pip_env), check=False
+                    script.env_build_command(env_dir, env.pip_packages, pip_env, requirements),
+                    check=False,
                 )
                 append_log(run_dir / BUILD_LOG, out)
                 if status != 0:
@@ -243,7 +268,18 @@ class SlurmRuns:
                 lib_dir=f"{folder}/sys/trainhub/lib",
                 context_dir=f"{folder}/sys/trainhub/ctx",
             )
-            text = script.batch_script(run.id, spec, target, folder, python, variables)
+            if conda_prefix is not None:
+                variables["CONDA_PREFIX"] = conda_prefix.path
+            text = script.batch_script(
+                run.id,
+                spec,
+                target,
+                folder,
+                python,
+                variables,
+                attempt=run.retries,
+                path_dirs=(f"{conda_prefix.path}/bin",) if conda_prefix else (),
+            )
             await login.put({f"{folder}/job.sh": text.encode()})
             if self.control.cancel_event(run.id).is_set():
                 return None
@@ -257,6 +293,43 @@ class SlurmRuns:
         append_log(run_dir / BUILD_LOG, f"Submitted to Slurm target {target.name}: job {job_id}\n")
         log.info("run %s: Slurm job %s on %s", run.id, job_id, target.name)
         return job_id
+
+    async def _conda(
+        self, login: Login, target: SlurmTarget, env: envs.Environment, folder: str, run_dir: Path
+    ) -> ClusterPrefix | None:
+        """The run's conda prefix, built on the cluster where it is used (once per content)."""
+        request = env.conda
+        if request is None:
+            return None
+        if request.pip:
+            raise SubmitFailed(
+                EndReason.BUILD_FAILED,
+                "conda_dependencies_file: a 'pip:' section is not supported on Slurm targets yet",
+            )
+        append_log(run_dir / BUILD_LOG, f"Conda environment {request.key} on {target.host}\n")
+        try:
+            prefix, out = await slurm_conda.ensure_prefix(
+                login, f"{target.work_dir}/envs", request, f"{folder}/conda-job.json"
+            )
+        except (slurm_conda.CondaBuildFailed, subprocess.CalledProcessError, StopIteration) as exc:
+            message = (
+                str(exc)
+                if isinstance(exc, slurm_conda.CondaBuildFailed)
+                else (f"py-rattler's wheel for the cluster could not be had: {exc}")
+            )
+            append_log(run_dir / BUILD_LOG, message + "\n")
+            raise SubmitFailed(EndReason.BUILD_FAILED, message[-3000:]) from None
+        append_log(run_dir / BUILD_LOG, out)
+        return prefix
+
+    async def _left_behind(self, login: Login, run: q.RunRow) -> str | None:
+        """A job of this attempt already in Slurm (all states): the server was killed between
+        ``sbatch`` and recording the id, and submitting again would run the script twice."""
+        _, out = await login.run(
+            f"squeue -h --states=all -u {login.target.user} --name={script.JOB_PREFIX}{run.id} "
+            f"-o '{script.SQUEUE_FORMAT}'"
+        )
+        return script.adoptable(script.parse_squeue(out), run.id, run.retries)
 
     async def _follow(
         self, run: q.RunRow, spec: EstimatorSpec, target: SlurmTarget, tracked: Tracked

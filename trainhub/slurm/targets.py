@@ -9,7 +9,7 @@ from typing import Any
 
 from trainhub.nodes.service import check_host, check_name, check_port, check_user
 from trainhub.slurm.login import Login, LoginError, host_key_of
-from trainhub.spec import EstimatorSpec, SpecError, torch_backend
+from trainhub.spec import EstimatorSpec, SpecError
 from trainhub.store import Database
 from trainhub.store import nodes as node_store
 from trainhub.store import runs as q
@@ -116,15 +116,19 @@ async def remove(db: Database, name: str) -> bool:
 
 
 def check_spec(spec: EstimatorSpec, target: str) -> None:
-    """What a Slurm target does not run (yet): a conda environment, torchrun's launch."""
-    if spec.conda_packages or spec.conda_dependencies_file:
+    """What a Slurm target does not run (yet): pip packages on top of conda, a container image (no container runtime is used there: a job runs on the nodes' own system)."""
+    for name in ("custom_docker_image", "custom_docker_base_image", "custom_dockerfile"):
+        if getattr(spec, name):
+            raise SpecError(
+                name,
+                f"Target '{target}' is a Slurm cluster: its jobs run without containers "
+                "(no Apptainer/enroot/podman support), so it cannot use an image",
+            )
+    if (spec.conda_packages or spec.conda_dependencies_file) and (
+        spec.pip_packages or spec.pip_requirements_file
+    ):
         raise SpecError(
-            "conda_packages" if spec.conda_packages else "conda_dependencies_file",
-            f"Target '{target}' is a Slurm cluster: it builds pip environments only (no conda yet)",
-        )
-    if torch_backend(spec):
-        raise SpecError(
-            "distributed_training",
-            f"Target '{target}' is a Slurm cluster: PyTorch's torchrun launch is not supported "
-            "there yet (use Mpi() or one process per task)",
+            "pip_packages" if spec.pip_packages else "pip_requirements_file",
+            f"Target '{target}' is a Slurm cluster: a conda environment there takes no pip "
+            "packages yet (add them as conda packages)",
         )

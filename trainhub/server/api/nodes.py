@@ -22,6 +22,7 @@ from trainhub.server.api import decode
 from trainhub.server.auth import admin_only
 from trainhub.slurm import targets as slurm_targets
 from trainhub.spec import SpecError
+from trainhub.store import slurm as slurm_store
 
 
 class NodeIn(msgspec.Struct, forbid_unknown_fields=True):
@@ -140,6 +141,8 @@ class NodesController(Controller):
             return await slurm_targets.create(state.db, **slurm_fields(target))
         if target.kind != "nodes":
             raise SpecError("kind", f"Unknown target kind {target.kind!r} (nodes, slurm)")
+        if target.name in await state.db.read(slurm_store.target_names):
+            raise SpecError("name", f"A Slurm target is named '{target.name}' already")
         return await service.set_target(state.db, state.launcher.wake, target.name, target.nodes)
 
     @delete(
