@@ -59,7 +59,13 @@ class Server:
             stdout=log,
             stderr=subprocess.STDOUT,
         )
-        deadline = time.monotonic() + 30
+        self.wait_healthy(30)
+
+    def wait_healthy(self, seconds: float) -> None:
+        """Until ``/healthz`` answers; the log's tail in the error if the server exits or stays
+        silent."""
+        assert self.proc is not None
+        deadline = time.monotonic() + seconds
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
                 raise RuntimeError(f"server exited: {self.log_path.read_text()[-3000:]}")

@@ -10,12 +10,10 @@ import os
 import shutil
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-import httpx
 import pytest
 
 from tests.conftest import LIVE_SERVERS, TOKEN, Server, free_port
@@ -95,17 +93,7 @@ class PyzServer(Server):
             stdout=log,
             stderr=subprocess.STDOUT,
         )
-        deadline = time.monotonic() + 120  # the first start extracts the file into SHIV_ROOT
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"server exited: {self.log_path.read_text()[-3000:]}")
-            try:
-                if httpx.get(f"{self.url}/healthz", timeout=1).status_code == 200:
-                    return
-            except httpx.HTTPError:
-                pass
-            time.sleep(0.2)
-        raise RuntimeError(f"server did not answer: {self.log_path.read_text()[-3000:]}")
+        self.wait_healthy(120)  # the first start extracts the file into SHIV_ROOT
 
 
 @pytest.fixture(scope="module")
